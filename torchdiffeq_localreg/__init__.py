@@ -1,0 +1,11 @@
+"""Local regularization of neural ODEs and SDEs for torchdiffeq and torchsde.
+
+Swap ``odeint`` for ``odeint_reg`` (or ``sdeint`` for ``sdeint_reg``), add ``lam * reg`` to the
+loss, and the solver takes fewer steps as the model trains. See Pal, Edelman, Rackauckas,
+"Locally Regularized Neural Differential Equations", ICML 2023.
+"""
+from ._api_ode import odeint_adjoint_reg, odeint_reg
+from ._stats import LocalRegStats
+
+__all__ = ["odeint_reg", "odeint_adjoint_reg", "LocalRegStats"]
+__version__ = "0.1.0"

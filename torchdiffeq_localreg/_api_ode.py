@@ -1,0 +1,191 @@
+"""The ODE entry points: validate, build the recorder, call upstream, compute reg."""
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torchdiffeq
+from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_names
+
+from ._ode_solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS, RECORDER_KEY, UNSUPPORTED_METHODS, WRAPPED
+from ._recorder import Recorder
+from ._stats import EvalCounter, LocalRegStats
+from ._validate import check_reg_args
+
+TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+
+_CALLBACK_NAMES = frozenset(_all_callback_names) | frozenset(_all_adjoint_callback_names)
+
+
+class _CountedFunc(nn.Module):
+    """Calls ``base`` unchanged and counts each call; exposes ``base``'s solver callbacks and
+    (as a submodule) its parameters, so upstream treats it exactly like ``base``."""
+
+    def __init__(self, base: Callable, counter: EvalCounter):
+        super().__init__()
+        self.base = base
+        self.counter = counter
+
+    def forward(self, t, y):
+        self.counter.count()
+        return self.base(t, y)
+
+    def __getattr__(self, name):
+        if name in _CALLBACK_NAMES:
+            return getattr(self.base, name)
+        return super().__getattr__(name)
+
+
+def _check_method(method: Optional[str]) -> str:
+    method = "dopri5" if method is None else method
+    if method not in WRAPPED:
+        raise ValueError(
+            f"method {method!r} is not supported by torchdiffeq_localreg. Supported: adaptive "
+            f"{ADAPTIVE_METHODS} (embedded error estimate) and fixed-grid {FIXED_GRID_METHODS} "
+            f"(step-doubling estimate). Not supported: {UNSUPPORTED_METHODS}.")
+    return method
+
+
+def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
+         error_weight, stiffness_weight, generator, return_stats, adjoint_kwargs: Dict[str, Any]):
+    check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
+    method_name = _check_method(method)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a 1-D torch.Tensor, got {type(t).__name__}.")
+    stats = LocalRegStats(strategy=strategy, method=method_name)
+    counter = EvalCounter(stats)
+    counted = _CountedFunc(func, counter)
+
+    if strategy == "none":
+        solver_method, solver_options, recorder = method, options, None
+    else:
+        time_sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+        recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
+                            counters=(counter,), time_sign=time_sign)
+        solver_method = WRAPPED[method_name]
+        solver_options = {**(options or {}), RECORDER_KEY: recorder}
+
+    if adjoint:
+        out = torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=solver_method,
+                                         options=solver_options, event_fn=event_fn, **adjoint_kwargs)
+    else:
+        out = torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=solver_method,
+                                 options=solver_options, event_fn=event_fn)
+    solution = out[1] if event_fn is not None else out
+    like = solution if isinstance(solution, torch.Tensor) else solution[0]
+
+    counter.phase = "reg"
+    if recorder is None:
+        reg = torch.zeros((), dtype=like.dtype, device=like.device)
+    else:
+        reg = recorder.compute(like)
+    counter.phase = "backward"
+
+    result = (*out, reg) if event_fn is not None else (out, reg)
+    return (*result, stats) if return_stats else result
+
+
+def odeint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
+               method: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
+               event_fn: Optional[Callable] = None, strategy: str = "unbiased", num_samples: int = 1,
+               error_weight: float = 1.0, stiffness_weight: float = 0.0,
+               generator: Optional[torch.Generator] = None, return_stats: bool = False):
+    """Integrate an ODE like ``torchdiffeq.odeint`` and return a local regularization term.
+
+    The solve is upstream's, unchanged: ``solution`` is bit-identical to
+    ``torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+    event_fn=event_fn)``. While it runs, the solver's accepted steps are observed; afterwards one
+    extra step of the same solver is taken (per sample) from a sampled point (t_s, y_s, dt_s),
+    held constant, and its estimates give
+
+        reg = mean over samples of ( error_weight * E * |dt_s| + stiffness_weight * S )
+
+    where E is the solver's own scaled error norm of that step (the number its step controller
+    compares to 1: ``norm(err / (atol + rtol * max(|y0|, |y1|)))``) and S a stiffness estimate,
+    ``|dt_s| * ||k_j - k_i|| / ||Y_j - Y_i||`` for the two stages closest in time (for dopri5 the
+    last two, both at t + dt). The gradient of ``reg`` reaches ``func``'s parameters through the
+    extra step only. Add ``lam * reg`` to the loss to make the solver take fewer steps.
+
+    Fixed-grid methods have no embedded error estimate: E is measured by step doubling (one step of
+    dt against two of dt/2, same scaling and norm) and S compares ``func`` on the two end states.
+
+    Args:
+        func, y0, t, rtol, atol, method, options, event_fn: exactly as in ``torchdiffeq.odeint``
+            (default method ``"dopri5"``; tuple states, decreasing ``t``, ``options`` such as
+            ``step_t``, ``jump_t``, ``first_step``, ``norm``, and callbacks on ``func`` all work).
+        strategy: where to regularize.
+            ``"unbiased"``: t_s uniform on the span of ``t`` (up to the event time with
+            ``event_fn``); y_s from the solver's interpolant in the accepted step containing t_s,
+            dt_s that step's size.
+            ``"biased"``: a uniformly chosen accepted step (its start and size), which favours the
+            regions where the solver takes many small steps.
+            ``"global"``: the sum over all accepted steps of the weighted terms, taken from the
+            solve's own stages (no extra evaluations for adaptive methods); backpropagates through
+            the solver, so it needs the direct (non-adjoint) method.
+            ``"none"``: the plain solve; ``reg`` is zero and nothing extra is evaluated.
+        num_samples: number of independent samples (drawn with replacement) for the local strategies.
+        error_weight: weight of ``E * |dt|``, a float >= 0.
+        stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
+        generator: ``torch.Generator`` for the sampling; torch's default generator when None.
+        return_stats: also return a :class:`LocalRegStats`.
+
+    Returns:
+        ``(solution, reg)``; with ``event_fn``, ``(event_t, solution, reg)``; with
+        ``return_stats=True`` a :class:`LocalRegStats` is appended. ``reg`` is a scalar tensor of
+        the state's dtype and device (zero when the solve took no step).
+
+    Raises:
+        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, an
+            unsupported ``method`` (Adams and scipy solvers), or any error upstream raises.
+        TypeError: arguments of the wrong type.
+        FloatingPointError: if ``reg`` is not finite.
+    """
+    return _run(False, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
+                error_weight, stiffness_weight, generator, return_stats, {})
+
+
+def odeint_adjoint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
+                       method: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
+                       event_fn: Optional[Callable] = None, adjoint_rtol=None, adjoint_atol=None,
+                       adjoint_method: Optional[str] = None, adjoint_options: Optional[Dict[str, Any]] = None,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = None, strategy: str = "unbiased",
+                       num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
+                       generator: Optional[torch.Generator] = None, return_stats: bool = False):
+    """``odeint_reg`` with gradients of the solution by ``torchdiffeq.odeint_adjoint``.
+
+    The forward solve and the backward (adjoint) solve are upstream's, untouched: ``solution`` is
+    bit-identical to ``torchdiffeq.odeint_adjoint`` with the same arguments, and its gradient is
+    computed by upstream's adjoint with ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``,
+    ``adjoint_options`` (including ``{"norm": "seminorm"}``) and ``adjoint_params`` exactly as
+    documented there. ``reg`` is computed as in :func:`odeint_reg` from the forward solve; it does
+    not depend on the adjoint settings, and for the same ``generator`` state it is identical to
+    :func:`odeint_reg`'s, gradient included. ``stats.nfe_backward`` counts the evaluations of
+    ``func`` made by the adjoint solve (read it after ``backward()``).
+
+    Args:
+        See :func:`odeint_reg` and ``torchdiffeq.odeint_adjoint``. ``strategy="global"`` is not
+        available here.
+
+    Returns:
+        As :func:`odeint_reg`.
+
+    Raises:
+        ValueError: as :func:`odeint_reg`; also for ``strategy="global"``, and as upstream when
+            ``func`` is not an ``nn.Module`` and ``adjoint_params`` is not given, or when
+            ``adjoint_method != method`` with ``options`` but no ``adjoint_options``.
+    """
+    if adjoint_params is None and not isinstance(func, nn.Module):
+        raise ValueError("func must be an instance of nn.Module to specify the adjoint parameters; "
+                         "alternatively pass them as `adjoint_params` (use `adjoint_params=()` if there are none).")
+    # Resolve the backward solve's settings from the caller's method and options, as upstream does,
+    # so that the adjoint solve uses the upstream solver and never sees our recorder.
+    if adjoint_method is None:
+        adjoint_method = method
+    if adjoint_options is None:
+        if adjoint_method != method and options is not None:
+            raise ValueError("If `adjoint_method != method` then `adjoint_options` cannot be inferred from "
+                             "`options`; as `options` was passed, pass `adjoint_options` as well.")
+        adjoint_options = {k: v for k, v in options.items() if k != "norm"} if options is not None else {}
+    adjoint_kwargs = dict(adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
+                          adjoint_options=adjoint_options, adjoint_params=adjoint_params)
+    return _run(True, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
+                error_weight, stiffness_weight, generator, return_stats, adjoint_kwargs)

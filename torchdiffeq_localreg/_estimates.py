@@ -1,0 +1,96 @@
+"""Differentiable error and stiffness estimates of one solver step.
+
+Everything here runs with autograd on, so that the gradient of the estimate reaches the
+parameters of the dynamics through this one step only.
+"""
+from typing import Callable, Optional, Tuple
+
+import torch
+from torchdiffeq._impl.misc import _compute_error_ratio
+from torchdiffeq._impl.rk_common import _ButcherTableau, _runge_kutta_step
+
+Estimate = Tuple[torch.Tensor, Optional[torch.Tensor]]
+
+
+def stiffness_pair(tableau: _ButcherTableau) -> Tuple[int, int]:
+    """The two stages of ``tableau`` closest in time, latest pair first on ties.
+
+    Stage 0 is the step's start (c = 0); stage i >= 1 has c = ``tableau.alpha[i - 1]``.
+    For Dormand-Prince 5(4) this is stages 5 and 6 (both at c = 1, the second at y1),
+    for dopri8 the last two stages (c = 1), for bosh3 stages 2 and 3 (c = 3/4 and 1),
+    for fehlberg2 stages 1 and 2 (c = 1/2 and 1), for adaptive_heun stages 0 and 1.
+    """
+    c = [0.0] + [float(a) for a in tableau.alpha]
+    best = None
+    for j in range(1, len(c)):
+        for i in range(j):
+            key = (abs(c[j] - c[i]), -j, -i)
+            if best is None or key < best[0]:
+                best = (key, (i, j))
+    return best[1]
+
+
+def _stage_state(k: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor, tableau: _ButcherTableau, i: int):
+    if i == 0:
+        return y0
+    return y0 + torch.sum(k[..., :i] * (tableau.beta[i - 1] * dt), dim=-1).view_as(y0)
+
+
+def lipschitz_stiffness(f_a: torch.Tensor, f_b: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor,
+                        dt: torch.Tensor) -> torch.Tensor:
+    """|dt| * ||f_a - f_b|| / ||y_a - y_b||: two evaluations at (nearly) one time estimate the
+    dominant Lipschitz constant (Hairer & Wanner, Solving ODEs II, sec. IV.2). Zero when the states
+    coincide."""
+    num = torch.linalg.vector_norm(f_a - f_b)
+    den = torch.linalg.vector_norm(y_a - y_b)
+    rho = num / den.clamp_min(torch.finfo(den.dtype).tiny)
+    return dt.abs().to(rho.dtype) * rho
+
+
+def rk_stage_estimates(k: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, dt: torch.Tensor,
+                       tableau: _ButcherTableau, rtol, atol, norm: Callable, stiffness: bool) -> Estimate:
+    """Error ratio E and (optionally) stiffness S from the stages ``k`` of one Runge-Kutta step.
+
+    E is the very number the step controller compares to 1: the embedded error
+    ``sum_i k_i * dt * c_error_i`` scaled by ``atol + rtol * max(|y0|, |y1|)`` and normed by the
+    solver's norm. S is ``|dt| * ||k_j - k_i|| / ||Y_j - Y_i||`` for the stage pair of
+    :func:`stiffness_pair`, with Y the stage states; it costs no evaluation.
+    """
+    dt = dt.to(y0.abs().dtype)
+    error = torch.sum(k * (dt * tableau.c_error), dim=-1)
+    ratio = _compute_error_ratio(error, rtol, atol, y0, y1, norm)
+    if not stiffness:
+        return ratio, None
+    i, j = stiffness_pair(tableau)
+    y_i = _stage_state(k, y0, dt, tableau, i)
+    y_j = _stage_state(k, y0, dt, tableau, j)
+    return ratio, lipschitz_stiffness(k[..., j], k[..., i], y_j, y_i, dt)
+
+
+def rk_step_estimates(func: Callable, tableau: _ButcherTableau, t0: torch.Tensor, y0: torch.Tensor,
+                      dt: torch.Tensor, rtol, atol, norm: Callable, stiffness: bool) -> Estimate:
+    """Takes one step of the tableau from (t0, y0) with ``dt`` (1 + stages evaluations) and
+    returns :func:`rk_stage_estimates` of it."""
+    f0 = func(t0, y0)
+    y1, _, _, k = _runge_kutta_step(func, y0, f0, t0, dt, t0 + dt, tableau=tableau)
+    return rk_stage_estimates(k, y0, y1, dt, tableau, rtol, atol, norm, stiffness)
+
+
+def step_doubling_estimates(step: Callable, func: Callable, t0: torch.Tensor, y0: torch.Tensor,
+                            dt: torch.Tensor, rtol, atol, norm: Callable, stiffness: bool) -> Estimate:
+    """Error ratio by step doubling, for solvers without an embedded pair.
+
+    ``step(t0, dt, y0)`` returns the state after one step. With y_full one step of ``dt`` and
+    y_half two steps of ``dt / 2``, E = norm((y_full - y_half) / (atol + rtol * max(|y0|, |y_half|))).
+    S compares ``func`` at t0 + dt on both end states (2 more evaluations), as in
+    :func:`lipschitz_stiffness`.
+    """
+    half = dt / 2
+    y_full = step(t0, dt, y0)
+    y_mid = step(t0, half, y0)
+    y_half = step(t0 + half, dt - half, y_mid)
+    ratio = _compute_error_ratio(y_full - y_half, rtol, atol, y0, y_half, norm)
+    if not stiffness:
+        return ratio, None
+    t1 = t0 + dt
+    return ratio, lipschitz_stiffness(func(t1, y_full), func(t1, y_half), y_full, y_half, dt)

@@ -1,0 +1,107 @@
+"""Choosing where to regularize: the one place that draws random numbers.
+
+Both local strategies are one mechanism, weighted reservoir sampling over the solver's
+accepted steps, kept with O(num_samples) memory while the solve runs:
+
+- ``"biased"``: every accepted step has weight 1, so each sample is a uniformly chosen
+  accepted step, and the sample point is that step's start (t_k, y_k, dt_k).
+- ``"unbiased"``: a step's weight is the length of its overlap with the integration span,
+  so the chosen step contains a time that is uniform on the span; t_s is then drawn
+  uniformly inside the chosen piece. The span's end need not be known in advance (event
+  handling): the newest step is committed only once the next one arrives or the solve ends,
+  when its overlap with the final span is known.
+
+Each of the ``num_samples`` slots is an independent reservoir, so samples are drawn with
+replacement.
+"""
+from dataclasses import dataclass, replace
+from typing import Any, List, Optional
+
+import torch
+
+LOCAL_STRATEGIES = ("unbiased", "biased")
+
+_BUFFER = 256
+
+
+@dataclass
+class Sample:
+    """One sampled point: the step it lies in, and the time t_s inside that step."""
+
+    index: int      # index of the step among accepted steps, from 0
+    t0: float       # start of the step
+    t1: float       # end of the step
+    t: float        # the sampled time, t0 <= t <= t1
+    payload: Any    # whatever the solver stored to recompute this step
+    lo: float = 0.0  # the part of the step inside the span (unbiased strategy)
+    hi: float = 0.0
+
+
+class _Uniforms:
+    """Uniform draws on [0, 1), fetched from ``generator`` in blocks to keep per-step cost low."""
+
+    def __init__(self, generator: Optional[torch.Generator]):
+        self.generator = generator
+        self.buffer: List[float] = []
+
+    def next(self) -> float:
+        if not self.buffer:
+            device = self.generator.device if self.generator is not None else "cpu"
+            draws = torch.rand(_BUFFER, generator=self.generator, dtype=torch.float64, device=device)
+            self.buffer = draws.tolist()[::-1]
+        return self.buffer.pop()
+
+
+class StepSampler:
+    """Keeps ``num_samples`` independent reservoir samples of the accepted steps of one solve.
+
+    Times are plain floats in the solver's own (increasing) time. Call :meth:`observe` for every
+    accepted step in order, then :meth:`finish` once with the end of the span.
+    """
+
+    def __init__(self, strategy: str, num_samples: int, generator: Optional[torch.Generator]):
+        if strategy not in LOCAL_STRATEGIES:
+            raise ValueError(f"StepSampler: strategy must be one of {LOCAL_STRATEGIES}, got {strategy!r}.")
+        self.strategy = strategy
+        self.num_samples = num_samples
+        self.uniforms = _Uniforms(generator)
+        self.t_start: Optional[float] = None
+        self.total_weight = 0.0
+        self.slots: List[Optional[Sample]] = [None] * num_samples
+        self.pending: Optional[Sample] = None
+        self.count = 0
+
+    def start(self, t_start: float) -> None:
+        self.t_start = t_start
+
+    def observe(self, t0: float, t1: float, payload: Any) -> None:
+        if self.pending is not None:
+            self._commit(self.pending, self.pending.t1)
+        self.pending = Sample(index=self.count, t0=t0, t1=t1, t=t0, payload=payload)
+        self.count += 1
+
+    def finish(self, t_end: float) -> List[Sample]:
+        """Closes the span at ``t_end`` and returns the samples (empty if the solve took no step)."""
+        if self.pending is not None:
+            self._commit(self.pending, t_end)
+            self.pending = None
+        samples = [replace(s) for s in self.slots if s is not None]
+        if self.strategy == "unbiased":
+            for sample in samples:
+                sample.t = sample.lo + self.uniforms.next() * (sample.hi - sample.lo)
+        return samples
+
+    def _commit(self, step: Sample, t_end: float) -> None:
+        if self.strategy == "biased":
+            weight = 1.0
+        else:
+            lo = step.t0 if self.t_start is None else max(step.t0, self.t_start)
+            step.lo, step.hi = lo, max(lo, min(step.t1, t_end))
+            weight = step.hi - step.lo
+        if weight <= 0.0:
+            return
+        self.total_weight += weight
+        for i in range(self.num_samples):
+            # Keep this step with probability weight / total_weight (always, for the first).
+            if self.uniforms.next() * self.total_weight < weight:
+                self.slots[i] = step
