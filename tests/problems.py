@@ -1,0 +1,62 @@
+"""Small test problems shared by the ODE tests."""
+import torch
+import torch.nn as nn
+
+from torchdiffeq_localreg._ode_solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS
+
+ALL_METHODS = ADAPTIVE_METHODS + FIXED_GRID_METHODS
+LOCAL_STRATEGIES = ("unbiased", "biased")
+
+
+class MLPField(nn.Module):
+    """A small time-dependent neural vector field, dy/dt = W2 tanh(W1 y + t b) (nonautonomous)."""
+
+    def __init__(self, dim=3, hidden=8, dtype=torch.float64, seed=0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.l1 = nn.Linear(dim, hidden).to(dtype)
+        self.l2 = nn.Linear(hidden, dim).to(dtype)
+        self.tb = nn.Parameter(torch.randn(hidden, generator=gen, dtype=dtype) * 0.3)
+        with torch.no_grad():
+            for p in (self.l1.weight, self.l1.bias, self.l2.weight, self.l2.bias):
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype) * 0.7)
+
+    def forward(self, t, y):
+        return self.l2(torch.tanh(self.l1(y) + t * self.tb))
+
+
+class TupleField(nn.Module):
+    """The same field on a tuple state (y, z): dy/dt = f(y), dz/dt = -z * mean(y^2)."""
+
+    def __init__(self, dtype=torch.float64):
+        super().__init__()
+        self.f = MLPField(dtype=dtype)
+
+    def forward(self, t, state):
+        y, z = state
+        return self.f(t, y), -z * (y ** 2).mean()
+
+
+class Linear(nn.Module):
+    """dy/dt = A y with a learnable matrix A."""
+
+    def __init__(self, matrix):
+        super().__init__()
+        self.A = nn.Parameter(matrix.clone())
+
+    def forward(self, t, y):
+        return y @ self.A.T
+
+
+def options_for(method, step_size=0.05):
+    """Fixed-grid methods need a grid; adaptive ones run with their defaults."""
+    return {"step_size": step_size} if method in FIXED_GRID_METHODS else None
+
+
+def tolerances(method):
+    """Loose enough that low-order adaptive methods take few steps."""
+    return {"rtol": 1e-5, "atol": 1e-7} if method in ("adaptive_heun", "fehlberg2") else {"rtol": 1e-7, "atol": 1e-9}
+
+
+def state(dtype=torch.float64, batch=4, dim=3, seed=1):
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
