@@ -107,6 +107,9 @@ def odeint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-
 
     Fixed-grid methods have no embedded error estimate: E is measured by step doubling (one step of
     dt against two of dt/2, same scaling and norm) and S compares ``func`` on the two end states.
+    The extra step always starts from ``func(t_s, y_s)``; for ``fehlberg2`` and ``adaptive_heun``,
+    whose solver reuses a last-stage derivative that is not taken at y1, E can therefore differ
+    from the solver's internal number by a tolerance-sized amount (it is exact for the others).
 
     Args:
         func, y0, t, rtol, atol, method, options, event_fn: exactly as in ``torchdiffeq.odeint``
