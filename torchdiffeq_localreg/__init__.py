@@ -5,7 +5,8 @@ loss, and the solver takes fewer steps as the model trains. See Pal, Edelman, Ra
 "Locally Regularized Neural Differential Equations", ICML 2023.
 """
 from ._api_ode import odeint_adjoint_reg, odeint_reg
+from ._api_sde import sdeint_adjoint_reg, sdeint_reg
 from ._stats import LocalRegStats
 
-__all__ = ["odeint_reg", "odeint_adjoint_reg", "LocalRegStats"]
+__all__ = ["odeint_reg", "odeint_adjoint_reg", "sdeint_reg", "sdeint_adjoint_reg", "LocalRegStats"]
 __version__ = "0.1.0"

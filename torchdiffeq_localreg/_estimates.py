@@ -8,6 +8,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torchdiffeq._impl.misc import _compute_error_ratio
 from torchdiffeq._impl.rk_common import _ButcherTableau, _runge_kutta_step
+from torchsde._core.adaptive_stepping import _rms as _sde_rms
 
 Estimate = Tuple[torch.Tensor, Optional[torch.Tensor]]
 
@@ -94,3 +95,57 @@ def step_doubling_estimates(step: Callable, func: Callable, t0: torch.Tensor, y0
         return ratio, None
     t1 = t0 + dt
     return ratio, lipschitz_stiffness(func(t1, y_full), func(t1, y_half), y_full, y_half, dt)
+
+
+# SDEs (torchsde): step doubling on the same Brownian increments, as torchsde's adaptive stepping.
+
+def sde_error_ratio(y_full: torch.Tensor, y_half: torch.Tensor, rtol, atol, eps: float = 1e-7) -> torch.Tensor:
+    """torchsde's ``adaptive_stepping.compute_error``, with autograd on and as a tensor.
+
+    ``y_full`` is one step of dt, ``y_half`` two steps of dt/2 over the same Brownian path; the
+    error ``y_full - y_half`` is scaled by ``(atol + rtol * max(|y_full|, |y_half|)).clamp_min(eps)``
+    and normed by upstream's own RMS (clamped below at ``eps``). Same operations in the same order,
+    so the value is bit-identical to the number torchsde's step controller compares to 1.
+    """
+    tol = (rtol * torch.max(torch.abs(y_full), torch.abs(y_half)) + atol).clamp_min(eps)
+    return _sde_rms([(y_full - y_half) / tol], eps)
+
+
+def sde_pair_estimates(drift: Callable, t1: torch.Tensor, y_full: torch.Tensor, y_half: torch.Tensor,
+                       dt: torch.Tensor, rtol, atol, stiffness: bool) -> Estimate:
+    """E of :func:`sde_error_ratio` and (optionally) S from the two end states of a doubled step.
+
+    S = ``|dt| * ||f(t1, y_full) - f(t1, y_half)|| / ||y_full - y_half||`` with f the drift
+    (:func:`lipschitz_stiffness`; 2 drift evaluations): the end states differ by the local error,
+    so the quotient estimates the drift's dominant Lipschitz constant along that direction. The
+    diffusion does not enter S.
+    """
+    ratio = sde_error_ratio(y_full, y_half, rtol, atol)
+    if not stiffness:
+        return ratio, None
+    return ratio, lipschitz_stiffness(drift(t1, y_full), drift(t1, y_half), y_full, y_half, dt)
+
+
+def sde_step_doubling_estimates(step: Callable, drift: Callable, t0: torch.Tensor, t1: torch.Tensor,
+                                y0: torch.Tensor, extra0, rtol, atol, stiffness: bool,
+                                y_full: Optional[torch.Tensor] = None) -> Estimate:
+    """Takes the step torchsde's adaptive stepping takes on [t0, t1] and returns its estimates.
+
+    ``step(ta, tb, y, extra) -> (y, extra)`` is the solver's own step, which draws its Brownian
+    increments from the solver's Brownian motion over [ta, tb]. As in torchsde's integrate loop:
+    one step t0 -> t1 (skipped when ``y_full`` is given), and two steps t0 -> t_mid -> t1 with
+    ``t_mid = 0.5 * (t0 + t1)``, the second continuing from the first's extra solver state. On an
+    interval the solve already stepped over, the increments are the very ones the solve used.
+
+    A step too short to be halved in floating point (torchsde's fixed grid is accumulated by
+    repeated addition and can end in such a sliver) has E = S = 0 and costs no evaluation.
+    """
+    t_mid = 0.5 * (t0 + t1)
+    if not t0 < t_mid < t1:
+        zero = torch.zeros((), dtype=y0.dtype, device=y0.device)
+        return zero, zero if stiffness else None
+    if y_full is None:
+        y_full, _ = step(t0, t1, y0, extra0)
+    y_mid, extra_mid = step(t0, t_mid, y0, extra0)
+    y_half, _ = step(t_mid, t1, y_mid, extra_mid)
+    return sde_pair_estimates(drift, t1, y_full, y_half, t1 - t0, rtol, atol, stiffness)

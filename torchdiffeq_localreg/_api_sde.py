@@ -1,0 +1,277 @@
+"""The SDE entry points: validate, build the recorder, run torchsde's solve, compute reg.
+
+``torchsde.sdeint`` builds its solver from ``methods.select`` and offers no way to pass another
+class, so the entry points repeat its few lines of glue around upstream's own pieces: they call
+torchsde's ``check_contract`` (all input checks, defaults, the default Brownian motion),
+instantiate our observing subclass of the class ``methods.select`` returns, run it (for the adjoint
+through torchsde's own ``_SdeintAdjointMethod``, whose backward solve is untouched) and return
+through torchsde's ``parse_return``.
+"""
+import warnings
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torchsde import BaseBrownian
+from torchsde._core import methods, misc
+from torchsde._core.adjoint import _SdeintAdjointMethod, _select_default_adjoint_method
+from torchsde._core.sdeint import check_contract, parse_return
+from torchsde.settings import METHODS
+from torchsde.types import Scalar, Tensors
+
+from ._recorder import Recorder
+from ._sde_solvers import WRAPPERS, methods_for
+from ._stats import EvalCounter, LocalRegStats
+from ._validate import check_reg_args
+
+
+# The SDE methods torchsde looks up, by the key of ``names`` that renames them, and whether they
+# evaluate the drift, the diffusion, or both. The prior drift h (logqp) counts as a drift.
+_SDE_FUNCTIONS = {
+    "f": ("drift", (True, False)),
+    "h": ("prior_drift", (True, False)),
+    "g": ("diffusion", (False, True)),
+    "g_prod": (None, (False, True)),
+    "f_and_g": ("drift_and_diffusion", (True, True)),
+    "f_and_g_prod": ("drift_and_diffusion_prod", (True, True)),
+}
+
+
+class _CountedSDE(nn.Module):
+    """Presents ``base``'s drift and diffusion functions unchanged, counting each call.
+
+    Has exactly the functions ``base`` has (under the names ``names`` gives them), its
+    ``noise_type`` and ``sde_type``, and (as a submodule) its parameters, so torchsde treats it
+    exactly like ``base``.
+    """
+
+    def __init__(self, base: Any, drift: EvalCounter, diffusion: EvalCounter, names: Optional[Dict[str, str]]):
+        super().__init__()
+        self.base = base
+        kinds = {}
+        for name, (key, (is_drift, is_diffusion)) in _SDE_FUNCTIONS.items():
+            counters = (drift,) * is_drift + (diffusion,) * is_diffusion
+            kinds[names.get(key, name) if names and key else name] = counters
+        self._lr_counters = kinds
+
+    def __getattr__(self, name):
+        counters = self.__dict__.get("_lr_counters", {}).get(name)
+        if counters is None:
+            if name in ("noise_type", "sde_type"):
+                return getattr(self.base, name)
+            return super().__getattr__(name)
+        function = getattr(self.base, name)
+
+        def counted(*args, **kwargs):
+            for counter in counters:
+                counter.count()
+            return function(*args, **kwargs)
+        return counted
+
+
+def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp,
+         extra, extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator,
+         return_stats, adjoint_args: Dict[str, Any]):
+    check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
+    if adjoint and adjoint_args["adjoint_params"] is None and not isinstance(sde, nn.Module):
+        raise ValueError('`sde` must be an instance of nn.Module to specify the adjoint parameters; alternatively '
+                         'they can be specified explicitly via the `adjoint_params` argument. If there are no '
+                         'parameters then it is allowable to set `adjoint_params=()`.')
+    stats = LocalRegStats(strategy=strategy, method=str(method))
+    drift, diffusion = EvalCounter(stats, "nfe"), EvalCounter(stats, "nfe_diffusion")
+    counted = _CountedSDE(sde, drift, diffusion, names)
+
+    # torchsde.sdeint / sdeint_adjoint from here on, with our solver class.
+    sde, y0, ts, bm, method, options = check_contract(counted, y0, ts, bm, method, adaptive, options, names, logqp)
+    stats.method = method
+    if adjoint:
+        misc.assert_no_grad(['ts', 'dt', 'rtol', 'adjoint_rtol', 'atol', 'adjoint_atol', 'dt_min'],
+                            [ts, dt, rtol, adjoint_args["adjoint_rtol"], atol, adjoint_args["adjoint_atol"], dt_min])
+    else:
+        misc.assert_no_grad(['ts', 'dt', 'rtol', 'atol', 'dt_min'], [ts, dt, rtol, atol, dt_min])
+    solver_class = methods.select(method=method, sde_type=sde.sde_type)
+    if (solver_class not in WRAPPERS or solver_class.sde_type != sde.sde_type
+            or sde.noise_type not in solver_class.noise_types):
+        raise ValueError(f"method {method!r} cannot solve an SDE of type {sde.sde_type!r} with noise type "
+                         f"{sde.noise_type!r}; the methods that can: {methods_for(sde.sde_type, sde.noise_type)}.")
+    recorder = None
+    if strategy != "none":
+        recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
+                            counters=(drift, diffusion))
+        solver_class = WRAPPERS[solver_class]
+    solver = solver_class(sde=sde, bm=bm, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min,
+                          options=options, **({} if recorder is None else {"_localreg_recorder": recorder}))
+    if extra_solver_state is None:
+        extra_solver_state = solver.init_extra_solver_state(ts[0], y0)
+    if adjoint:
+        ys, *extra_solver_state = _run_adjoint(sde, y0, ts, bm, solver, method, dt, adaptive, dt_min,
+                                               extra_solver_state, **adjoint_args)
+    else:
+        ys, extra_solver_state = solver.integrate(y0, ts, extra_solver_state)
+    out = parse_return(y0, ys, extra_solver_state, extra, logqp)
+
+    for counter in (drift, diffusion):
+        counter.phase = "reg"
+    reg = torch.zeros((), dtype=ys.dtype, device=ys.device) if recorder is None else recorder.compute(ys)
+    for counter in (drift, diffusion):
+        counter.phase = "backward"
+
+    result = (*out, reg) if isinstance(out, tuple) else (out, reg)
+    return (*result, stats) if return_stats else result
+
+
+def _run_adjoint(sde, y0, ts, bm, solver, method, dt, adaptive, dt_min, extra_solver_state, adjoint_method,
+                 adjoint_adaptive, adjoint_rtol, adjoint_atol, adjoint_options, adjoint_params):
+    """The part of ``torchsde.sdeint_adjoint`` after ``check_contract``, with ``solver`` given."""
+    adjoint_params = tuple(sde.parameters()) if adjoint_params is None else tuple(adjoint_params)
+    adjoint_params = filter(lambda x: x.requires_grad, adjoint_params)
+    adjoint_method = _select_default_adjoint_method(sde, method, adjoint_method)
+    adjoint_options = {} if adjoint_options is None else adjoint_options.copy()
+
+    # torchsde's warnings for reversible solvers under the adjoint, word for word.
+    if method == METHODS.reversible_heun:
+        if adjoint_method != METHODS.adjoint_reversible_heun:
+            warnings.warn(f"method={repr(method)}, but adjoint_method!={repr(METHODS.adjoint_reversible_heun)}.")
+        if adaptive or adjoint_adaptive:
+            warnings.warn(f"A limitation of the current method={repr(method)} implementation is "
+                          f"that it does not save the time steps used. This means that it may not be perfectly "
+                          f"accurate when used with `adaptive` or `adjoint_adaptive`.")
+        else:
+            num_steps = (ts - ts[0]) / dt
+            if not torch.allclose(num_steps, num_steps.round()):
+                warnings.warn(f"The spacing between time points `ts` is not an integer multiple of the time step "
+                              f"`dt`. This means that the backward pass (which is forced to step to each of `ts` to "
+                              f"get dL/dy(t) for t in ts) will not perfectly mimick the forward pass (which does not "
+                              f"step to each `ts`, and instead interpolates to them). This means that "
+                              f"method={repr(method)} may not be perfectly accurate.")
+
+    return _SdeintAdjointMethod.apply(
+        sde, ts, dt, bm, solver, method, adjoint_method, adjoint_adaptive, adjoint_rtol, adjoint_atol, dt_min,
+        adjoint_options, len(extra_solver_state), y0, *extra_solver_state, *adjoint_params
+    )
+
+
+def sdeint_reg(sde, y0: torch.Tensor, ts, bm: Optional[BaseBrownian] = None, method: Optional[str] = None,
+               dt: Scalar = 1e-3, adaptive: bool = False, rtol: Scalar = 1e-5, atol: Scalar = 1e-4,
+               dt_min: Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
+               names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
+               extra_solver_state: Optional[Tensors] = None, *, strategy: str = "unbiased", num_samples: int = 1,
+               error_weight: float = 1.0, stiffness_weight: float = 0.0,
+               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple:
+    """Integrate an SDE like ``torchsde.sdeint`` and return a local regularization term.
+
+    The solve is torchsde's, unchanged: with the same Brownian motion ``bm``, the outputs are
+    bit-identical to ``torchsde.sdeint`` with the same arguments. While it runs, the solver's
+    accepted steps are observed; afterwards, per sample, one window [t_s, t_s + dt_s] is stepped
+    over again from a recorded, detached state, with autograd on, by step doubling as torchsde's
+    adaptive stepping does it (one step of dt_s against two of dt_s / 2, on the Brownian increments
+    ``bm`` gives for those intervals), and
+
+        reg = mean over samples of ( error_weight * E * |dt_s| + stiffness_weight * S )
+
+    where E = RMS((y_full - y_half) / (atol + rtol * max(|y_full|, |y_half|))) is exactly the number
+    torchsde's step controller compares to 1 (same rtol, atol, clamping and norm; with ``logqp`` the
+    log-ratio channel is part of the state, as it is for the controller), and
+    S = |dt_s| * ||f(t_s + dt_s, y_full) - f(t_s + dt_s, y_half)|| / ||y_full - y_half|| estimates
+    the drift's Lipschitz constant (2 drift evaluations; the diffusion does not enter it). The
+    gradient of ``reg`` reaches the SDE's parameters through this window only. E measures how hard
+    the dynamics are for fixed-step solves too (``adaptive=False``), where nothing controls it.
+
+    Where the window comes from (``strategy``):
+        ``"unbiased"``: t_s uniform on [ts[0], ts[-1]]; dt_s the size of the accepted step
+        [t_k, t_k+1] that contains t_s; y_s (and the extra state of solvers that keep one) from one
+        step of the same method from t_k to t_s, on the Brownian increment ``bm`` gives over
+        [t_k, t_s]. The window is moved back to end at ts[-1] if it would pass it, as ``bm`` may
+        end there.
+        ``"biased"``: a uniformly chosen accepted step, redone on the increments the solve used;
+        with ``adaptive=True`` its E is the very value the controller accepted the step with.
+        ``"global"``: the sum over all accepted steps (the 2021 baseline), backpropagated through
+        the solve; with ``adaptive=True`` it reuses the controller's own doubled steps (no extra
+        evaluations for E); without, each step is doubled after the solve.
+        ``"none"``: the plain solve; ``reg`` is zero and nothing extra is evaluated.
+
+    The Brownian motion: after the solve the regularization queries ``bm`` over [t_k, t_s] and the
+    window's halves. A ``BrownianInterval`` draws values at new query times in the order the
+    queries come, so a later solve on the same ``bm`` that queries times the first did not (notably
+    ``sdeint_adjoint_reg``'s backward pass, whose times differ from the forward grid in the last bits
+    unless ``dt`` and ``ts`` are exact in binary, and whose adaptive steps are its own) gets
+    its increments there from a path refined at a few more points: an equally exact Brownian path,
+    but not bit for bit what a run without regularization would draw. ``BrownianTree`` and
+    ``BrownianInterval(..., halfway_tree=True)`` do not depend on query order; with them the
+    adjoint's gradients are bit-identical too.
+
+    Args:
+        sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
+            extra_solver_state: exactly as in ``torchsde.sdeint``, with the same defaults (the
+            method depends on the SDE's type and noise type; ``bm`` defaults to a
+            ``BrownianInterval``).
+        strategy: ``"unbiased"``, ``"biased"``, ``"global"`` or ``"none"``, see above.
+        num_samples: number of independent samples (drawn with replacement) for the local strategies.
+        error_weight: weight of ``E * |dt_s|``, a float >= 0.
+        stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
+        generator: ``torch.Generator`` for the sampling; torch's default generator when None.
+        return_stats: also return a :class:`LocalRegStats`. Drift evaluations are counted in
+            ``nfe_forward``, ``nfe_reg``, ``nfe_backward``, diffusion evaluations in
+            ``nfe_diffusion_forward``, ``nfe_diffusion_reg``, ``nfe_diffusion_backward``: one per call
+            of ``f`` or ``h`` (drift), of ``g`` or ``g_prod`` (diffusion), and of ``f_and_g`` or
+            ``f_and_g_prod`` (both). torchsde's shape checks before the solve count as forward.
+
+    Returns:
+        What ``torchsde.sdeint`` returns, with ``reg`` appended: ``(ys, reg)``; with ``logqp=True``
+        ``(ys, log_ratio, reg)``; with ``extra=True`` the extra solver state before ``reg``. With
+        ``return_stats=True`` a :class:`LocalRegStats` comes last. ``reg`` is a scalar tensor of
+        ``ys``'s dtype and device (zero when the solve took no step).
+
+    Raises:
+        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, and
+            everything torchsde rejects (unknown or incompatible ``method``, bad shapes, ``ts`` not
+            strictly increasing, arguments that require grad, ...).
+        TypeError: our keyword arguments of the wrong type.
+        FloatingPointError: if ``reg`` is not finite.
+    """
+    return _run(False, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
+                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
+                {})
+
+
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts, bm: Optional[BaseBrownian] = None,
+                       method: Optional[str] = None, adjoint_method: Optional[str] = None, dt: Scalar = 1e-3,
+                       adaptive: bool = False, adjoint_adaptive: bool = False, rtol: Scalar = 1e-5,
+                       adjoint_rtol: Scalar = 1e-5, atol: Scalar = 1e-4, adjoint_atol: Scalar = 1e-4,
+                       dt_min: Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
+                       adjoint_options: Optional[Dict[str, Any]] = None, adjoint_params=None,
+                       names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
+                       extra_solver_state: Optional[Tensors] = None, *, strategy: str = "unbiased",
+                       num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
+                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple:
+    """``sdeint_reg`` with gradients of the outputs by ``torchsde.sdeint_adjoint``.
+
+    The forward solve and the backward (adjoint) solve are torchsde's, untouched: the outputs are
+    bit-identical to ``torchsde.sdeint_adjoint`` with the same arguments and Brownian motion, and
+    their gradients come from torchsde's adjoint with ``adjoint_method``, ``adjoint_adaptive``,
+    ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_options`` and ``adjoint_params`` exactly as
+    documented there (see :func:`sdeint_reg` on the Brownian motion the backward pass sees).
+    ``reg`` is computed as in :func:`sdeint_reg` from the forward solve; it does not depend on the
+    adjoint settings, and for the same ``generator`` state and Brownian path it is identical to
+    :func:`sdeint_reg`'s, gradient included. ``stats.nfe_backward`` and
+    ``stats.nfe_diffusion_backward`` count the evaluations of the adjoint solve (read them after
+    ``backward()``).
+
+    Args:
+        See :func:`sdeint_reg` and ``torchsde.sdeint_adjoint``. ``strategy="global"`` is not
+        available here.
+
+    Returns:
+        As :func:`sdeint_reg`.
+
+    Raises:
+        ValueError: as :func:`sdeint_reg`; also for ``strategy="global"``, and as torchsde when
+            ``sde`` is not an ``nn.Module`` and ``adjoint_params`` is not given.
+        TypeError: our keyword arguments of the wrong type.
+        FloatingPointError: if ``reg`` is not finite.
+    """
+    adjoint_args = dict(adjoint_method=adjoint_method, adjoint_adaptive=adjoint_adaptive, adjoint_rtol=adjoint_rtol,
+                        adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, adjoint_params=adjoint_params)
+    return _run(True, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
+                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
+                adjoint_args)
