@@ -60,3 +60,22 @@ def tolerances(method):
 
 def state(dtype=torch.float64, batch=4, dim=3, seed=1):
     return torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class _Run(torch.nn.Module):
+    """Runs ``fn()`` inside ``forward`` so that ``functional_call`` substitutes ``func``'s parameters
+    for everything ``fn`` does."""
+
+    def __init__(self, func, fn):
+        super().__init__()
+        self.func, self.fn = func, fn
+
+    def forward(self):
+        return self.fn()
+
+
+def as_function_of_params(func, fn):
+    """``fn``'s result as a function of ``func``'s parameters, for gradcheck."""
+    runner = _Run(func, fn)
+    names = ["func." + n for n, _ in func.named_parameters()]
+    return lambda *ps: torch.func.functional_call(runner, dict(zip(names, ps)), ())

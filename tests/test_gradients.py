@@ -6,26 +6,8 @@ from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 from torchdiffeq_localreg._estimates import rk_step_estimates, step_doubling_estimates
 from torchdiffeq_localreg._ode_solvers import WRAPPED
 from torchdiffeq._impl.odeint import SOLVERS
-from problems import ALL_METHODS, FIXED_GRID_METHODS, MLPField, options_for, state, tolerances
-
-
-class _Run(torch.nn.Module):
-    """Runs ``fn()`` inside ``forward`` so that ``functional_call`` substitutes ``func``'s parameters
-    for everything ``fn`` does."""
-
-    def __init__(self, func, fn):
-        super().__init__()
-        self.func, self.fn = func, fn
-
-    def forward(self):
-        return self.fn()
-
-
-def _as_function_of_params(func, fn):
-    """``fn``'s result as a function of ``func``'s parameters, for gradcheck."""
-    runner = _Run(func, fn)
-    names = ["func." + n for n, _ in func.named_parameters()]
-    return lambda *ps: torch.func.functional_call(runner, dict(zip(names, ps)), ())
+from problems import (ALL_METHODS, FIXED_GRID_METHODS, MLPField, as_function_of_params, options_for, state,
+                      tolerances)
 
 
 def _step_for(method):
@@ -52,7 +34,7 @@ def test_gradcheck_reg_public_api(method, strategy):
         assert stats.num_accepted == 1 and stats.num_rejected == 0
         return reg
 
-    assert torch.autograd.gradcheck(_as_function_of_params(func, run), params, eps=1e-4, atol=1e-6, rtol=1e-3)
+    assert torch.autograd.gradcheck(as_function_of_params(func, run), params, eps=1e-4, atol=1e-6, rtol=1e-3)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -77,7 +59,7 @@ def test_gradcheck_step_estimates(method, stiffness):
             e, s = rk_step_estimates(wrapped, solver.tableau, t0, y0, dt, rtol, atol, norm, stiffness)
         return e if s is None else e + s
 
-    assert torch.autograd.gradcheck(_as_function_of_params(func, run), params, eps=1e-4, atol=1e-6, rtol=1e-3)
+    assert torch.autograd.gradcheck(as_function_of_params(func, run), params, eps=1e-4, atol=1e-6, rtol=1e-3)
 
 
 ADJOINT_VARIANTS = {

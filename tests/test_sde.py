@@ -16,7 +16,7 @@ from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, SDE_TYPES
 from torchdiffeq_localreg import LocalRegStats, sdeint_adjoint_reg, sdeint_reg
 from torchdiffeq_localreg._estimates import sde_step_doubling_estimates
 from torchdiffeq_localreg._sde_solvers import WRAPPERS
-from test_gradients import _as_function_of_params
+from problems import as_function_of_params
 
 BATCH, DIM, NOISE = 2, 2, 2
 TS = torch.tensor([0.0, 0.35, 1.0], dtype=torch.float64)
@@ -248,7 +248,7 @@ def test_gradcheck_reg_public_api(method, sde_type, adaptive, strategy):
         assert stats.num_accepted == 1 and stats.num_rejected == 0
         return reg
 
-    assert torch.autograd.gradcheck(_as_function_of_params(sde, run), params, eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(as_function_of_params(sde, run), params, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cls", list(WRAPPERS), ids=lambda c: c.__name__)
@@ -268,7 +268,7 @@ def test_gradcheck_step_doubling_estimate(cls):
                                            solver.rtol, solver.atol, True)
         return e + s
 
-    assert torch.autograd.gradcheck(_as_function_of_params(user_sde, run), params, eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradcheck(as_function_of_params(user_sde, run), params, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["fixed", "adaptive"])
