@@ -128,22 +128,20 @@ def _run_adjoint(sde, y0, ts, bm, solver, method, dt, adaptive, dt_min, extra_so
     adjoint_method = _select_default_adjoint_method(sde, method, adjoint_method)
     adjoint_options = {} if adjoint_options is None else adjoint_options.copy()
 
-    # torchsde's warnings for reversible solvers under the adjoint, word for word.
+    # The caveats torchsde raises for the reversible Heun method under the adjoint, in our words.
     if method == METHODS.reversible_heun:
         if adjoint_method != METHODS.adjoint_reversible_heun:
-            warnings.warn(f"method={repr(method)}, but adjoint_method!={repr(METHODS.adjoint_reversible_heun)}.")
+            warnings.warn(f"method={method!r} is exactly reversible only with "
+                          f"adjoint_method={METHODS.adjoint_reversible_heun!r}; got {adjoint_method!r}.")
         if adaptive or adjoint_adaptive:
-            warnings.warn(f"A limitation of the current method={repr(method)} implementation is "
-                          f"that it does not save the time steps used. This means that it may not be perfectly "
-                          f"accurate when used with `adaptive` or `adjoint_adaptive`.")
+            warnings.warn(f"method={method!r} with adaptive or adjoint_adaptive: the forward time steps are not "
+                          f"saved, so the backward pass may not retrace them exactly.")
         else:
             num_steps = (ts - ts[0]) / dt
             if not torch.allclose(num_steps, num_steps.round()):
-                warnings.warn(f"The spacing between time points `ts` is not an integer multiple of the time step "
-                              f"`dt`. This means that the backward pass (which is forced to step to each of `ts` to "
-                              f"get dL/dy(t) for t in ts) will not perfectly mimick the forward pass (which does not "
-                              f"step to each `ts`, and instead interpolates to them). This means that "
-                              f"method={repr(method)} may not be perfectly accurate.")
+                warnings.warn(f"method={method!r}: the output times `ts` are not whole multiples of `dt` apart, so "
+                              f"the backward pass (which steps to every output time) cannot retrace the forward "
+                              f"pass (which interpolates to them) exactly.")
 
     return _SdeintAdjointMethod.apply(
         sde, ts, dt, bm, solver, method, adjoint_method, adjoint_adaptive, adjoint_rtol, adjoint_atol, dt_min,
