@@ -155,7 +155,8 @@ class PaddedBrownian(BaseBrownian):
 
 
 def brownian(t0: float, t1: float, like: torch.Tensor, entropy: int, sde_method: str) -> BrownianInterval:
-    """A ``BrownianInterval`` on [t0, t1] shaped like ``like``, seeded by ``entropy`` (with the Levy area ``srk`` needs)."""
+    """A ``BrownianInterval`` on [t0, t1] shaped like ``like``, seeded by ``entropy``
+    (with the space-time Levy area that ``srk`` needs)."""
     return BrownianInterval(t0=t0, t1=t1, size=tuple(like.shape), dtype=like.dtype, device=like.device,
                             entropy=entropy,
                             levy_area_approximation="space-time" if sde_method == "srk" else "none")

@@ -5,10 +5,10 @@ MLP 32 -> 64 (tanh) -> 32 and diffusion ``sigma_max * sigmoid(Linear 32 -> 32)``
 32 -> 10 on the state at t = 1; cross-entropy loss. Every method (vanilla, unbiased, biased,
 global, STEER, RNODE; see ``_sde_train.py``) trains it with the same initialisation, data order,
 Brownian paths, optimiser and number of iterations per seed. Each model then classifies the test
-subset with plain ``torchsde.sdeint`` on a fixed Brownian path; the table gives accuracies, test
+subset with plain ``torchsde.sdeint`` on a fixed Brownian seed; the table gives accuracies, test
 NFE (drift evaluations of that solve), prediction time, training time and ratios to vanilla.
 
-    python benchmarks/mnist_sde.py --sweep     # the full run (about 15 minutes on one CPU thread)
+    python benchmarks/mnist_sde.py --sweep     # the full run (under 15 minutes on one CPU thread)
     python benchmarks/mnist_sde.py --smoke     # a few seconds
 """
 import argparse

@@ -4,15 +4,16 @@ Data: the cubic spiral of torchdiffeq's ODE demo with multiplicative diagonal no
 
     du = A^T u^3 dt + noise * u dW,   A = [[-0.1, 2.0], [-2.0, -0.1]],   u(0) = (2, 0),  t in [0, 1],
 
-simulated with torchsde (``srk``, fixed dt 1e-3) at ``--n_times`` equally spaced times; half of the
-paths are for training, the other half held out. Model: a diagonal-noise neural SDE, drift
-``MLP(u^3)`` 2 -> 64 (tanh) -> 2, diffusion ``sigma_max * sigmoid(Linear 2 -> 2)``, started at u(0).
-Loss: the squared error of the mean and of the variance over ``--batch_size`` model samples against
-those of the training paths, at the training times (every other time). Test metric: the same
-errors against the held-out paths at the held-out times (the times in between), from a larger
-model sample on a fixed Brownian path. Methods and measurements as in ``mnist_sde.py``.
+simulated with torchsde (``srk``, fixed step ``--data_dt``, 1e-3) at ``--n_times`` equally
+spaced times; half of the paths are for training, the other half held out. Model: a
+diagonal-noise neural SDE, drift ``MLP(u^3)`` 2 -> 64 (tanh) -> 2, diffusion
+``sigma_max * sigmoid(Linear 2 -> 2)``, started at u(0). Loss: the squared error of the mean and
+of the variance over ``--batch_size`` model samples against those of the training paths, at the
+training times (every other time). Test metric: the same errors against the held-out paths at
+the held-out times (the times in between), from a larger model sample on a fixed Brownian seed.
+Methods and measurements as in ``mnist_sde.py``.
 
-    python benchmarks/spiral_sde.py --sweep    # the full run (about 15 minutes on one CPU thread)
+    python benchmarks/spiral_sde.py --sweep    # the full run (under 15 minutes on one CPU thread)
     python benchmarks/spiral_sde.py --smoke    # a few seconds
 """
 import argparse
@@ -33,6 +34,7 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--n_paths", type=int, default=512, help="data paths (half training, half held out)")
 parser.add_argument("--n_times", type=int, default=31, help="observation times on [0, 1]")
 parser.add_argument("--noise", type=float, default=0.2, help="multiplicative noise of the true spiral")
+parser.add_argument("--data_dt", type=float, default=1e-3, help="fixed step of the data simulation")
 parser.add_argument("--eval_samples", type=int, default=512, help="model samples for the test statistics")
 # Calibrated on a 2-core CPU (one thread): with these settings vanilla's NFE grows from about 20 to 49
 # drift evaluations per solve over 200 iterations and a run takes about 15 s.
@@ -63,12 +65,12 @@ class Cube(nn.Module):
 
 
 @torch.no_grad()
-def simulate(n_paths: int, ts: torch.Tensor, noise: float, seed: int = 0) -> torch.Tensor:
+def simulate(n_paths: int, ts: torch.Tensor, noise: float, dt: float, seed: int = 0) -> torch.Tensor:
     """``n_paths`` sample paths of the true spiral at ``ts``: shape ``(len(ts), n_paths, 2)``."""
     u0 = torch.tensor([[2.0, 0.0]], device=ts.device).expand(n_paths, 2)
     bm = torchsde.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=(n_paths, 2), device=ts.device,
                                    entropy=seed, levy_area_approximation="space-time")
-    return torchsde.sdeint(TrueSpiral(noise).to(ts.device), u0, ts, bm=bm, method="srk", dt=1e-3)
+    return torchsde.sdeint(TrueSpiral(noise).to(ts.device), u0, ts, bm=bm, method="srk", dt=dt)
 
 
 def moments_error(ys: torch.Tensor, mean: torch.Tensor, var: torch.Tensor):
@@ -84,7 +86,7 @@ class SpiralTask(SDETask):
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.ts = torch.linspace(0.0, 1.0, args.n_times)
-        paths = simulate(args.n_paths, self.ts.to(args.device), args.noise)
+        paths = simulate(args.n_paths, self.ts.to(args.device), args.noise, args.data_dt)
         train, test = paths[:, : args.n_paths // 2], paths[:, args.n_paths // 2:]
         self.train_idx, self.test_idx = slice(0, None, 2), slice(1, None, 2)
         self.train_mean, self.train_var = train.mean(1)[self.train_idx], train.var(1)[self.train_idx]
@@ -126,7 +128,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.niters, args.batch_size, args.seeds, args.repeats = 2, 16, 1, 1
-        args.n_paths, args.eval_samples = min(args.n_paths, 64), min(args.eval_samples, 32)
+        args.n_paths, args.eval_samples, args.data_dt = min(args.n_paths, 64), min(args.eval_samples, 32), 1e-2
         args.sweep_weights = args.sweep_weights[:1]
     check_sde_args(args)
     for name, low in (("n_paths", 4), ("n_times", 3), ("eval_samples", 2)):
@@ -134,6 +136,8 @@ def main(argv=None):
             raise ValueError(f"--{name} must be >= {low}, got {getattr(args, name)}.")
     if not args.noise >= 0:
         raise ValueError(f"--noise must be >= 0, got {args.noise}.")
+    if not args.data_dt > 0:
+        raise ValueError(f"--data_dt must be > 0, got {args.data_dt}.")
     torch.set_num_threads(args.threads)
     task = SpiralTask(args)
     settings = {"data": f"cubic spiral, noise {args.noise}*u, {args.n_paths // 2} training + {args.n_paths // 2} "

@@ -79,3 +79,41 @@ def as_function_of_params(func, fn):
     runner = _Run(func, fn)
     names = ["func." + n for n, _ in func.named_parameters()]
     return lambda *ps: torch.func.functional_call(runner, dict(zip(names, ps)), ())
+
+
+def import_isolated(folder, names):
+    """Imports the modules ``names`` with ``folder`` first on ``sys.path`` and returns them by name.
+
+    ``benchmarks/_common.py`` and ``examples/_common.py`` share a module name, so the modules are
+    imported with a clean slate, and every other test gets its own modules (and ``sys.path``) back.
+    """
+    import importlib
+    import sys
+
+    saved_modules = {n: sys.modules.pop(n) for n in names if n in sys.modules}
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(folder))
+    try:
+        return {n: importlib.import_module(n) for n in names}
+    finally:
+        sys.path[:] = saved_path
+        for n in names:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved_modules)
+
+
+def write_random_mnist(root, mnist_data, n_train=64, n_test=32, seed=0):
+    """Random 28x28 digits with labels 0-9 as torchvision's four raw IDX files under ``root/MNIST/raw``
+    (``mnist_data`` is the examples' data module); returns ``root`` as a string."""
+    import os
+
+    import numpy as np
+
+    raw = os.path.join(str(root), "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for train, n in ((True, n_train), (False, n_test)):
+        image_file, label_file = mnist_data.RAW_FILES[train]
+        mnist_data._write_idx(os.path.join(raw, image_file), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        mnist_data._write_idx(os.path.join(raw, label_file), rng.integers(0, 10, n, dtype=np.uint8))
+    return str(root)
