@@ -12,7 +12,7 @@ all variants are interleaved (round-robin, in a rotating order) to spread machin
 median time of each is divided by the median of the plain upstream call. With ``strategy="none"``
 the solve must be upstream's exactly: the script raises if its NFE or its solution differs.
 
-    python benchmarks/overhead.py            # about a minute
+    python benchmarks/overhead.py            # a few minutes
     python benchmarks/overhead.py --smoke    # a few seconds
 """
 import argparse
