@@ -114,3 +114,11 @@ def plot_nfe(rows: Sequence[Dict[str, float]], path: str, x: str = "itr", title:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def save_figure(fig, path: str) -> str:
+    """Lays out, saves (100 dpi) and closes a matplotlib figure; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
