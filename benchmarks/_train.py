@@ -39,18 +39,16 @@ METRICS = ("train_metric", "test_metric", "train_time", "pred_time", "test_nfe",
 
 
 class Problem:
-    """What a benchmark provides. ``metric_name`` names the metric (``accuracy`` or ``mse``);
-    ``higher_is_better`` says which way it is better.
+    """What a benchmark provides. ``metric_name`` names the metric (``accuracy`` or ``mse``).
 
     Subclasses implement :meth:`make_model` (an ``nn.Module`` with the vector field as ``.func``),
     :meth:`batch` (the training batch of one iteration, drawn with ``generator``),
     :meth:`initial` (batch -> initial state, output times and an extra loss term, e.g. a KL),
-    :meth:`loss` (solution -> task loss) and :meth:`metric` (solution -> metric, summed over the batch).
+    :meth:`loss` (solution -> task loss) and :meth:`metric` (solution -> metric, a float averaged over the batch).
     ``train_eval`` and ``test`` are the evaluation sets (tuples of tensors, batch first).
     """
 
     metric_name = "metric"
-    higher_is_better = True
     train_eval: Tuple[torch.Tensor, ...] = ()
     test: Tuple[torch.Tensor, ...] = ()
 

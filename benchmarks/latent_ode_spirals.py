@@ -95,7 +95,6 @@ class LatentODE(nn.Module):
 
 class SpiralProblem(_train.Problem):
     metric_name = "mse"
-    higher_is_better = False
 
     def __init__(self, args, t, train, test):
         self.args, self.t = args, t

@@ -78,7 +78,6 @@ def load_split(root: str, train: bool, subset: int):
 
 class MNISTProblem(_train.Problem):
     metric_name = "accuracy"
-    higher_is_better = True
 
     def __init__(self, x_train, y_train, x_test, y_test, eval_size: int):
         self.x_train, self.y_train = x_train, y_train
