@@ -122,3 +122,9 @@ def save_figure(fig, path: str) -> str:
     fig.savefig(path, dpi=100)
     pyplot().close(fig)
     return path
+
+
+def training_summary(rows: Sequence[Dict[str, float]]) -> str:
+    """One line from CSV-log rows with ``nfe_forward`` and ``time`` columns: mean NFE and total time."""
+    mean_nfe = sum(r["nfe_forward"] for r in rows) / max(1, len(rows))
+    return f"mean training NFE {mean_nfe:.1f}, training time {sum(r['time'] for r in rows):.1f} s"

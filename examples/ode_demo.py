@@ -16,8 +16,8 @@ the plain version is three lines:
 same call with ``strategy="none"``: the plain solve, ``reg = 0``. Every ``--test_freq`` iterations
 the whole trajectory is predicted with a plain solve and its loss and NFE are logged.
 
-    python examples/ode_demo.py --viz                  # about 1.5 minutes on a 2-core CPU
-    python examples/ode_demo.py --reg none --viz       # the unregularized baseline
+    python examples/ode_demo.py --viz                  # about 35 s of CPU time (1 thread)
+    python examples/ode_demo.py --reg none --viz       # the baseline: about 80 s, its test solves are long
     python examples/ode_demo.py --smoke                # a few seconds
 
 Outputs in ``--out_dir`` (default ``runs/ode_demo``): ``log.csv`` (per iteration: task loss, reg,
@@ -30,7 +30,8 @@ import os
 import torch
 import torch.nn as nn
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
+from _common import (CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads,
+                     training_summary)
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 
 METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "rk4", "midpoint", "euler")
@@ -50,7 +51,7 @@ parser.add_argument("--viz", action="store_true")
 parser.add_argument("--adjoint", action="store_true")
 parser.add_argument("--out_dir", type=str, default=os.path.join("runs", "ode_demo"))
 parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=1.0)
+add_reg_args(parser, reg_weight=0.1)
 
 TRUE_A = [[-0.1, 2.0], [-2.0, -0.1]]
 
@@ -168,8 +169,7 @@ def main(argv=None):
                                 title=f"ode_demo: NFE over training (--reg {args.reg})"))
     final = test_log.rows[-1]
     print(f"final: test loss {final['test_loss']:.4f}, test NFE {final['test_nfe']}, "
-          f"mean training NFE {sum(r['nfe_forward'] for r in log.rows) / len(log.rows):.1f}, "
-          f"training time {sum(r['time'] for r in log.rows):.1f} s")
+          f"{training_summary(log.rows)}")
     return {"rows": log.rows, "test": test_log.rows, "figures": figures, "args": args}
 
 
