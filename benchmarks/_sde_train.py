@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import torchsde
 from torchsde import BaseBrownian, BrownianInterval
 
-from _common import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
+from _harness import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import sdeint_reg
 

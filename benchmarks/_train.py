@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torchdiffeq
 
-from _common import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
+from _harness import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 

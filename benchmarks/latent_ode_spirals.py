@@ -23,7 +23,7 @@ import torch.nn as nn
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402,F401
+import _harness  # noqa: E402,F401
 import _train  # noqa: E402
 
 PAPER = {"data": "PhysioNet (37 channels, irregular, with mask)", "encoder": "GRU, hidden 40", "latent": 50,

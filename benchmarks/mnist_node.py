@@ -22,7 +22,7 @@ import torch.nn as nn
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402,F401  (puts examples/ on sys.path)
+import _harness  # noqa: E402,F401  (puts examples/ on sys.path)
 import _train  # noqa: E402
 import mnist_data  # noqa: E402
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402,F401  (puts examples/ on sys.path for mnist_data)
+import _harness  # noqa: E402,F401  (puts examples/ on sys.path for mnist_data)
 import mnist_data  # noqa: E402
 from _sde_train import NeuralSDE, SDETask, add_sde_args, check_sde_args, run  # noqa: E402
 

@@ -28,7 +28,7 @@ import torchdiffeq
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pyplot, start_run, write_results  # noqa: E402
+from _harness import pyplot, start_run, write_results  # noqa: E402
 from latent_ode_spirals import LatentODE  # noqa: E402
 from mnist_node import ODEFunc  # noqa: E402
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg  # noqa: E402

@@ -84,8 +84,8 @@ def as_function_of_params(func, fn):
 def import_isolated(folder, names):
     """Imports the modules ``names`` with ``folder`` first on ``sys.path`` and returns them by name.
 
-    ``benchmarks/_common.py`` and ``examples/_common.py`` share a module name, so the modules are
-    imported with a clean slate, and every other test gets its own modules (and ``sys.path``) back.
+    The script folders' helper modules are imported with a clean slate, and every other test gets
+    its own modules (and ``sys.path``) back, so tests of different folders do not see each other's.
     """
     import importlib
     import sys

@@ -11,7 +11,7 @@ import torchdiffeq
 from problems import import_isolated, write_random_mnist
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-M = import_isolated(BENCH, ("_common", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals",
+M = import_isolated(BENCH, ("_harness", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals",
                             "overhead"))
 train_mod, regs = M["_train"], M["_regularizers"]
 

@@ -11,7 +11,7 @@ import torchsde
 from problems import import_isolated, write_random_mnist
 
 M = import_isolated(Path(__file__).resolve().parents[1] / "benchmarks",
-                    ("_common", "_regularizers", "mnist_data", "_sde_train", "mnist_sde", "spiral_sde"))
+                    ("_harness", "_regularizers", "mnist_data", "_sde_train", "mnist_sde", "spiral_sde"))
 sde_train, spiral = M["_sde_train"], M["spiral_sde"]
 OUTPUTS = ("runs.csv", "summary.csv", "summary.md", "train_log.csv", "settings.json", "pareto.png",
            "nfe_training.png")

@@ -24,6 +24,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
 
+from _common import pyplot  # noqa: E402  (the examples' plumbing: matplotlib on the Agg backend)
+
 
 def machine_info() -> Dict[str, str]:
     """CPU model, cores, threads and library versions of this run."""
@@ -141,13 +143,6 @@ def write_results(out: Path, rows: Sequence[Dict], summary: Sequence[Dict], colu
     (out / "summary.md").write_text(text)
     print(text)
     return text
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def pareto_plot(points: Sequence[Dict], x: str, y: str, path: Path, label: str = "method",
