@@ -144,3 +144,39 @@ def get_mnist(root: str, train: bool = True, transform: Optional[Callable] = Non
         if not downloaded:
             build_raw_files(root)
     return datasets.MNIST(root, train=train, transform=transform, download=False)
+
+
+def get_mnist_loaders(root: str, batch_size: int, test_batch_size: int, data_aug: bool = False,
+                      train_subset: int = 0, test_subset: int = 0, seed: int = 0, num_workers: int = 0):
+    """Training and test ``DataLoader``s over :func:`get_mnist` (pixels in [0, 1], as ``ToTensor`` gives).
+
+    Args:
+        root, batch_size, test_batch_size: as torchdiffeq's MNIST example.
+        data_aug: random crops of the padded training images (upstream's ``--data_aug``).
+        train_subset, test_subset: use only the first N images of each set (0: all), for quick runs.
+        seed: seeds the shuffling of the training set.
+        num_workers: passed to ``DataLoader``.
+    """
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+
+    for name, value in (("batch_size", batch_size), ("test_batch_size", test_batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}.")
+    for name, value in (("train_subset", train_subset), ("test_subset", test_subset)):
+        if value < 0:
+            raise ValueError(f"{name} must be 0 (the whole set) or a positive number of images, got {value}.")
+    augment = [transforms.RandomCrop(28, padding=4)] if data_aug else []
+    train_set = get_mnist(root, train=True, transform=transforms.Compose(augment + [transforms.ToTensor()]))
+    test_set = get_mnist(root, train=False, transform=transforms.ToTensor())
+    if train_subset:
+        train_set = Subset(train_set, range(min(train_subset, len(train_set))))
+    if test_subset:
+        test_set = Subset(test_set, range(min(test_subset, len(test_set))))
+    if len(train_set) < batch_size:
+        raise ValueError(f"batch_size ({batch_size}) is larger than the training set ({len(train_set)} images).")
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                              generator=torch.Generator().manual_seed(seed))
+    test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False, num_workers=num_workers)
+    return train_loader, test_loader
