@@ -29,7 +29,7 @@ import _train  # noqa: E402
 PAPER = {"data": "PhysioNet (37 channels, irregular, with mask)", "encoder": "GRU, hidden 40", "latent": 50,
          "ODE dim": 20, "solver": "Tsit5", "rtol=atol": 1.4e-8, "grad": "interpolating adjoint",
          "optimizer": "Adamax", "lr": 0.01, "batch_size": 512, "niters": 3000, "reg_weight": "100 -> 10",
-         "KL": "warmed up", "dtype": "float64"}
+         "KL": "warmed up"}
 
 
 def build_parser() -> argparse.ArgumentParser:

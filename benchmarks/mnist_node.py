@@ -28,7 +28,7 @@ import mnist_data  # noqa: E402
 
 PAPER = {"solver": "Tsit5", "rtol=atol": 1.4e-8, "grad": "interpolating adjoint", "optimizer": "Adam",
          "lr": 1e-3, "batch_size": 512, "niters": 7500, "reg_weight": "2.5 -> 1.0 (exponential decay)",
-         "stiffness variant weight": 0.1, "train/test": "60000/10000", "dtype": "float64"}
+         "stiffness variant weight": 0.1, "train/test": "60000/10000"}
 
 
 def build_parser() -> argparse.ArgumentParser:
