@@ -110,10 +110,7 @@ def plot_nfe(rows: Sequence[Dict[str, float]], path: str, x: str = "itr", title:
     ax.set_ylabel("function evaluations")
     ax.set_title(title or "NFE over training")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save_figure(fig, path: str) -> str:

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torchsde
 from torch.distributions import Laplace, Normal, kl_divergence
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, set_threads
+from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
 from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,10 +140,7 @@ def save_posterior(sde, args, ts_obs, ys_obs, seeds, path, num_paths=30, num_ban
     ax.set_ylabel("y")
     ax.set_title(f"latent SDE posterior, reg={args.reg}")
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None):

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, set_threads
+from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
 from mnist_data import get_mnist_loaders
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 
@@ -192,10 +192,7 @@ def save_predictions(model, loader, device, path, n=16):
         ax.imshow(image[0].numpy(), cmap="gray")
         ax.set_title(f"{p.item()} ({label.item()})", color="black" if p == label else "red", fontsize=9)
     fig.suptitle("test digits: prediction (label)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None):

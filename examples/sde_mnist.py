@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torchsde
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, set_threads
+from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
 from mnist_data import get_mnist_loaders
 from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
 
@@ -141,10 +141,7 @@ def save_probabilities(model, loader, device, seeds, path, n=8, samples=16):
         axes[1, i].set_xticks([0, 5, 9])
         axes[1, i].tick_params(labelsize=7)
     fig.suptitle(f"class probabilities over {samples} Brownian samples (mean, min-max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv=None):

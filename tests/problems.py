@@ -1,4 +1,6 @@
 """Small test problems shared by the ODE tests."""
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -117,3 +119,31 @@ def write_random_mnist(root, mnist_data, n_train=64, n_test=32, seed=0):
         mnist_data._write_idx(os.path.join(raw, image_file), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         mnist_data._write_idx(os.path.join(raw, label_file), rng.integers(0, 10, n, dtype=np.uint8))
     return str(root)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+_examples = {}
+
+
+def load_example(name):
+    """Imports ``examples/<name>.py`` by path (once), with ``examples/`` on sys.path for its helpers."""
+    import importlib.util
+    import sys
+
+    if name not in _examples:
+        if str(EXAMPLES) not in sys.path:
+            sys.path.insert(0, str(EXAMPLES))
+        spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _examples[name] = module
+    return _examples[name]
+
+
+def read_csv(path):
+    """(header, rows with float values) of a CSV log."""
+    import csv
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, [{k: float(v) for k, v in row.items()} for row in reader]

