@@ -21,7 +21,12 @@ Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass solves plai
 the test NFE. ``--viz`` draws test digits with their class probabilities over several Brownian
 samples, and the NFE over training.
 
-    python examples/sde_mnist.py                    # a few minutes on a 2-core CPU
+The defaults (adaptive Milstein, tolerance 0.02, first step 1.0: the error estimate, not the first
+step, limits the step size) let the solver take as few steps as the dynamics allow. Measured on a
+2-core CPU with these defaults (2 epochs on 20k images, seed 0): test accuracy 0.913 at test NFE 4
+with ``--reg unbiased`` (11 s), 0.917 at test NFE 34 with ``--reg none`` (22 s).
+
+    python examples/sde_mnist.py                    # about 15 s on a 2-core CPU
     python examples/sde_mnist.py --reg none         # the plain neural SDE
     python examples/sde_mnist.py --no-adaptive --dt 0.05 --method euler
     python examples/sde_mnist.py --smoke --viz      # seconds
@@ -41,10 +46,10 @@ from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
 ROOT = Path(__file__).resolve().parents[1]
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--method", type=str, default="srk", help="a torchsde method for Ito SDEs with diagonal noise")
+parser.add_argument("--method", type=str, default="milstein", help="a torchsde method for Ito SDEs with diagonal noise")
 parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True)
-parser.add_argument("--dt", type=float, default=0.1, help="step size (the initial one when adaptive)")
-parser.add_argument("--tol", type=float, default=0.1, help="rtol and atol of the adaptive steps (paper: 0.14)")
+parser.add_argument("--dt", type=float, default=1.0, help="step size (the initial one when adaptive)")
+parser.add_argument("--tol", type=float, default=0.02, help="rtol and atol of the adaptive steps (paper: 0.14)")
 parser.add_argument("--adjoint", action="store_true")
 parser.add_argument("--state_dim", type=int, default=32)
 parser.add_argument("--hidden", type=int, default=64)
