@@ -22,13 +22,8 @@ def stiffness_pair(tableau: _ButcherTableau) -> Tuple[int, int]:
     for fehlberg2 stages 1 and 2 (c = 1/2 and 1), for adaptive_heun stages 0 and 1.
     """
     c = [0.0] + [float(a) for a in tableau.alpha]
-    best = None
-    for j in range(1, len(c)):
-        for i in range(j):
-            key = (abs(c[j] - c[i]), -j, -i)
-            if best is None or key < best[0]:
-                best = (key, (i, j))
-    return best[1]
+    pairs = [(i, j) for j in range(1, len(c)) for i in range(j)]
+    return min(pairs, key=lambda p: (abs(c[p[1]] - c[p[0]]), -p[1], -p[0]))
 
 
 def _stage_state(k: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor, tableau: _ButcherTableau, i: int):

@@ -36,6 +36,10 @@ class _ObservingMixin:
         if _localreg_recorder is not None:
             _localreg_recorder.bind(self._lr_estimator())
 
+    def _lr_estimator(self) -> Estimator:
+        """The :class:`Estimator` of this solver family; each concrete wrapper defines it."""
+        raise NotImplementedError
+
     def integrate(self, t):
         if self._lr_recorder is None:
             return super().integrate(t)
@@ -113,6 +117,8 @@ class _RKEstimator(Estimator):
         return rk_step_estimates(self.func, self.tableau, t, y, dt, self.rtol, self.atol, self.norm, stiffness)
 
     def step_estimates(self, step: _RKStep, stiffness):
+        if step.k is None or step.y1 is None:
+            raise RuntimeError("The global strategy needs the step's stages, which were not recorded.")
         e, s = rk_stage_estimates(step.k, step.y0, step.y1, step.dt, self.tableau,
                                   self.rtol, self.atol, self.norm, stiffness)
         return e, s, step.dt

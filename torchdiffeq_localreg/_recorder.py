@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from ._sampling import LOCAL_STRATEGIES, StepSampler
+from ._sampling import LOCAL_STRATEGIES, Sample, StepSampler
 from ._stats import EvalCounter, LocalRegStats
 
 
@@ -26,11 +26,13 @@ class Estimator(abc.ABC):
     """
 
     @abc.abstractmethod
-    def sample_point(self, payload: Any, t: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(t_s, y_s, dt_s) at time ``t`` inside the recorded step, all detached constants."""
+    def sample_point(self, payload: Any, t: float) -> Tuple[torch.Tensor, Any, torch.Tensor]:
+        """(t_s, y_s, dt_s) at time ``t`` inside the recorded step, all detached constants.
+
+        y_s is the state in whatever form :meth:`local_estimates` takes it (a tensor for ODEs)."""
 
     @abc.abstractmethod
-    def local_estimates(self, t: torch.Tensor, y: torch.Tensor, dt: torch.Tensor, stiffness: bool):
+    def local_estimates(self, t: torch.Tensor, y: Any, dt: torch.Tensor, stiffness: bool):
         """(E, S or None) of one fresh step of the solver from (t, y) with dt, with autograd on."""
 
     @abc.abstractmethod
@@ -62,7 +64,7 @@ class Recorder:
         self.time_sign = time_sign
         self.estimator: Optional[Estimator] = None
         self.sampler = StepSampler(strategy, num_samples, generator) if strategy in LOCAL_STRATEGIES else None
-        self.samples = None
+        self.samples: Optional[List[Sample]] = None
         self.global_terms: List[torch.Tensor] = []
         self.global_e: List[torch.Tensor] = []
         self.global_s: List[torch.Tensor] = []
@@ -92,11 +94,16 @@ class Recorder:
             self.sampler.observe(_float(t0), _float(t1), payload)
         elif self.strategy == "global":
             with self.reg_phase():
-                e, s, dt = self.estimator.step_estimates(payload, self.wants_stiffness)
+                e, s, dt = self._bound_estimator().step_estimates(payload, self.wants_stiffness)
             self.global_terms.append(self._term(e, s, dt))
             self.global_e.append(e.detach())
             if s is not None:
                 self.global_s.append(s.detach())
+
+    def _bound_estimator(self) -> Estimator:
+        if self.estimator is None:
+            raise RuntimeError("No solver has reported to this localreg recorder.")
+        return self.estimator
 
     def reject(self) -> None:
         self.stats.num_rejected += 1
@@ -136,11 +143,14 @@ class Recorder:
             stats.stiffness_estimates = torch.stack(self.global_s).tolist() if self.global_s else []
             reg = torch.stack(terms).sum() if terms else None
         else:
-            terms, es, ss = [], [], []
+            terms = []
+            es: List[torch.Tensor] = []
+            ss: List[torch.Tensor] = []
             with self.reg_phase():
                 for sample in self.samples or []:
-                    t_s, y_s, dt_s = self.estimator.sample_point(sample.payload, sample.t)
-                    e, s = self.estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
+                    estimator = self._bound_estimator()
+                    t_s, y_s, dt_s = estimator.sample_point(sample.payload, sample.t)
+                    e, s = estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
                     terms.append(self._term(e, s, dt_s))
                     es.append(e.detach())
                     if s is not None:

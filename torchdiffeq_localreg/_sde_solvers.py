@@ -57,7 +57,8 @@ class _ObservingSDESolver:
         super().__init__(*args, **kwargs)
         # SRK picks its step function per noise type in __init__ and binds it to the instance, which
         # would shadow our ``step``; keep that bound function as the upstream step instead.
-        self._lr_upstream_step = self.__dict__.pop("step", None) or super().step
+        # (mypy cannot know that the class after this mixin is always a torchsde solver.)
+        self._lr_upstream_step = self.__dict__.pop("step", None) or super().step  # type: ignore[misc]
         self._lr_recorder = _localreg_recorder
         if _localreg_recorder is not None:
             _localreg_recorder.bind(_SDEEstimator(self))
@@ -75,7 +76,7 @@ class _ObservingSDESolver:
         recorder.start(ts[0])
         out = super().integrate(y0, ts, extra0)
         if self._lr_attempt is not None:
-            self._lr_accept(self._lr_attempt)   # the loop only ends after an accepted attempt
+            self._lr_accept(recorder, self._lr_attempt)   # the loop only ends after an accepted attempt
         for step in self._lr_deferred or ():
             recorder.accept(step.t0, step.t1, step)
         recorder.finish(ts[-1])
@@ -83,23 +84,24 @@ class _ObservingSDESolver:
 
     def step(self, t0, t1, y0, extra0):
         y1, extra1 = self._lr_upstream_step(t0, t1, y0, extra0)
-        if self._lr_recorder is not None:
+        recorder = self._lr_recorder
+        if recorder is not None:
             if self.adaptive:
-                self._lr_observe_attempt(t0, t1, y0, extra0, y1)
+                self._lr_observe_attempt(recorder, t0, t1, y0, extra0, y1)
             else:
-                self._lr_accept(_SDEStep(t0, t1, y0, extra0, y_full=y1))
+                self._lr_accept(recorder, _SDEStep(t0, t1, y0, extra0, y_full=y1))
         return y1, extra1
 
-    def _lr_observe_attempt(self, t0, t1, y0, extra0, y1):
+    def _lr_observe_attempt(self, recorder, t0, t1, y0, extra0, y1):
         role = self._lr_calls % 3
         self._lr_calls += 1
         if role == 0:   # the full step of a new attempt: settle the previous attempt
             previous = self._lr_attempt
             if previous is not None:
                 if float(t0) == float(previous.t0):
-                    self._lr_recorder.reject()
+                    recorder.reject()
                 else:
-                    self._lr_accept(previous)
+                    self._lr_accept(recorder, previous)
             self._lr_attempt = _SDEStep(t0, t1, y0, extra0, y_full=y1)
         elif role == 2:   # the second half step ends the attempt
             self._lr_attempt.y_half = y1
@@ -108,8 +110,7 @@ class _ObservingSDESolver:
         """The recorded extra solver state, as the regularization window starts from it."""
         return extra
 
-    def _lr_accept(self, step: _SDEStep):
-        recorder = self._lr_recorder
+    def _lr_accept(self, recorder: Recorder, step: _SDEStep):
         if not recorder.needs_step_graph:
             # Constants: no gradient may flow through the recorded state.
             step = _SDEStep(step.t0.detach(), step.t1.detach(), step.y0.detach(), _detach(step.extra0))
@@ -177,7 +178,7 @@ class _SDEEstimator(Estimator):
 
     def step_estimates(self, step: _SDEStep, stiffness):
         dt = step.t1 - step.t0
-        if step.y_half is not None:   # adaptive stepping already doubled this step
+        if step.y_full is not None and step.y_half is not None:   # adaptive stepping already doubled this step
             e, s = sde_pair_estimates(self.drift, step.t1, step.y_full, step.y_half, dt,
                                       self.rtol, self.atol, stiffness)
         else:
