@@ -7,6 +7,7 @@ loss, and the solver takes fewer steps as the model trains. See Pal, Edelman, Ra
 from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
 from ._stats import LocalRegStats
+from ._weight_control import NFEBudget
 
-__all__ = ["odeint_reg", "odeint_adjoint_reg", "sdeint_reg", "sdeint_adjoint_reg", "LocalRegStats"]
+__all__ = ["odeint_reg", "odeint_adjoint_reg", "sdeint_reg", "sdeint_adjoint_reg", "LocalRegStats", "NFEBudget"]
 __version__ = "0.1.0"

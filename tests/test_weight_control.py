@@ -1,0 +1,176 @@
+"""NFEBudget: the weight follows the NFE, checkpoints round-trip, bad arguments are refused."""
+import copy
+import math
+
+import pytest
+import torch
+import torchsde
+
+from torchdiffeq_localreg import LocalRegStats, NFEBudget, odeint_reg, sdeint_reg
+
+
+def stats(nfe):
+    return LocalRegStats(strategy="unbiased", method="dopri5", nfe_forward=nfe)
+
+
+def test_weight_rises_above_target_and_falls_below():
+    budget = NFEBudget(target_nfe=30, initial_weight=0.1)
+    weights = [budget.update(stats(60)) for _ in range(20)]
+    assert all(b > a for a, b in zip(weights, weights[1:]))
+    assert weights[-1] > 0.1
+    high = weights[-1]
+    falling = [budget.update(stats(10)) for _ in range(60)]
+    assert falling[-1] < high
+    # the EMA lags: the weight keeps rising for a few steps, then falls monotonically
+    tail = falling[20:]
+    assert all(b < a for a, b in zip(tail, tail[1:]))
+
+
+def test_weight_is_stationary_at_target():
+    budget = NFEBudget(target_nfe=30, initial_weight=0.5)
+    for _ in range(50):
+        budget.update(stats(30))
+    assert budget.weight == pytest.approx(0.5)
+    assert budget.nfe == pytest.approx(30.0)
+
+
+def test_step_size_is_rate_times_clipped_excess():
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    assert budget.update(stats(15)) == pytest.approx(math.exp(0.1 * 0.5))
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    assert budget.update(stats(1000)) == pytest.approx(math.exp(0.1))  # excess clipped at +1
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    assert budget.update(stats(0)) == pytest.approx(math.exp(-0.1))
+
+
+def test_bias_corrected_average():
+    budget = NFEBudget(target_nfe=10, smoothing=0.9)
+    budget.update(stats(40))
+    assert budget.nfe == pytest.approx(40.0)  # not 4.0: corrected as in Adam
+    budget.update(stats(20))
+    assert budget.nfe == pytest.approx((0.9 * 0.1 * 40 + 0.1 * 20) / (1 - 0.81))
+
+
+def test_bounds_hold():
+    budget = NFEBudget(target_nfe=5, initial_weight=1.0, min_weight=0.5, max_weight=2.0, rate=1.0)
+    for _ in range(20):
+        budget.update(stats(100))
+    assert budget.weight == pytest.approx(2.0)
+    for _ in range(40):
+        budget.update(stats(0))
+    assert budget.weight == pytest.approx(0.5)
+
+
+def test_warmup_gives_zero_weight_and_no_movement():
+    budget = NFEBudget(target_nfe=10, initial_weight=0.2, warmup_steps=3)
+    assert budget.weight == 0.0  # steps 1-3 train without reg
+    assert budget.update(stats(100)) == 0.0
+    assert budget.update(stats(100)) == 0.0
+    assert budget.update(stats(100)) == pytest.approx(0.2)  # the weight for step 4, not yet moved
+    assert budget.update(stats(100)) > 0.2
+    assert budget.steps == 4
+
+
+def test_several_solves_per_step_are_summed():
+    a = NFEBudget(target_nfe=10, smoothing=0.0)
+    a.update([stats(8), stats(12)])
+    assert a.nfe == 20
+
+
+def test_state_dict_round_trip_continues_identically():
+    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2)
+    for n in (40, 35, 50, 20, 33):
+        budget.update(stats(n))
+    state = copy.deepcopy(budget.state_dict())
+    restored = NFEBudget(target_nfe=1)
+    restored.load_state_dict(state)
+    assert restored.state_dict() == budget.state_dict()
+    for n in (41, 12, 30):
+        assert restored.update(stats(n)) == budget.update(stats(n))
+    assert restored.nfe == budget.nfe
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(target_nfe=0), ValueError, "target_nfe"),
+    (dict(target_nfe=-3), ValueError, "target_nfe"),
+    (dict(target_nfe=float("nan")), ValueError, "target_nfe"),
+    (dict(target_nfe="30"), TypeError, "target_nfe"),
+    (dict(target_nfe=True), TypeError, "target_nfe"),
+    (dict(target_nfe=10 ** 400), ValueError, "target_nfe"),
+    (dict(target_nfe=30, rate=0), ValueError, "rate"),
+    (dict(target_nfe=30, smoothing=1.0), ValueError, "smoothing"),
+    (dict(target_nfe=30, smoothing=-0.1), ValueError, "smoothing"),
+    (dict(target_nfe=30, initial_weight=0), ValueError, "initial_weight"),
+    (dict(target_nfe=30, initial_weight=1e-6), ValueError, "min_weight <= initial_weight"),
+    (dict(target_nfe=30, min_weight=float("inf")), ValueError, "min_weight"),
+    (dict(target_nfe=30, warmup_steps=-1), ValueError, "warmup_steps"),
+    (dict(target_nfe=30, warmup_steps=2.0), TypeError, "warmup_steps"),
+])
+def test_bad_arguments_name_the_argument(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        NFEBudget(**kwargs)
+
+
+def test_update_refuses_what_is_not_stats():
+    budget = NFEBudget(target_nfe=30)
+    for bad in (30, "stats", [], [stats(3), 4], None):
+        with pytest.raises(TypeError, match="LocalRegStats"):
+            budget.update(bad)
+    assert budget.steps == 0
+
+
+def test_load_state_dict_validates_before_changing_anything():
+    budget = NFEBudget(target_nfe=30)
+    budget.update(stats(40))
+    before = budget.state_dict()
+    bad = dict(before, steps=-1)
+    with pytest.raises(ValueError, match="steps"):
+        budget.load_state_dict(bad)
+    with pytest.raises(ValueError, match="wrong keys"):
+        budget.load_state_dict({k: v for k, v in before.items() if k != "nfe_avg"})
+    with pytest.raises(ValueError, match="log_weight"):
+        budget.load_state_dict(dict(before, log_weight=100.0))
+    with pytest.raises(ValueError, match="rate"):
+        budget.load_state_dict(dict(before, rate=-1.0))
+    with pytest.raises(TypeError, match="dict"):
+        budget.load_state_dict([1, 2])
+    assert budget.state_dict() == before
+
+
+def test_works_with_ode_stats():
+    func = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    y0 = torch.randn(8, 2)
+    t = torch.linspace(0, 1, 3)
+    _, reg, st = odeint_reg(lambda t, y: func(y), y0, t, rtol=1e-6, atol=1e-6, return_stats=True,
+                            generator=torch.Generator().manual_seed(0))
+    budget = NFEBudget(target_nfe=st.nfe_forward / 2, initial_weight=1.0, smoothing=0.0)
+    assert budget.update(st) > 1.0
+    budget = NFEBudget(target_nfe=st.nfe_forward * 2, initial_weight=1.0, smoothing=0.0)
+    assert budget.update(st) < 1.0
+
+
+class _SDE(torch.nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self):
+        super().__init__()
+        self.drift = torch.nn.Linear(2, 2)
+
+    def f(self, t, y):
+        return self.drift(y)
+
+    def g(self, t, y):
+        return 0.1 * torch.ones_like(y)
+
+
+def test_works_with_sde_stats_counting_drift_evaluations():
+    sde = _SDE()
+    y0 = torch.zeros(4, 2)
+    ts = torch.tensor([0.0, 1.0])
+    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(4, 2), entropy=0)
+    _, reg, st = sdeint_reg(sde, y0, ts, bm=bm, dt=0.1, method="euler", return_stats=True,
+                            generator=torch.Generator().manual_seed(0))
+    assert st.nfe_forward > 0
+    budget = NFEBudget(target_nfe=st.nfe_forward / 2, initial_weight=1.0, smoothing=0.0)
+    assert budget.update(st) > 1.0
+    assert budget.nfe == st.nfe_forward

@@ -1,0 +1,187 @@
+"""Weight control: the regularization weight that makes the trained model cost a chosen NFE.
+
+A constant weight ``lam`` in ``loss = task_loss + lam * reg`` means something different on every
+problem, tolerance and batch size: too small and nothing changes, too large and accuracy is lost.
+:class:`NFEBudget` replaces it by a number a user knows, the evaluations of ``func`` per solve
+that the trained model should need, and adjusts ``lam`` by dual ascent on the measured NFE.
+"""
+import math
+from numbers import Real
+from typing import Any, Dict, Iterable, Union
+
+from ._stats import LocalRegStats
+
+StatsLike = Union[LocalRegStats, Iterable[LocalRegStats]]
+
+
+def _check_real(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = True,
+                high_open: bool = True) -> float:
+    """``value`` as a float inside the interval, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}.")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large, got {value!r}.") from None
+    left, right = ("(" if low_open else "["), (")" if high_open else "]")
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        raise ValueError(f"{name} must be a finite number in {left}{low:g}, {high:g}{right}, got {value!r}.")
+    return value
+
+
+class NFEBudget:
+    r"""Regularization weight that steers the solver's NFE to a target, by dual ascent.
+
+    Use it in place of a constant weight::
+
+        budget = NFEBudget(target_nfe=30)
+        pred, reg, stats = odeint_reg(func, x, t, return_stats=True)
+        loss = task_loss + budget.weight * reg
+        loss.backward(); optimizer.step()
+        budget.update(stats)
+
+    After each training step, :meth:`update` reads the forward NFE of the step's solve(s)
+    (``stats.nfe_forward``: evaluations of ``func``, or of the drift for an SDE, during the solve
+    only; the regularization step and the backward pass are not counted), smooths it with an
+    exponential moving average, and moves the weight multiplicatively:
+
+    .. math::
+
+        \bar n \leftarrow \beta \bar n + (1 - \beta)\, n, \qquad
+        \lambda \leftarrow \operatorname{clip}\!\Big(\lambda \cdot
+        \exp\big(\eta \cdot \operatorname{clip}(\hat n / n^* - 1, -1, 1)\big),
+        \lambda_{\min}, \lambda_{\max}\Big)
+
+    where :math:`\hat n` is the bias-corrected average (as in Adam), :math:`n^*` the target and
+    :math:`\eta` the rate. While the model costs more than the target the weight grows
+    geometrically, so it finds the scale that a problem needs (0.01 on one, 100 on another)
+    without a sweep; once the model is cheaper than the target the weight decays and stops
+    costing accuracy. It is the Lagrange multiplier of "minimise the task loss subject to
+    NFE <= target", in log space.
+
+    Choosing the target: the NFE the *trained* model should need per solve, at the training
+    tolerance. A good default is about 0.6 x what the same model needs when trained without
+    regularization (its prediction NFE at the end of training); a model whose NFE already stays
+    below the target is left alone (the weight decays to ``min_weight``). NFE is read from
+    training solves, so train and predict at the same tolerance for the target to mean the
+    prediction NFE.
+
+    Args:
+        target_nfe: evaluations per solve that the trained model should need, a number > 0. With
+            several solves per step (a list of stats), the target is for their sum.
+        initial_weight: the weight before the first update, > 0 (default 0.01).
+        rate: :math:`\eta`, the largest change of ``log(weight)`` per update, > 0 (default 0.05:
+            a factor 10 in about 46 steps at full speed).
+        smoothing: :math:`\beta`, the EMA factor of the measured NFE, in [0, 1) (default 0.9;
+            0 uses each step's NFE as it is).
+        min_weight, max_weight: bounds of the weight, 0 < min_weight <= initial_weight <=
+            max_weight (defaults 1e-4 and 1e4).
+        warmup_steps: updates during which :attr:`weight` is 0 and the weight is not moved (the
+            NFE average is still kept), an int >= 0 (default 0).
+
+    Raises:
+        TypeError, ValueError: for arguments of the wrong type or out of range, naming the argument.
+    """
+
+    def __init__(self, target_nfe: float, *, initial_weight: float = 0.01, rate: float = 0.05,
+                 smoothing: float = 0.9, min_weight: float = 1e-4, max_weight: float = 1e4,
+                 warmup_steps: int = 0) -> None:
+        self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0)
+        self.rate = _check_real("rate", rate, low=0.0)
+        self.smoothing = _check_real("smoothing", smoothing, low=0.0, high=1.0, low_open=False)
+        self.min_weight = _check_real("min_weight", min_weight, low=0.0)
+        self.max_weight = _check_real("max_weight", max_weight, low=0.0)
+        initial_weight = _check_real("initial_weight", initial_weight, low=0.0)
+        if not self.min_weight <= initial_weight <= self.max_weight:
+            raise ValueError(f"need min_weight <= initial_weight <= max_weight, got min_weight={self.min_weight:g}, "
+                             f"initial_weight={initial_weight:g}, max_weight={self.max_weight:g}.")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
+            raise TypeError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}.")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps}.")
+        self.warmup_steps = warmup_steps
+        self._log_weight = math.log(initial_weight)
+        self._nfe_avg = 0.0
+        self._steps = 0
+
+    @property
+    def weight(self) -> float:
+        """The weight to multiply ``reg`` with in this step's loss (0.0 during warm-up)."""
+        if self._steps < self.warmup_steps:
+            return 0.0
+        return math.exp(self._log_weight)
+
+    @property
+    def nfe(self) -> float:
+        """The smoothed forward NFE seen so far (bias-corrected; 0.0 before the first update)."""
+        if self._steps == 0:
+            return 0.0
+        return self._nfe_avg / (1.0 - self.smoothing ** self._steps)
+
+    @property
+    def steps(self) -> int:
+        """Number of :meth:`update` calls so far."""
+        return self._steps
+
+    def update(self, stats: StatsLike) -> float:
+        """Record one training step's NFE and move the weight; returns the new :attr:`weight`.
+
+        Args:
+            stats: the :class:`LocalRegStats` of the step's solve (``return_stats=True`` of any of
+                ``odeint_reg``, ``odeint_adjoint_reg``, ``sdeint_reg``, ``sdeint_adjoint_reg``), or
+                an iterable of them when a step runs several solves (their NFEs are added).
+        """
+        nfe = self._forward_nfe(stats)
+        self._steps += 1
+        self._nfe_avg = self.smoothing * self._nfe_avg + (1.0 - self.smoothing) * nfe
+        if self._steps > self.warmup_steps:
+            excess = min(1.0, max(-1.0, self.nfe / self.target_nfe - 1.0))
+            log_weight = self._log_weight + self.rate * excess
+            self._log_weight = min(math.log(self.max_weight), max(math.log(self.min_weight), log_weight))
+        return self.weight
+
+    @staticmethod
+    def _forward_nfe(stats: StatsLike) -> int:
+        if isinstance(stats, LocalRegStats):
+            return stats.nfe_forward
+        if isinstance(stats, (str, bytes)) or not isinstance(stats, Iterable):
+            raise TypeError(f"stats must be a LocalRegStats or an iterable of them, got {type(stats).__name__}.")
+        items = list(stats)
+        if not items or not all(isinstance(s, LocalRegStats) for s in items):
+            raise TypeError("stats must be a LocalRegStats or a non-empty iterable of LocalRegStats "
+                            "(pass return_stats=True to the solve).")
+        return sum(s.nfe_forward for s in items)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to resume: settings and the running state (plain Python numbers)."""
+        return {"target_nfe": self.target_nfe, "rate": self.rate, "smoothing": self.smoothing,
+                "min_weight": self.min_weight, "max_weight": self.max_weight, "warmup_steps": self.warmup_steps,
+                "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "steps": self._steps}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; validates every entry before changing anything."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}.")
+        expected = set(self.state_dict())
+        if set(state_dict) != expected:
+            missing, unknown = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+            raise ValueError(f"state_dict has the wrong keys: missing {missing}, unexpected {unknown}.")
+        steps = state_dict["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"state_dict['steps'] must be an int >= 0, got {steps!r}.")
+        restored = NFEBudget(state_dict["target_nfe"], rate=state_dict["rate"], smoothing=state_dict["smoothing"],
+                             min_weight=state_dict["min_weight"], max_weight=state_dict["max_weight"],
+                             initial_weight=state_dict["min_weight"], warmup_steps=state_dict["warmup_steps"])
+        log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-math.inf)
+        if not math.log(restored.min_weight) - 1e-12 <= log_weight <= math.log(restored.max_weight) + 1e-12:
+            raise ValueError(f"state_dict['log_weight'] must lie between log(min_weight) and log(max_weight), "
+                             f"got {log_weight!r}.")
+        nfe_avg = _check_real("state_dict['nfe_avg']", state_dict["nfe_avg"], low=0.0, low_open=False)
+        self.__dict__.update(restored.__dict__)
+        self._log_weight, self._nfe_avg, self._steps = log_weight, nfe_avg, steps
+
+    def __repr__(self) -> str:
+        return (f"NFEBudget(target_nfe={self.target_nfe:g}, weight={self.weight:.4g}, nfe={self.nfe:.1f}, "
+                f"steps={self._steps})")
