@@ -1,18 +1,41 @@
-"""The README's main job runs and reports both models."""
+"""The README's main job runs, reports both models and writes the promised JSON."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
+KEYS = {"metric_name", "test_metric", "higher_is_better", "prediction_nfe", "prediction_time_s", "training_time_s"}
 
 
-def test_quickstart_smoke(capsys):
+def load():
     spec = importlib.util.spec_from_file_location("quickstart", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rows = module.main(["--smoke"])
+    return module
+
+
+def test_quickstart_smoke_json(tmp_path, capsys):
+    path = tmp_path / "sub" / "out.json"
+    results = load().main(["--smoke", "--json", str(path)])
     out = capsys.readouterr().out
-    assert [r[0].split(" ")[0] for r in rows] == ["plain", "odeint_reg"]
-    for name, test_loss, nfe, pred_time, train_time in rows:
-        assert math.isfinite(test_loss) and nfe > 0 and pred_time > 0 and train_time > 0
-    assert "prediction NFE" in out and "NFE ratio" in out
+    written = json.loads(path.read_text())
+    assert set(written) == {"plain", "regularized"}
+    for name in ("plain", "regularized"):
+        assert KEYS <= set(written[name])
+        r = written[name]
+        assert r["metric_name"] == "accuracy" and r["higher_is_better"] is True
+        assert 0.0 <= r["test_metric"] <= 1.0
+        assert isinstance(r["prediction_nfe"], int) and r["prediction_nfe"] > 0
+        assert r["prediction_time_s"] > 0 and r["training_time_s"] > 0
+    assert written == json.loads(json.dumps(results))
+    # the budget's target is the documented rule: 0.6 x the plain model's prediction NFE
+    assert math.isclose(written["regularized"]["target_nfe"], 0.6 * written["plain"]["prediction_nfe"])
+    assert "prediction NFE" in out and "NFE ratio" in out and "NFEBudget target" in out
+
+
+def test_quickstart_viz_writes_png(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    load().main(["--smoke", "--viz", "--target_nfe", "5"])
+    png = tmp_path / "quickstart_nfe.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
