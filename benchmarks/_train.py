@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torchdiffeq
+from tqdm import tqdm
 
 from _harness import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
 from _regularizers import RNODEDynamics, steer_times
@@ -180,8 +181,15 @@ def evaluate(problem: Problem, model: nn.Module, data, tol: float, repeats: int 
     return out
 
 
-def train_run(problem: Problem, label: str, method: str, weight: float, seed: int, args) -> Tuple[Dict, List[Dict]]:
-    """Trains one model; returns its result row and its per-iteration curve."""
+def train_run(problem: Problem, label: str, method: str, weight: float, seed: int, args,
+              control=None, progress: bool = False) -> Tuple[Dict, List[Dict]]:
+    """Trains one model; returns its result row and its per-iteration curve.
+
+    With ``control`` (an object with a float ``weight`` and ``update(stats)``, such as
+    :class:`torchdiffeq_localreg.NFEBudget`), the weight of each iteration is ``control.weight``
+    and ``control.update(stats)`` follows each optimizer step; ``weight`` is then ignored.
+    ``progress`` shows a tqdm bar over the iterations.
+    """
     torch.manual_seed(seed)
     model = problem.make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -189,18 +197,26 @@ def train_run(problem: Problem, label: str, method: str, weight: float, seed: in
     sampling = torch.Generator().manual_seed(10_000 + seed)  # reg samples, STEER times, RNODE probes
     curve = []
     train_time = 0.0
-    for itr in range(1, args.niters + 1):
+    iterations = range(1, args.niters + 1)
+    bar = tqdm(iterations, desc=f"{label} seed {seed}", disable=not progress, leave=False, dynamic_ncols=True)
+    for itr in bar:
         batch = problem.batch(args.batch_size, data_order)
         start = time.perf_counter()
+        if control is not None:
+            weight = control.weight
         loss, stats = training_step(problem, model, batch, method, weight, args, sampling)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if control is not None:
+            control.update(stats)
         train_time += time.perf_counter() - start
+        if progress:
+            bar.set_postfix(loss=f"{loss.item():.3g}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"{label} seed {seed}: loss is {loss.item()} at iteration {itr}.")
         curve.append({"method": label, "seed": seed, "itr": itr, "loss": loss.item(), "nfe_forward": stats.nfe_forward,
-                      "nfe_backward": stats.nfe_backward, "nfe_reg": stats.nfe_reg})
+                      "nfe_backward": stats.nfe_backward, "nfe_reg": stats.nfe_reg, "weight": weight})
     model.eval()
     eval_tol = args.eval_tol or args.tol
     train_eval = evaluate(problem, model, problem.train_eval, eval_tol)
