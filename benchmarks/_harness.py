@@ -24,7 +24,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
 
-from _common import pyplot  # noqa: E402  (the examples' plumbing: matplotlib on the Agg backend)
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (figures go to files; no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def machine_info() -> Dict[str, str]:
