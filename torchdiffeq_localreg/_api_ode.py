@@ -1,5 +1,5 @@
 """The ODE entry points: validate, build the recorder, call upstream, compute reg."""
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Literal, Optional, Tuple, TypeVar, Union, overload
 
 import torch
 import torch.nn as nn
@@ -9,9 +9,14 @@ from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_na
 from ._ode_solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS, RECORDER_KEY, UNSUPPORTED_METHODS, WRAPPED
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import check_reg_args
+from ._validate import Strategy, check_reg_args
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+# The state y0 (a tensor or a tuple of tensors); the solution has the same structure.
+_State = TypeVar("_State", torch.Tensor, Tuple[torch.Tensor, ...])
+# rtol/atol: one value, or (with a tuple state) one per tensor of the state.
+Tolerance = Union[float, torch.Tensor, Tuple[Union[float, torch.Tensor], ...]]
+EventFn = Callable[[torch.Tensor, _State], torch.Tensor]
 
 _CALLBACK_NAMES = frozenset(_all_callback_names) | frozenset(_all_adjoint_callback_names)
 
@@ -84,11 +89,42 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     return (*result, stats) if return_stats else result
 
 
-def odeint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
+@overload
+def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
+               atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
+               event_fn: None = ..., strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+               stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[False] = ...) -> Tuple[_State, torch.Tensor]: ...
+@overload
+def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
+               atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
+               event_fn: None = ..., strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+               stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[True]) -> Tuple[_State, torch.Tensor, LocalRegStats]: ...
+@overload
+def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
+               atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
+               event_fn: EventFn[_State], strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+               stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, _State, torch.Tensor]: ...
+@overload
+def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
+               atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
+               event_fn: EventFn[_State], strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+               stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[True]) -> Tuple[torch.Tensor, _State, torch.Tensor, LocalRegStats]: ...
+@overload
+def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
+               atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
+               event_fn: Optional[EventFn[_State]] = ..., strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ..., return_stats: bool = ...) -> Tuple[Any, ...]: ...
+def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t: torch.Tensor, *,
+               rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
                method: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
-               event_fn: Optional[Callable] = None, strategy: str = "unbiased", num_samples: int = 1,
+               event_fn: Optional[EventFn[Any]] = None, strategy: str = "unbiased", num_samples: int = 1,
                error_weight: float = 1.0, stiffness_weight: float = 0.0,
-               generator: Optional[torch.Generator] = None, return_stats: bool = False):
+               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
     """Integrate an ODE like ``torchdiffeq.odeint`` and return a local regularization term.
 
     The solve is upstream's, unchanged: ``solution`` is bit-identical to
@@ -146,13 +182,65 @@ def odeint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-
                 error_weight, stiffness_weight, generator, return_stats, {})
 
 
-def odeint_adjoint_reg(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol=1e-7, atol=1e-9,
+@overload
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
+                       rtol: Tolerance = ..., atol: Tolerance = ..., method: Optional[str] = ...,
+                       options: Optional[Dict[str, Any]] = ..., event_fn: None = ...,
+                       adjoint_rtol: Optional[Tolerance] = ..., adjoint_atol: Optional[Tolerance] = ...,
+                       adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[False] = ...) -> Tuple[_State, torch.Tensor]: ...
+@overload
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
+                       rtol: Tolerance = ..., atol: Tolerance = ..., method: Optional[str] = ...,
+                       options: Optional[Dict[str, Any]] = ..., event_fn: None = ...,
+                       adjoint_rtol: Optional[Tolerance] = ..., adjoint_atol: Optional[Tolerance] = ...,
+                       adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[True]) -> Tuple[_State, torch.Tensor, LocalRegStats]: ...
+@overload
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
+                       rtol: Tolerance = ..., atol: Tolerance = ..., method: Optional[str] = ...,
+                       options: Optional[Dict[str, Any]] = ..., event_fn: EventFn[_State],
+                       adjoint_rtol: Optional[Tolerance] = ..., adjoint_atol: Optional[Tolerance] = ...,
+                       adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, _State, torch.Tensor]: ...
+@overload
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
+                       rtol: Tolerance = ..., atol: Tolerance = ..., method: Optional[str] = ...,
+                       options: Optional[Dict[str, Any]] = ..., event_fn: EventFn[_State],
+                       adjoint_rtol: Optional[Tolerance] = ..., adjoint_atol: Optional[Tolerance] = ...,
+                       adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[True]) -> Tuple[torch.Tensor, _State, torch.Tensor, LocalRegStats]: ...
+@overload
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
+                       rtol: Tolerance = ..., atol: Tolerance = ..., method: Optional[str] = ...,
+                       options: Optional[Dict[str, Any]] = ..., event_fn: Optional[EventFn[_State]] = ...,
+                       adjoint_rtol: Optional[Tolerance] = ..., adjoint_atol: Optional[Tolerance] = ...,
+                       adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: bool = ...) -> Tuple[Any, ...]: ...
+def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t: torch.Tensor, *,
+                       rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
                        method: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
-                       event_fn: Optional[Callable] = None, adjoint_rtol=None, adjoint_atol=None,
+                       event_fn: Optional[EventFn[Any]] = None, adjoint_rtol: Optional[Tolerance] = None,
+                       adjoint_atol: Optional[Tolerance] = None,
                        adjoint_method: Optional[str] = None, adjoint_options: Optional[Dict[str, Any]] = None,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = None, strategy: str = "unbiased",
                        num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, return_stats: bool = False):
+                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
     """``odeint_reg`` with gradients of the solution by ``torchdiffeq.odeint_adjoint``.
 
     The forward solve and the backward (adjoint) solve are upstream's, untouched: ``solution`` is

@@ -3,11 +3,13 @@
 Every allowed string is listed here once; every message names the argument and what it may be.
 """
 import math
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import torch
 
-STRATEGIES = ("unbiased", "biased", "global", "none")
+# The type checker's view of ``strategy`` and the runtime check read the same list.
+Strategy = Literal["unbiased", "biased", "global", "none"]
+STRATEGIES = get_args(Strategy)
 
 
 def check_reg_args(strategy: str, num_samples: int, error_weight: float, stiffness_weight: float,
