@@ -8,7 +8,7 @@ through torchsde's own ``_SdeintAdjointMethod``, whose backward solve is untouch
 through torchsde's ``parse_return``.
 """
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple, Union, overload
 
 import torch
 import torch.nn as nn
@@ -17,12 +17,17 @@ from torchsde._core import methods, misc
 from torchsde._core.adjoint import _SdeintAdjointMethod, _select_default_adjoint_method
 from torchsde._core.sdeint import check_contract, parse_return
 from torchsde.settings import METHODS
-from torchsde.types import Scalar, Tensors
 
 from ._recorder import Recorder
 from ._sde_solvers import WRAPPERS, methods_for
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import check_reg_args
+from ._validate import Strategy, check_reg_args
+
+# torchsde ships no type information, so to a type checker its aliases (torchsde.types) are Any;
+# the public signatures spell the same types out.
+_Scalar = Union[float, torch.Tensor]
+_Vector = Union[Sequence[float], torch.Tensor]
+_Tensors = Sequence[torch.Tensor]
 
 
 # The SDE methods torchsde looks up, by the key of ``names`` that renames them, and whether they
@@ -149,13 +154,57 @@ def _run_adjoint(sde, y0, ts, bm, solver, method, dt, adaptive, dt_min, extra_so
     )
 
 
-def sdeint_reg(sde, y0: torch.Tensor, ts, bm: Optional[BaseBrownian] = None, method: Optional[str] = None,
-               dt: Scalar = 1e-3, adaptive: bool = False, rtol: Scalar = 1e-5, atol: Scalar = 1e-4,
-               dt_min: Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
+@overload
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+               method: Optional[str] = ..., dt: _Scalar = ..., adaptive: bool = ..., rtol: _Scalar = ...,
+               atol: _Scalar = ..., dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+               names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ..., extra: Literal[False] = ...,
+               extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+               method: Optional[str] = ..., dt: _Scalar = ..., adaptive: bool = ..., rtol: _Scalar = ...,
+               atol: _Scalar = ..., dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+               names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ..., extra: Literal[False] = ...,
+               extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, LocalRegStats]: ...
+@overload
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+               method: Optional[str] = ..., dt: _Scalar = ..., adaptive: bool = ..., rtol: _Scalar = ...,
+               atol: _Scalar = ..., dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+               names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ..., extra: Literal[False] = ...,
+               extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+               method: Optional[str] = ..., dt: _Scalar = ..., adaptive: bool = ..., rtol: _Scalar = ...,
+               atol: _Scalar = ..., dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+               names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ..., extra: Literal[False] = ...,
+               extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ...,
+               return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LocalRegStats]: ...
+@overload
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+               method: Optional[str] = ..., dt: _Scalar = ..., adaptive: bool = ..., rtol: _Scalar = ...,
+               atol: _Scalar = ..., dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+               names: Optional[Dict[str, str]] = ..., logqp: bool = ..., extra: bool = ...,
+               extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
+               error_weight: float = ..., stiffness_weight: float = ...,
+               generator: Optional[torch.Generator] = ..., return_stats: bool = ...) -> Tuple[Any, ...]: ...
+def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = None,
+               method: Optional[str] = None, dt: _Scalar = 1e-3, adaptive: bool = False, rtol: _Scalar = 1e-5,
+               atol: _Scalar = 1e-4, dt_min: _Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
                names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
-               extra_solver_state: Optional[Tensors] = None, *, strategy: str = "unbiased", num_samples: int = 1,
+               extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased", num_samples: int = 1,
                error_weight: float = 1.0, stiffness_weight: float = 0.0,
-               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple:
+               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
     """Integrate an SDE like ``torchsde.sdeint`` and return a local regularization term.
 
     The solve is torchsde's, unchanged: with the same Brownian motion ``bm``, the outputs are
@@ -232,16 +281,83 @@ def sdeint_reg(sde, y0: torch.Tensor, ts, bm: Optional[BaseBrownian] = None, met
                 {})
 
 
-def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts, bm: Optional[BaseBrownian] = None,
-                       method: Optional[str] = None, adjoint_method: Optional[str] = None, dt: Scalar = 1e-3,
-                       adaptive: bool = False, adjoint_adaptive: bool = False, rtol: Scalar = 1e-5,
-                       adjoint_rtol: Scalar = 1e-5, atol: Scalar = 1e-4, adjoint_atol: Scalar = 1e-4,
-                       dt_min: Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
-                       adjoint_options: Optional[Dict[str, Any]] = None, adjoint_params=None,
+@overload
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+                       method: Optional[str] = ..., adjoint_method: Optional[str] = ..., dt: _Scalar = ...,
+                       adaptive: bool = ..., adjoint_adaptive: bool = ..., rtol: _Scalar = ...,
+                       adjoint_rtol: _Scalar = ..., atol: _Scalar = ..., adjoint_atol: _Scalar = ...,
+                       dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+                       adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ...,
+                       names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ...,
+                       extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
+                       strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+                       stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+                       method: Optional[str] = ..., adjoint_method: Optional[str] = ..., dt: _Scalar = ...,
+                       adaptive: bool = ..., adjoint_adaptive: bool = ..., rtol: _Scalar = ...,
+                       adjoint_rtol: _Scalar = ..., atol: _Scalar = ..., adjoint_atol: _Scalar = ...,
+                       dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+                       adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ...,
+                       names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ...,
+                       extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
+                       strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+                       stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, LocalRegStats]: ...
+@overload
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+                       method: Optional[str] = ..., adjoint_method: Optional[str] = ..., dt: _Scalar = ...,
+                       adaptive: bool = ..., adjoint_adaptive: bool = ..., rtol: _Scalar = ...,
+                       adjoint_rtol: _Scalar = ..., atol: _Scalar = ..., adjoint_atol: _Scalar = ...,
+                       dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+                       adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ...,
+                       names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ...,
+                       extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
+                       strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+                       stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+                       method: Optional[str] = ..., adjoint_method: Optional[str] = ..., dt: _Scalar = ...,
+                       adaptive: bool = ..., adjoint_adaptive: bool = ..., rtol: _Scalar = ...,
+                       adjoint_rtol: _Scalar = ..., atol: _Scalar = ..., adjoint_atol: _Scalar = ...,
+                       dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+                       adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ...,
+                       names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ...,
+                       extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
+                       strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
+                       stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       return_stats: Literal[True]
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LocalRegStats]: ...
+@overload
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
+                       method: Optional[str] = ..., adjoint_method: Optional[str] = ..., dt: _Scalar = ...,
+                       adaptive: bool = ..., adjoint_adaptive: bool = ..., rtol: _Scalar = ...,
+                       adjoint_rtol: _Scalar = ..., atol: _Scalar = ..., adjoint_atol: _Scalar = ...,
+                       dt_min: _Scalar = ..., options: Optional[Dict[str, Any]] = ...,
+                       adjoint_options: Optional[Dict[str, Any]] = ...,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = ...,
+                       names: Optional[Dict[str, str]] = ..., logqp: bool = ..., extra: bool = ...,
+                       extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ...,
+                       num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
+                       generator: Optional[torch.Generator] = ...,
+                       return_stats: bool = ...) -> Tuple[Any, ...]: ...
+def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = None,
+                       method: Optional[str] = None, adjoint_method: Optional[str] = None, dt: _Scalar = 1e-3,
+                       adaptive: bool = False, adjoint_adaptive: bool = False, rtol: _Scalar = 1e-5,
+                       adjoint_rtol: _Scalar = 1e-5, atol: _Scalar = 1e-4, adjoint_atol: _Scalar = 1e-4,
+                       dt_min: _Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
+                       adjoint_options: Optional[Dict[str, Any]] = None,
+                       adjoint_params: Optional[Iterable[torch.Tensor]] = None,
                        names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
-                       extra_solver_state: Optional[Tensors] = None, *, strategy: str = "unbiased",
+                       extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased",
                        num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple:
+                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
     """``sdeint_reg`` with gradients of the outputs by ``torchsde.sdeint_adjoint``.
 
     The forward solve and the backward (adjoint) solve are torchsde's, untouched: the outputs are
