@@ -8,6 +8,7 @@ that table) can run them; upstream's own entries are never touched. The recorder
 solver through ``options`` under :data:`RECORDER_KEY`; without it the subclasses behave exactly
 like their parents.
 """
+import weakref
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -32,28 +33,37 @@ class _ObservingMixin:
         # Fixed-grid solvers drop rtol and norm; the step-doubling estimate needs them.
         self._lr_rtol, self._lr_norm = kwargs.get("rtol"), kwargs.get("norm")
         super().__init__(*args, **kwargs)
-        self._lr_recorder = _localreg_recorder
+        # Weakly: the recorder holds the estimator, which holds this solver's function or step; a
+        # strong reference back would make a cycle that only the cyclic GC frees, and keep the
+        # recorded tensors alive until it runs. The entry point holds the recorder for the call.
+        self._lr_recorder_ref = None if _localreg_recorder is None else weakref.ref(_localreg_recorder)
         if _localreg_recorder is not None:
             _localreg_recorder.bind(self._lr_estimator())
+
+    @property
+    def _lr_recorder(self) -> Optional[Recorder]:
+        return None if self._lr_recorder_ref is None else self._lr_recorder_ref()
 
     def _lr_estimator(self) -> Estimator:
         """The :class:`Estimator` of this solver family; each concrete wrapper defines it."""
         raise NotImplementedError
 
     def integrate(self, t):
-        if self._lr_recorder is None:
+        recorder = self._lr_recorder
+        if recorder is None:
             return super().integrate(t)
-        self._lr_recorder.start(t[0])
+        recorder.start(t[0])
         solution = super().integrate(t)
-        self._lr_recorder.finish(t[-1])
+        recorder.finish(t[-1])
         return solution
 
     def integrate_until_event(self, t0, event_fn):
-        if self._lr_recorder is None:
+        recorder = self._lr_recorder
+        if recorder is None:
             return super().integrate_until_event(t0, event_fn)
-        self._lr_recorder.start(t0)
+        recorder.start(t0)
         event_t, solution = super().integrate_until_event(t0, event_fn)
-        self._lr_recorder.finish(event_t)
+        recorder.finish(event_t)
         return event_t, solution
 
 

@@ -11,6 +11,7 @@ stepping every step is accepted; with it, each attempt is three calls (one step 
 half steps t0 -> t_mid -> t1), and the attempt was accepted exactly when the next attempt starts at
 its t1 (a rejected one is retried from its t0), or when the solve ends after it.
 """
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -56,12 +57,18 @@ class _ObservingSDESolver:
     def __init__(self, *args, _localreg_recorder: Optional[Recorder] = None, **kwargs):
         super().__init__(*args, **kwargs)
         # SRK picks its step function per noise type in __init__ and binds it to the instance, which
-        # would shadow our ``step``; keep that bound function as the upstream step instead.
-        # (mypy cannot know that the class after this mixin is always a torchsde solver.)
-        self._lr_upstream_step = self.__dict__.pop("step", None) or super().step  # type: ignore[misc]
-        self._lr_recorder = _localreg_recorder
+        # would shadow our ``step``; keep that function (unbound: a bound method of the solver kept
+        # on the solver is a reference cycle) as the upstream step instead.
+        bound = self.__dict__.pop("step", None)
+        self._lr_step_function = getattr(bound, "__func__", None) if getattr(bound, "__self__", None) is self else bound
+        # Weakly, as the ODE wrappers do: the recorder holds the estimator, which holds this solver.
+        self._lr_recorder_ref = None if _localreg_recorder is None else weakref.ref(_localreg_recorder)
         if _localreg_recorder is not None:
             _localreg_recorder.bind(_SDEEstimator(self))
+
+    @property
+    def _lr_recorder(self) -> Optional[Recorder]:
+        return None if self._lr_recorder_ref is None else self._lr_recorder_ref()
 
     def integrate(self, y0, ts, extra0):
         recorder = self._lr_recorder
@@ -79,8 +86,17 @@ class _ObservingSDESolver:
             self._lr_accept(recorder, self._lr_attempt)   # the loop only ends after an accepted attempt
         for step in self._lr_deferred or ():
             recorder.accept(step.t0, step.t1, step)
+        # Some upstream solvers (SRK) hold themselves in a cycle; keep no recorded tensors on them.
+        self._lr_attempt = self._lr_deferred = None
         recorder.finish(ts[-1])
         return out
+
+    def _lr_upstream_step(self, t0, t1, y0, extra0):
+        function = self._lr_step_function
+        if function is None:
+            # (mypy cannot know that the class after this mixin is always a torchsde solver.)
+            return super().step(t0, t1, y0, extra0)  # type: ignore[misc]
+        return function(self, t0, t1, y0, extra0) if not hasattr(function, "__self__") else function(t0, t1, y0, extra0)
 
     def step(self, t0, t1, y0, extra0):
         y1, extra1 = self._lr_upstream_step(t0, t1, y0, extra0)
