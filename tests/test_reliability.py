@@ -105,3 +105,65 @@ def test_plain_torchsde_leaves_its_forward_sde_to_the_cyclic_gc():
         gc.garbage.clear()
         gc.enable()
     assert "ForwardSDE" in kept
+
+
+# --- the SDE counting wrapper under any ``names`` ------------------------------------------------
+
+class DriftNamedForward(nn.Module):
+    """An SDE whose drift is its ``forward`` (as in torchsde's renaming tests) and prior drift ``w``."""
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return -self.a * torch.sin(y)
+
+    def w(self, t, y):
+        return -0.5 * y
+
+    def g(self, t, y):
+        return 0.2 * torch.cos(y)
+
+
+RENAMES = [({"drift": "forward"}, False), ({"drift": "forward", "diffusion": "g"}, False),
+           ({"drift": "forward", "prior_drift": "w"}, True)]
+
+
+@pytest.mark.parametrize("strategy", ["unbiased", "global", "none"])
+@pytest.mark.parametrize("names,logqp", RENAMES)
+def test_renamed_sde_functions_including_forward(names, logqp, strategy):
+    y0 = torch.ones(4, 3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 0.3, 5, dtype=torch.float64)
+
+    def bm():   # with logqp, torchsde appends the log-ratio channel to the state and the noise
+        return torchsde.BrownianInterval(0.0, 0.3, size=(4, 3 + logqp), dtype=torch.float64, entropy=5)
+    sde = DriftNamedForward()
+    expected = torchsde.sdeint(sde, y0, ts, bm=bm(), method="euler", dt=0.05, names=names, logqp=logqp)
+    *out, reg, stats = sdeint_reg(sde, y0, ts, bm=bm(), method="euler", dt=0.05, names=names, logqp=logqp,
+                                  strategy=strategy, stiffness_weight=0.1, return_stats=True)
+    expected = expected if logqp else (expected,)
+    assert len(out) == len(expected)
+    for got, want in zip(out, expected):
+        assert torch.equal(got, want)
+    # Every drift evaluation went through the renamed function (and was counted).
+    assert stats.nfe_forward > 0 and stats.nfe_diffusion_forward > 0
+    if strategy != "none":
+        assert stats.nfe_reg > 0
+        reg.backward()
+        assert sde.a.grad is not None and sde.a.grad != 0
+
+
+def test_renamed_forward_drift_with_the_adjoint():
+    from torchdiffeq_localreg import sdeint_adjoint_reg
+    sde = DriftNamedForward()
+    y0 = torch.ones(4, 3, dtype=torch.float64)
+    ts = torch.linspace(0.0, 0.3, 5, dtype=torch.float64)
+    bm = torchsde.BrownianTree(0.0, torch.zeros(4, 3, dtype=torch.float64), t1=0.3, entropy=5)
+    ys, reg, stats = sdeint_adjoint_reg(sde, y0, ts, bm=bm, method="euler", dt=0.05, names={"drift": "forward"},
+                                        return_stats=True)
+    expected = torchsde.sdeint_adjoint(sde, y0, ts, bm=bm, method="euler", dt=0.05, names={"drift": "forward"})
+    assert torch.equal(ys, expected)
+    (ys.sum() + reg).backward()
+    assert stats.nfe_backward > 0

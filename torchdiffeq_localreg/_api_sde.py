@@ -58,20 +58,28 @@ class _CountedSDE(nn.Module):
             counters = (drift,) * is_drift + (diffusion,) * is_diffusion
             kinds[names.get(key, name) if names and key else name] = counters
         self._lr_counters = kinds
+        object.__setattr__(self, "_lr_base", base)   # beside nn.Module's registry, for the lookup below
 
-    def __getattr__(self, name):
-        counters = self.__dict__.get("_lr_counters", {}).get(name)
+    def __getattribute__(self, name):
+        # The SDE's functions come first, also under a name nn.Module itself defines (torchsde's own
+        # tests name the drift ``forward``). A function ``base`` lacks raises AttributeError, so that
+        # torchsde falls back to its defaults exactly as it does for ``base``.
+        own = object.__getattribute__(self, "__dict__")
+        counters = own.get("_lr_counters", {}).get(name)
         if counters is None:
-            if name in ("noise_type", "sde_type"):
-                return getattr(self.base, name)
-            return super().__getattr__(name)
-        function = getattr(self.base, name)
+            return super().__getattribute__(name)
+        function = getattr(own["_lr_base"], name)
 
         def counted(*args, **kwargs):
             for counter in counters:
                 counter.count()
             return function(*args, **kwargs)
         return counted
+
+    def __getattr__(self, name):
+        if name in ("noise_type", "sde_type"):
+            return getattr(self.base, name)
+        return super().__getattr__(name)
 
 
 def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp,
