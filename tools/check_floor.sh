@@ -53,7 +53,7 @@ echo "== installed"
 "$venv_python" -m pip --version
 "$venv_python" -m pip list 2>/dev/null | grep -iE '^(torch|torchdiffeq|torchsde|torchvision|numpy|scipy) '
 echo "== date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "== machine: $(uname -sm), $(nproc) cores, $("$venv_python" -c 'import platform; print("Python", platform.python_version())')"
+echo "== machine: $(uname -sm), $(getconf _NPROCESSORS_ONLN) cores, $("$venv_python" -c 'import platform; print("Python", platform.python_version())')"
 echo "== pytest"
 cd "$repo"
 "$venv_python" -m pytest -q "$@"
