@@ -52,7 +52,7 @@ def test_gradcheck_step_estimates(method, stiffness):
 
     def run():
         if method in FIXED_GRID_METHODS:
-            solver = SOLVERS[WRAPPED[method]](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm, step_size=0.1)
+            solver = WRAPPED[method](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm, step_size=0.1)
             e, s = step_doubling_estimates(solver._lr_plain_step, wrapped, t0, y0, dt, rtol, atol, norm, stiffness)
         else:
             solver = SOLVERS[method](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm)

@@ -167,3 +167,100 @@ def test_renamed_forward_drift_with_the_adjoint():
     assert torch.equal(ys, expected)
     (ys.sum() + reg).backward()
     assert stats.nfe_backward > 0
+
+
+# --- import isolation: nothing of ours in torchdiffeq's solver table -----------------------------
+
+def _field_and_state():
+    return MLPField(), state(), torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+
+
+def test_solver_table_holds_upstreams_entries_only():
+    from torchdiffeq._impl.odeint import SOLVERS
+    odeint_reg(*_field_and_state())   # also after a call
+    assert not [name for name in SOLVERS if "localreg" in name]
+    assert all(cls.__module__.startswith("torchdiffeq.") for cls in SOLVERS.values())
+
+
+def test_plain_torchdiffeq_refuses_our_names_as_upstream_refuses_any_unknown_method():
+    import torchdiffeq
+    func, y0, t = _field_and_state()
+    with pytest.raises(ValueError, match="Invalid method") as refused:
+        torchdiffeq.odeint(func, y0, t, method="_localreg_dopri5")
+    assert "localreg" not in str(refused.value).split("Must be one of")[1]
+    with pytest.raises(ValueError, match="Invalid method"):
+        torchdiffeq.odeint(func, y0, t, method="_localreg_dopri5", options={"_localreg_recorder": "junk"})
+
+
+@pytest.mark.parametrize("method,options", [("dopri5", {}), ("rk4", {"step_size": 0.1})])
+@pytest.mark.parametrize("entry", ["direct", "adjoint"])
+def test_unknown_options_warn_as_upstream_and_cannot_collide_with_ours(method, options, entry):
+    """A user's option, even one named like our old private key, reaches upstream's solver as upstream
+    passes it: warned about with upstream's class name, ignored, the solution unchanged."""
+    import torchdiffeq
+    func, y0, t = _field_and_state()
+    options = {**options, "_localreg_recorder": "junk", "bogus": 1}
+    upstream = torchdiffeq.odeint_adjoint if entry == "adjoint" else torchdiffeq.odeint
+    ours = odeint_adjoint_reg if entry == "adjoint" else odeint_reg
+    with pytest.warns(UserWarning) as upstream_warnings:
+        expected = upstream(func, y0, t, method=method, options=options)
+    with pytest.warns(UserWarning) as our_warnings:
+        solution, reg = ours(func, y0, t, method=method, options=options)
+    upstream_messages = [str(w.message) for w in upstream_warnings]
+    assert any(message.startswith(("Dopri5Solver:", "RK4:")) for message in upstream_messages), upstream_messages
+    assert [str(w.message) for w in our_warnings] == upstream_messages
+    assert torch.equal(solution, expected) and torch.isfinite(reg)
+
+
+def test_concurrent_plain_calls_never_see_our_solvers():
+    """While other threads run regularized solves, plain torchdiffeq in this thread sees only
+    upstream's table: its error message lists upstream's methods, and our names stay unknown."""
+    import threading
+
+    import torchdiffeq
+    from torchdiffeq._impl.odeint import SOLVERS
+    upstream_names = set(SOLVERS)
+    stop, errors = threading.Event(), []
+
+    def regularized():
+        func, y0, t = _field_and_state()
+        try:
+            while not stop.is_set():
+                for method, options in (("dopri5", None), ("rk4", {"step_size": 0.2})):
+                    odeint_reg(func, y0, t, method=method, options=options, strategy="biased")
+                    odeint_adjoint_reg(func, y0, t, method=method, options=options)
+        except Exception as error:   # reported below
+            errors.append(error)
+    threads = [threading.Thread(target=regularized) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        func, y0, t = _field_and_state()
+        for _ in range(200):
+            assert set(SOLVERS) == upstream_names
+            with pytest.raises(ValueError, match="Invalid method") as refused:
+                torchdiffeq.odeint(func, y0, t, method="_localreg_dopri5")
+            assert "localreg" not in str(refused.value).split("Must be one of")[1]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # upstream's own notes on Adams and scipy
+@pytest.mark.parametrize("method,options", [("implicit_adams", {"step_size": 0.1}), ("explicit_adams", {"step_size": 0.1}),
+                                            ("scipy_solver", {"solver": "RK45"}), ("dopri5", None)])
+@pytest.mark.parametrize("entry", ["direct", "adjoint"])
+def test_strategy_none_accepts_every_upstream_method(method, options, entry):
+    import torchdiffeq
+    func, y0, t = _field_and_state()
+    upstream = torchdiffeq.odeint_adjoint if entry == "adjoint" else torchdiffeq.odeint
+    ours = odeint_adjoint_reg if entry == "adjoint" else odeint_reg
+    expected = upstream(func, y0, t, method=method, options=options)
+    solution, reg, stats = ours(func, y0, t, method=method, options=options, strategy="none", return_stats=True)
+    assert torch.equal(solution, expected) and reg == 0 and stats.method == method
+    # The local strategies still refuse the methods whose steps cannot be redone alone.
+    if method != "dopri5":
+        with pytest.raises(ValueError, match="not supported"):
+            ours(func, y0, t, method=method, options=options)

@@ -6,7 +6,8 @@ import torch.nn as nn
 import torchdiffeq
 from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_names
 
-from ._ode_solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS, RECORDER_KEY, UNSUPPORTED_METHODS, WRAPPED
+from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, UNSUPPORTED_METHODS, WRAPPED, odeint_adjoint_observed,
+                           odeint_observed)
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
 from ._validate import Strategy, check_reg_args
@@ -46,35 +47,39 @@ def _check_method(method: Optional[str]) -> str:
         raise ValueError(
             f"method {method!r} is not supported by torchdiffeq_localreg. Supported: adaptive "
             f"{ADAPTIVE_METHODS} (embedded error estimate) and fixed-grid {FIXED_GRID_METHODS} "
-            f"(step-doubling estimate). Not supported: {UNSUPPORTED_METHODS}.")
+            f"(step-doubling estimate). Not supported: {UNSUPPORTED_METHODS}, except with strategy='none' "
+            f"(the plain solve), which runs every method torchdiffeq accepts.")
     return method
 
 
 def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
          error_weight, stiffness_weight, generator, return_stats, adjoint_kwargs: Dict[str, Any]):
     check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
-    method_name = _check_method(method)
+    # strategy="none" is the plain solve: every method upstream accepts, checked by upstream.
+    method_name = ("dopri5" if method is None else method) if strategy == "none" else _check_method(method)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"t must be a 1-D torch.Tensor, got {type(t).__name__}.")
-    stats = LocalRegStats(strategy=strategy, method=method_name)
+    stats = LocalRegStats(strategy=strategy, method=str(method_name))
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
 
     if strategy == "none":
-        solver_method, solver_options, recorder = method, options, None
+        recorder = None
+        if adjoint:
+            out = torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+                                             event_fn=event_fn, **adjoint_kwargs)
+        else:
+            out = torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+                                     event_fn=event_fn)
     else:
         time_sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
         recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
                             counters=(counter,), time_sign=time_sign)
-        solver_method = WRAPPED[method_name]
-        solver_options = {**(options or {}), RECORDER_KEY: recorder}
-
-    if adjoint:
-        out = torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=solver_method,
-                                         options=solver_options, event_fn=event_fn, **adjoint_kwargs)
-    else:
-        out = torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=solver_method,
-                                 options=solver_options, event_fn=event_fn)
+        # Upstream's odeint / odeint_adjoint with our observing solver, passed in directly: nothing
+        # is registered in torchdiffeq's solver table and nothing is added to ``options``.
+        solve = odeint_adjoint_observed if adjoint else odeint_observed
+        out = solve(recorder, counted, y0, t, rtol=rtol, atol=atol, method=method_name, options=options,
+                    event_fn=event_fn, **adjoint_kwargs)
     solution = out[1] if event_fn is not None else out
     like = solution if isinstance(solution, torch.Tensor) else solution[0]
 
@@ -173,8 +178,9 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
         the state's dtype and device (zero when the solve took no step).
 
     Raises:
-        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, an
-            unsupported ``method`` (Adams and scipy solvers), or any error upstream raises.
+        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, a
+            ``method`` without single steps to retake (Adams and scipy solvers; ``strategy="none"``
+            runs them, as upstream does), or any error upstream raises.
         TypeError: arguments of the wrong type.
         FloatingPointError: if ``reg`` is not finite.
     """

@@ -1,20 +1,25 @@
-"""Wrapper subclasses of torchdiffeq's solvers that observe a solve without changing it.
+"""Wrapper subclasses of torchdiffeq's solvers that observe a solve without changing it, and the
+few lines of torchdiffeq's ``odeint`` / ``odeint_adjoint`` that run them.
 
-Each supported upstream solver class gets a subclass that calls ``super()`` for every step and
-reports what it saw to a :class:`~torchdiffeq_localreg._recorder.Recorder`. The subclasses are
-added to torchdiffeq's solver table under our own names (``"_localreg_" + name``), so that both
-``torchdiffeq.odeint`` and ``torchdiffeq.odeint_adjoint`` (whose forward pass looks solvers up in
-that table) can run them; upstream's own entries are never touched. The recorder reaches the
-solver through ``options`` under :data:`RECORDER_KEY`; without it the subclasses behave exactly
-like their parents.
+Each supported upstream solver class gets a subclass (of the same name, so that upstream's
+warnings read the same) that calls ``super()`` for every step and reports what it saw to a
+:class:`~torchdiffeq_localreg._recorder.Recorder`. Nothing is added to torchdiffeq's solver table:
+:func:`odeint_observed` is ``torchdiffeq.odeint`` with the table lookup replaced by our subclass,
+and :func:`odeint_adjoint_observed` is ``torchdiffeq.odeint_adjoint`` whose autograd function's
+forward pass does the same; its backward pass is upstream's own, unchanged. So a plain
+``torchdiffeq.odeint`` call, concurrent or not, never sees our solvers, and the recorder reaches
+the solver as an argument, never through the user's ``options``.
 """
+import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
+from torchdiffeq._impl.adjoint import OdeintAdjointMethod, find_parameters, handle_adjoint_norm_
 from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
 from torchdiffeq._impl.interp import _interp_evaluate
+from torchdiffeq._impl.misc import _check_inputs, _flat_to_shape
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
@@ -22,23 +27,24 @@ from torchdiffeq._impl.solvers import FixedGridODESolver
 from ._estimates import rk_stage_estimates, rk_step_estimates, step_doubling_estimates
 from ._recorder import Estimator, Recorder
 
-RECORDER_KEY = "_localreg_recorder"
-PREFIX = "_localreg_"
-
 
 class _ObservingMixin:
-    """Reports the span of every solve to the recorder handed in through ``options``."""
+    """Reports the span of every solve to the recorder given to :meth:`_lr_observe`; without one
+    the subclass behaves exactly like its parent."""
 
-    def __init__(self, *args, _localreg_recorder: Optional[Recorder] = None, **kwargs):
+    _lr_recorder_ref: Optional["weakref.ReferenceType[Recorder]"] = None
+
+    def __init__(self, *args, **kwargs):
         # Fixed-grid solvers drop rtol and norm; the step-doubling estimate needs them.
         self._lr_rtol, self._lr_norm = kwargs.get("rtol"), kwargs.get("norm")
         super().__init__(*args, **kwargs)
+
+    def _lr_observe(self, recorder: Recorder) -> None:
         # Weakly: the recorder holds the estimator, which holds this solver's function or step; a
         # strong reference back would make a cycle that only the cyclic GC frees, and keep the
         # recorded tensors alive until it runs. The entry point holds the recorder for the call.
-        self._lr_recorder_ref = None if _localreg_recorder is None else weakref.ref(_localreg_recorder)
-        if _localreg_recorder is not None:
-            _localreg_recorder.bind(self._lr_estimator())
+        self._lr_recorder_ref = weakref.ref(recorder)
+        recorder.bind(self._lr_estimator())
 
     @property
     def _lr_recorder(self) -> Optional[Recorder]:
@@ -204,27 +210,108 @@ def _is_supported(cls) -> bool:
 
 def _make_wrapper(name: str, cls):
     mixin = _ObservedRK if issubclass(cls, RKAdaptiveStepsizeODESolver) else _ObservedFixedGrid
-    return type(f"LocalReg{cls.__name__}", (mixin, cls), {"__module__": __name__, "__doc__": (
+    # Upstream's class name: upstream's messages (e.g. "Dopri5Solver: Unexpected arguments") read the same.
+    return type(cls.__name__, (mixin, cls), {"__module__": __name__, "__qualname__": cls.__qualname__, "__doc__": (
         f"Observing wrapper of torchdiffeq's {cls.__name__} (method {name!r}).")})
 
 
-def _register() -> Dict[str, str]:
-    """Adds a wrapper for every supported upstream solver to torchdiffeq's table.
-
-    Returns {upstream name: our table name}. Idempotent; never replaces an upstream entry.
-    """
-    names = {}
-    for name, cls in list(SOLVERS.items()):
-        if name.startswith(PREFIX) or not _is_supported(cls):
-            continue
-        ours = PREFIX + name
-        if ours not in SOLVERS:
-            SOLVERS[ours] = _make_wrapper(name, cls)
-        names[name] = ours
-    return names
-
-
-WRAPPED: Dict[str, str] = _register()
+# {upstream method name: our wrapper class}, read off upstream's table (which is left as it is).
+WRAPPED: Dict[str, type] = {name: _make_wrapper(name, cls) for name, cls in SOLVERS.items() if _is_supported(cls)}
 ADAPTIVE_METHODS = tuple(n for n in WRAPPED if issubclass(SOLVERS[n], RKAdaptiveStepsizeODESolver))
 FIXED_GRID_METHODS = tuple(n for n in WRAPPED if n not in ADAPTIVE_METHODS)
-UNSUPPORTED_METHODS = tuple(n for n in SOLVERS if not n.startswith(PREFIX) and n not in WRAPPED)
+UNSUPPORTED_METHODS = tuple(n for n in SOLVERS if n not in WRAPPED)
+
+
+def odeint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, method, options, event_fn):
+    """``torchdiffeq.odeint(func, y0, t, ...)`` with ``method``'s solver replaced by its observing
+    wrapper, which reports to ``recorder``. ``method`` must be a key of :data:`WRAPPED`."""
+    shapes, func, y0, t, rtol, atol, method, options, event_fn, t_is_reversed = _check_inputs(
+        func, y0, t, rtol, atol, method, options, event_fn, SOLVERS)
+    solver = WRAPPED[method](func=func, y0=y0, rtol=rtol, atol=atol, **options)
+    solver._lr_observe(recorder)
+    if event_fn is None:
+        solution = solver.integrate(t)
+    else:
+        event_t, solution = solver.integrate_until_event(t[0], event_fn)
+        event_t = event_t.to(t)
+        if t_is_reversed:
+            event_t = -event_t
+    if shapes is not None:
+        solution = _flat_to_shape(solution, (len(t),), shapes)
+    return solution if event_fn is None else (event_t, solution)
+
+
+class _Observed(NamedTuple):
+    """Travels through ``OdeintAdjointMethod``'s ``method`` argument (which has no gradient)."""
+
+    method: str
+    recorder: Recorder
+
+
+class _ObservedAdjointMethod(OdeintAdjointMethod):
+    """Upstream's adjoint autograd function; only the forward solve runs our wrapper solver."""
+
+    @staticmethod
+    def forward(ctx, shapes, func, y0, t, rtol, atol, method, options, event_fn, adjoint_rtol, adjoint_atol,
+                adjoint_method, adjoint_options, t_requires_grad, *adjoint_params):
+        # What upstream's forward stores, for upstream's backward.
+        ctx.shapes = shapes
+        ctx.func = func
+        ctx.adjoint_rtol = adjoint_rtol
+        ctx.adjoint_atol = adjoint_atol
+        ctx.adjoint_method = adjoint_method
+        ctx.adjoint_options = adjoint_options
+        ctx.t_requires_grad = t_requires_grad
+        ctx.event_mode = event_fn is not None
+        with torch.no_grad():
+            ans = odeint_observed(method.recorder, func, y0, t, rtol=rtol, atol=atol, method=method.method,
+                                  options=options, event_fn=event_fn)
+            if event_fn is None:
+                ctx.save_for_backward(t, ans, *adjoint_params)
+            else:
+                ctx.save_for_backward(t, ans[1], ans[0], *adjoint_params)
+        return ans
+
+
+def odeint_adjoint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, method, options, event_fn,
+                            adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, adjoint_params):
+    """``torchdiffeq.odeint_adjoint(func, y0, t, ...)`` whose forward solve runs ``method``'s observing
+    wrapper (reporting to ``recorder``); the backward solve is upstream's, with upstream's solvers."""
+    if adjoint_params is None and not isinstance(func, torch.nn.Module):
+        raise ValueError("func must be an instance of nn.Module to specify the adjoint parameters; alternatively "
+                         "they can be specified explicitly via the `adjoint_params` argument. If there are no "
+                         "parameters then it is allowable to set `adjoint_params=()`.")
+    if adjoint_rtol is None:
+        adjoint_rtol = rtol
+    if adjoint_atol is None:
+        adjoint_atol = atol
+    if adjoint_method is None:
+        adjoint_method = method
+    if adjoint_method != method and options is not None and adjoint_options is None:
+        raise ValueError("If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. So as "
+                         "`options` has been passed then `adjoint_options` must be passed as well.")
+    if adjoint_options is None:
+        adjoint_options = {k: v for k, v in options.items() if k != "norm"} if options is not None else {}
+    else:
+        adjoint_options = adjoint_options.copy()
+    adjoint_params = tuple(find_parameters(func)) if adjoint_params is None else tuple(adjoint_params)
+    kept = tuple(p for p in adjoint_params if p.requires_grad)
+    if len(kept) != len(adjoint_params) and callable(adjoint_options.get("norm")):
+        warnings.warn("An adjoint parameter was passed without requiring gradient. For efficiency this will be "
+                      "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
+    shapes, func, y0, t, rtol, atol, method, options, event_fn, decreasing_time = _check_inputs(
+        func, y0, t, rtol, atol, method, options, event_fn, SOLVERS)
+    handle_adjoint_norm_(adjoint_options, shapes, options["norm"])
+    ans = _ObservedAdjointMethod.apply(shapes, func, y0, t, rtol, atol, _Observed(method, recorder), options,
+                                       event_fn, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
+                                       t.requires_grad, *kept)
+    if event_fn is None:
+        solution = ans
+    else:
+        event_t, solution = ans
+        event_t = event_t.to(t)
+        if decreasing_time:
+            event_t = -event_t
+    if shapes is not None:
+        solution = _flat_to_shape(solution, (len(t),), shapes)
+    return solution if event_fn is None else (event_t, solution)
