@@ -2,6 +2,7 @@
 the SDE counting wrapper under any ``names``, complex states, bounded ``num_samples``, errors that
 name the argument, and upstream's behaviour for upstream's arguments."""
 import gc
+import math
 
 import pytest
 import torch
@@ -264,3 +265,123 @@ def test_strategy_none_accepts_every_upstream_method(method, options, entry):
     if method != "dopri5":
         with pytest.raises(ValueError, match="not supported"):
             ours(func, y0, t, method=method, options=options)
+
+
+# --- complex states, num_samples, errors that name the argument -----------------------------------
+
+class ComplexRotation(nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.3, dtype=torch.float64))
+
+    def forward(self, t, y):
+        return 1j * self.w * y
+
+    def f(self, t, y):
+        return 1j * self.w * y
+
+    def g(self, t, y):
+        return 0.1 * y
+
+
+def _complex_state():
+    return torch.randn(2, 3, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("strategy", ["unbiased", "biased", "global"])
+def test_complex_state_is_refused_up_front_for_odes_and_sdes(strategy):
+    y0, t = _complex_state(), torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="y0 must be a real .* strategy='none'"):
+        odeint_reg(ComplexRotation(), y0, t, strategy=strategy)
+    with pytest.raises(TypeError, match="y0 must be a real"):
+        odeint_reg(ComplexRotation(), (state(), y0), t, strategy=strategy)
+    with pytest.raises(TypeError, match="y0 must be a real"):
+        sdeint_reg(ComplexRotation(), y0, t, method="euler", dt=0.1, strategy=strategy)
+
+
+def test_complex_state_runs_as_upstream_with_strategy_none():
+    import torchdiffeq
+    y0, t = _complex_state(), torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    solution, reg = odeint_reg(ComplexRotation(), y0, t, strategy="none")
+    assert torch.equal(solution, torchdiffeq.odeint(ComplexRotation(), y0, t)) and reg == 0
+
+    def bm():
+        return torchsde.BrownianInterval(0.0, 1.0, size=(2, 3), dtype=torch.float64, entropy=1)
+    ys, reg = sdeint_reg(ComplexRotation(), y0, t, bm=bm(), method="euler", dt=0.1, strategy="none")
+    assert torch.equal(ys, torchsde.sdeint(ComplexRotation(), y0, t, bm=bm(), method="euler", dt=0.1))
+
+
+@pytest.mark.parametrize("num_samples", [0, 1025, 2 ** 62])
+def test_num_samples_is_capped_with_a_clear_error(num_samples):
+    func, y0, t = _field_and_state()
+    with pytest.raises(ValueError, match=r"num_samples must be an int in \[1, 1024\]"):
+        odeint_reg(func, y0, t, num_samples=num_samples)
+    with pytest.raises(ValueError, match=r"num_samples must be an int in \[1, 1024\]"):
+        sdeint_reg(DiagonalSDE(), y0, t, method="euler", dt=0.1, num_samples=num_samples)
+
+
+@pytest.mark.parametrize("entry", [odeint_reg, odeint_adjoint_reg])
+def test_zero_dim_t_is_named(entry):
+    func, y0, _ = _field_and_state()
+    with pytest.raises(ValueError, match="t must be one dimensional"):
+        entry(func, y0, torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="t must be one dimensional"):
+        entry(func, y0, torch.zeros(2, 2, dtype=torch.float64), strategy="none")
+
+
+@pytest.mark.parametrize("name", ["error_weight", "stiffness_weight"])
+def test_huge_int_weight_is_a_value_error_naming_it(name):
+    func, y0, t = _field_and_state()
+    with pytest.raises(ValueError, match=f"{name} must be a finite float >= 0, got an int too large"):
+        odeint_reg(func, y0, t, **{name: 10 ** 400})
+    # A large int that is a float is used as one (it used to overflow inside torch).
+    _, reg = odeint_reg(func, y0, t, method="rk4", options={"step_size": 0.25}, **{name: 10 ** 20})
+    assert torch.isfinite(reg) and reg > 0
+
+
+# --- upstream's behaviour for upstream's arguments ------------------------------------------------
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_unknown_sde_keyword_warns_and_runs_as_torchsde(adjoint):
+    from torchdiffeq_localreg import sdeint_adjoint_reg
+    y0, ts = state(), torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+
+    def bm():
+        return torchsde.BrownianInterval(0.0, 1.0, size=y0.shape, dtype=y0.dtype, entropy=2)
+    upstream = torchsde.sdeint_adjoint if adjoint else torchsde.sdeint
+    ours = sdeint_adjoint_reg if adjoint else sdeint_reg
+    sde = DiagonalSDE()
+    with pytest.warns(UserWarning) as upstream_warnings:
+        expected = upstream(sde, y0, ts, bm=bm(), method="euler", dt=0.1, not_an_argument=3)
+    with pytest.warns(UserWarning) as our_warnings:
+        ys, reg = ours(sde, y0, ts, bm=bm(), method="euler", dt=0.1, not_an_argument=3)
+    assert [str(w.message) for w in our_warnings] == [str(w.message) for w in upstream_warnings]
+    assert "Unexpected arguments {'not_an_argument': 3}" in str(our_warnings[0].message)
+    assert torch.equal(ys, expected) and torch.isfinite(reg)
+
+
+class BlowsUp(nn.Module):
+    """Finite up to t = 0.5, NaN after: the solve itself produces the non-finite states."""
+
+    def forward(self, t, y):
+        return -y if float(t) <= 0.5 else y * math.nan
+
+
+@pytest.mark.parametrize("strategy", ["unbiased", "biased", "global"])
+def test_non_finite_message_says_what_was_not_finite(strategy):
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    y0 = state()
+    nan_y0 = y0.clone()
+    nan_y0[0, 0] = math.nan
+    # Enough samples that some land where the solve's states are NaN (all 50 in the first half: 2^-50).
+    kwargs = dict(method="rk4", options={"step_size": 0.1}, strategy=strategy,
+                  num_samples=1 if strategy == "global" else 50)
+    with pytest.raises(FloatingPointError, match="y0 is not finite"):
+        odeint_reg(MLPField(), nan_y0, t, **kwargs)
+    with pytest.raises(FloatingPointError, match="the solve itself produced non-finite states") as raised:
+        odeint_reg(BlowsUp(), y0, t, **kwargs)
+    assert "lower the learning rate" not in str(raised.value)
+    with pytest.raises(FloatingPointError, match="y0 is not finite"):
+        sdeint_reg(DiagonalSDE(), nan_y0, t, method="euler", dt=0.1, strategy=strategy)

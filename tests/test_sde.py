@@ -417,7 +417,6 @@ BAD_INPUTS = {
     "method_for_other_sde_type": (ValueError, dict(method="midpoint"), "method 'midpoint'"),
     "ts_not_increasing": (ValueError, dict(ts=torch.tensor([0.0, 0.5, 0.2])), "ts"),
     "y0_1d": (ValueError, dict(y0=torch.zeros(2)), "y0"),
-    "unknown_keyword": (TypeError, dict(adjoint_rtl=1e-3), "adjoint_rtl"),
 }
 
 

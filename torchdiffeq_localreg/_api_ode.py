@@ -10,7 +10,7 @@ from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, UNSUPPORTED_MET
                            odeint_observed)
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import Strategy, check_reg_args
+from ._validate import Strategy, check_real_state, check_reg_args, check_times
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 # The state y0 (a tensor or a tuple of tensors); the solution has the same structure.
@@ -57,8 +57,8 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
     # strategy="none" is the plain solve: every method upstream accepts, checked by upstream.
     method_name = ("dopri5" if method is None else method) if strategy == "none" else _check_method(method)
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be a 1-D torch.Tensor, got {type(t).__name__}.")
+    check_times("t", t)
+    check_real_state(y0, strategy)
     stats = LocalRegStats(strategy=strategy, method=str(method_name))
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
@@ -166,7 +166,8 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
             solve's own stages (no extra evaluations for adaptive methods); backpropagates through
             the solver, so it needs the direct (non-adjoint) method.
             ``"none"``: the plain solve; ``reg`` is zero and nothing extra is evaluated.
-        num_samples: number of independent samples (drawn with replacement) for the local strategies.
+        num_samples: number of independent samples (drawn with replacement) for the local strategies,
+            1 to 1024 (each is one extra solver step, taken one after another).
         error_weight: weight of ``E * |dt|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling; torch's default generator when None.
@@ -178,10 +179,12 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
         the state's dtype and device (zero when the solve took no step).
 
     Raises:
-        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, a
+        ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
+            weights, ``t`` not one-dimensional, a
             ``method`` without single steps to retake (Adams and scipy solvers; ``strategy="none"``
             runs them, as upstream does), or any error upstream raises.
-        TypeError: arguments of the wrong type.
+        TypeError: arguments of the wrong type; a complex ``y0`` (the error norms are defined for real
+            states; ``strategy="none"`` passes it to upstream untouched).
         FloatingPointError: if ``reg`` is not finite.
     """
     return _run(False, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,

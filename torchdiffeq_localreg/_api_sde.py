@@ -21,7 +21,7 @@ from torchsde.settings import METHODS
 from ._recorder import Recorder
 from ._sde_solvers import WRAPPERS, methods_for
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import Strategy, check_reg_args
+from ._validate import Strategy, check_real_state, check_reg_args
 
 # torchsde ships no type information, so to a type checker its aliases (torchsde.types) are Any;
 # the public signatures spell the same types out.
@@ -86,6 +86,7 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
          extra, extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator,
          return_stats, adjoint_args: Dict[str, Any]):
     check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
+    check_real_state(y0, strategy)
     if adjoint and adjoint_args["adjoint_params"] is None and not isinstance(sde, nn.Module):
         raise ValueError('`sde` must be an instance of nn.Module to specify the adjoint parameters; alternatively '
                          'they can be specified explicitly via the `adjoint_params` argument. If there are no '
@@ -212,7 +213,8 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
                extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased", num_samples: int = 1,
                error_weight: float = 1.0, stiffness_weight: float = 0.0,
-               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
+               generator: Optional[torch.Generator] = None, return_stats: bool = False,
+               **unused_kwargs: Any) -> Tuple[Any, ...]:
     """Integrate an SDE like ``torchsde.sdeint`` and return a local regularization term.
 
     The solve is torchsde's, unchanged: with the same Brownian motion ``bm``, the outputs are
@@ -261,7 +263,8 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
             method depends on the SDE's type and noise type; ``bm`` defaults to a
             ``BrownianInterval``).
         strategy: ``"unbiased"``, ``"biased"``, ``"global"`` or ``"none"``, see above.
-        num_samples: number of independent samples (drawn with replacement) for the local strategies.
+        num_samples: number of independent samples (drawn with replacement) for the local strategies,
+            1 to 1024 (each is one extra solver step, taken one after another).
         error_weight: weight of ``E * |dt_s|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling; torch's default generator when None.
@@ -278,12 +281,17 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
         ``ys``'s dtype and device (zero when the solve took no step).
 
     Raises:
-        ValueError: unknown ``strategy``, ``num_samples < 1``, negative or non-finite weights, and
-            everything torchsde rejects (unknown or incompatible ``method``, bad shapes, ``ts`` not
-            strictly increasing, arguments that require grad, ...).
-        TypeError: our keyword arguments of the wrong type.
-        FloatingPointError: if ``reg`` is not finite.
+        ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
+            weights, and everything torchsde rejects (unknown or incompatible ``method``, bad shapes,
+            ``ts`` not strictly increasing, arguments that require grad, ...).
+        TypeError: our keyword arguments of the wrong type; a complex ``y0`` (the error norms are
+            defined for real states; ``strategy="none"`` passes it to torchsde untouched).
+        FloatingPointError: if ``reg`` is not finite; the message says whether ``y0``, the solve's
+            own states or only the regularization step were not finite.
+
+    Unknown keyword arguments are warned about and ignored, as ``torchsde.sdeint`` does.
     """
+    misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint`")   # warns and runs, as torchsde does
     return _run(False, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
                 extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
                 {})
@@ -365,7 +373,8 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
                        extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased",
                        num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
+                       generator: Optional[torch.Generator] = None, return_stats: bool = False,
+                       **unused_kwargs: Any) -> Tuple[Any, ...]:
     """``sdeint_reg`` with gradients of the outputs by ``torchsde.sdeint_adjoint``.
 
     The forward solve and the backward (adjoint) solve are torchsde's, untouched: the outputs are
@@ -394,6 +403,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
     """
     adjoint_args = dict(adjoint_method=adjoint_method, adjoint_adaptive=adjoint_adaptive, adjoint_rtol=adjoint_rtol,
                         adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, adjoint_params=adjoint_params)
+    misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint_adjoint`")
     return _run(True, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
                 extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
                 adjoint_args)

@@ -57,8 +57,9 @@ class Recorder:
                  generator: Optional[torch.Generator], stats: LocalRegStats,
                  counters: Tuple[EvalCounter, ...] = (), time_sign: float = 1.0):
         self.strategy = strategy
-        self.error_weight = error_weight
-        self.stiffness_weight = stiffness_weight
+        # As floats: a huge Python int would overflow inside torch.
+        self.error_weight = float(error_weight)
+        self.stiffness_weight = float(stiffness_weight)
         self.stats = stats
         self.counters = counters
         self.time_sign = time_sign
@@ -146,10 +147,14 @@ class Recorder:
             terms = []
             es: List[torch.Tensor] = []
             ss: List[torch.Tensor] = []
+            non_finite_at: List[float] = []   # sampled times whose recorded state is not finite
             with self.reg_phase():
                 for sample in self.samples or []:
                     estimator = self._bound_estimator()
                     t_s, y_s, dt_s = estimator.sample_point(sample.payload, sample.t)
+                    state = getattr(y_s, "y", y_s)   # the SDE estimator hands over a point holding y
+                    if isinstance(state, torch.Tensor) and not bool(torch.isfinite(state).all()):
+                        non_finite_at.append(self.time_sign * _float(t_s))
                     e, s = estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
                     terms.append(self._term(e, s, dt_s))
                     es.append(e.detach())
@@ -168,9 +173,20 @@ class Recorder:
         value = _float(reg)
         stats.reg = value
         if not torch.isfinite(torch.tensor(value)):
-            raise FloatingPointError(
-                f"The regularization term is not finite ({value}) with strategy={self.strategy!r}: "
-                f"error estimates {stats.error_estimates}, stiffness estimates {stats.stiffness_estimates}, "
-                f"at times {stats.t_samples} with steps {stats.dt_samples}. The dynamics overflow on the "
-                f"regularization step; lower the learning rate or the weights.")
+            raise FloatingPointError(self._non_finite_message(value, like, non_finite_at if self.strategy != "global"
+                                                              else []))
         return reg
+
+    def _non_finite_message(self, value: float, solution: torch.Tensor, non_finite_at: List[float]) -> str:
+        """Says what was not finite: y0, the solve's own states, or only the regularization step."""
+        stats = self.stats
+        head = f"The regularization term is not finite ({value}) with strategy={self.strategy!r}: "
+        if solution.dim() > 0 and not bool(torch.isfinite(solution[0]).all()):
+            return head + "y0 is not finite (the solution starts from it)."
+        if not bool(torch.isfinite(solution.detach()).all()) or non_finite_at:
+            where = f" (the sampled state at t={non_finite_at} is not finite)" if non_finite_at else ""
+            return head + (f"the solve itself produced non-finite states{where}, before any regularization "
+                           f"step; the dynamics overflow on this span.")
+        return head + (f"error estimates {stats.error_estimates}, stiffness estimates {stats.stiffness_estimates}, "
+                       f"at times {stats.t_samples} with steps {stats.dt_samples}. The solve's states are finite; "
+                       f"the dynamics overflow on the regularization step; lower the learning rate or the weights.")

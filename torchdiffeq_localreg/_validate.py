@@ -11,6 +11,10 @@ import torch
 Strategy = Literal["unbiased", "biased", "global", "none"]
 STRATEGIES = get_args(Strategy)
 
+# Each sample is one extra solver step with its own graph (milliseconds and tens of KB on a toy
+# problem), run one after another: more than this is refused rather than left to run for hours.
+MAX_NUM_SAMPLES = 1024
+
 
 def check_reg_args(strategy: str, num_samples: int, error_weight: float, stiffness_weight: float,
                    generator: Optional[torch.Generator], return_stats: bool, adjoint: bool) -> None:
@@ -24,14 +28,40 @@ def check_reg_args(strategy: str, num_samples: int, error_weight: float, stiffne
             "strategies ('unbiased', 'biased') with the adjoint.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int):
         raise TypeError(f"num_samples must be an int >= 1, got {num_samples!r}.")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples}.")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise ValueError(f"num_samples must be an int in [1, {MAX_NUM_SAMPLES}] (each sample is one extra "
+                         f"solver step, run one after another), got {num_samples}.")
     for name, value in (("error_weight", error_weight), ("stiffness_weight", stiffness_weight)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a finite float >= 0, got {value!r}.")
-        if not math.isfinite(value) or value < 0:
+        try:
+            as_float = float(value)
+        except OverflowError:
+            raise ValueError(f"{name} must be a finite float >= 0, got an int too large for a float.") from None
+        if not math.isfinite(as_float) or as_float < 0:
             raise ValueError(f"{name} must be a finite float >= 0, got {value}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
     if not isinstance(return_stats, bool):
         raise TypeError(f"return_stats must be a bool, got {return_stats!r}.")
+
+
+def check_real_state(y0, strategy: str) -> None:
+    """Complex states: the regularization's error norms and stiffness quotients are defined for real
+    states only, so a complex ``y0`` is refused up front, for ODEs and SDEs alike; ``strategy="none"``
+    (the plain solve) passes it to upstream untouched."""
+    if strategy == "none":
+        return
+    parts = y0 if isinstance(y0, tuple) else (y0,)
+    if any(isinstance(part, torch.Tensor) and part.is_complex() for part in parts):
+        raise TypeError(f"y0 must be a real floating-point tensor (or tuple of them) with strategy={strategy!r}; "
+                        f"complex states are not supported by the regularization. strategy='none' runs the "
+                        f"plain solve, as upstream does.")
+
+
+def check_times(name: str, t) -> None:
+    """The times of an ODE solve: a 1-D tensor (upstream asserts the same, with the same words)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(t).__name__}.")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be one dimensional (a 1-D tensor of times), got a {t.dim()}-dim tensor.")
