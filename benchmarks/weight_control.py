@@ -9,6 +9,7 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``budget``: unbiased local regularization, weight from ``NFEBudget`` with its default settings and
   ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), the rule the README recommends.
 - ``budget_biased``: the same with ``strategy="biased"``.
+- ``budget_noleak``: ``budget`` with ``leak=0``: plain dual ascent, the first candidate.
 
 Problems:
 
@@ -53,7 +54,7 @@ import quickstart  # noqa: E402
 from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased")
+METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak")
 TARGET_RATIO = 0.6
 FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
           "final_train_nfe", "train_time", "pred_time", "niters")
@@ -147,7 +148,7 @@ def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, 
         if not vanilla:
             raise RuntimeError(f"{problem_name} {method} seed {seed} needs the vanilla row of the same seed first.")
         target = TARGET_RATIO * float(vanilla[0]["test_nfe"])
-        control = NFEBudget(target_nfe=target)
+        control = NFEBudget(target_nfe=target, **({"leak": 0.0} if method == "budget_noleak" else {}))
         base = "biased" if method == "budget_biased" else "unbiased"
     method_arg = "vanilla" if base == "none" else base
     row, curve = _train.train_run(problem, f"{problem_name}/{method}", method_arg, weight, seed, args,
@@ -205,7 +206,8 @@ def pareto(summary: List[Dict], path: Path) -> None:
     plt = _harness.pyplot()
     problems = list(dict.fromkeys(s["problem"] for s in summary))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
-    markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P"}
+    markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
+               "budget_noleak": "X"}
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):
             ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],

@@ -26,12 +26,22 @@ def test_weight_rises_above_target_and_falls_below():
     assert all(b < a for a, b in zip(tail, tail[1:]))
 
 
-def test_weight_is_stationary_at_target():
-    budget = NFEBudget(target_nfe=30, initial_weight=0.5)
+def test_without_leak_the_weight_is_stationary_at_target():
+    budget = NFEBudget(target_nfe=30, initial_weight=0.5, leak=0.0)
     for _ in range(50):
         budget.update(stats(30))
     assert budget.weight == pytest.approx(0.5)
     assert budget.nfe == pytest.approx(30.0)
+
+
+def test_leak_decays_the_weight_within_budget():
+    """At or just under the target the weight keeps decaying by at least rate * leak per step."""
+    budget = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1)
+    for _ in range(100):
+        budget.update(stats(29))
+    assert budget.weight == pytest.approx(0.5 * math.exp(-100 * 0.05 * 0.1))
+    far_below = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1, smoothing=0.0)
+    assert far_below.update(stats(15)) == pytest.approx(0.5 * math.exp(-0.05 * 0.5))  # larger deficits count fully
 
 
 def test_step_size_is_rate_times_clipped_excess():
@@ -78,7 +88,7 @@ def test_several_solves_per_step_are_summed():
 
 
 def test_state_dict_round_trip_continues_identically():
-    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2)
+    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2, leak=0.2)
     for n in (40, 35, 50, 20, 33):
         budget.update(stats(n))
     state = copy.deepcopy(budget.state_dict())
@@ -105,6 +115,8 @@ def test_state_dict_round_trip_continues_identically():
     (dict(target_nfe=30, min_weight=float("inf")), ValueError, "min_weight"),
     (dict(target_nfe=30, warmup_steps=-1), ValueError, "warmup_steps"),
     (dict(target_nfe=30, warmup_steps=2.0), TypeError, "warmup_steps"),
+    (dict(target_nfe=30, leak=1.5), ValueError, "leak"),
+    (dict(target_nfe=30, leak=-0.1), ValueError, "leak"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, exc, name):
     with pytest.raises(exc, match=name):
