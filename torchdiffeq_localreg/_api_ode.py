@@ -6,11 +6,11 @@ import torch.nn as nn
 import torchdiffeq
 from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_names
 
-from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, UNSUPPORTED_METHODS, WRAPPED, odeint_adjoint_observed,
-                           odeint_observed)
+from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, UNSUPPORTED_METHODS, WRAPPED, ode_rows,
+                           odeint_adjoint_observed, odeint_observed)
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import Strategy, check_real_state, check_reg_args, check_times
+from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 # The state y0 (a tensor or a tuple of tensors); the solution has the same structure.
@@ -53,12 +53,13 @@ def _check_method(method: Optional[str]) -> str:
 
 
 def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
-         error_weight, stiffness_weight, generator, return_stats, adjoint_kwargs: Dict[str, Any]):
+         error_weight, stiffness_weight, generator, reg_batch_size, return_stats, adjoint_kwargs: Dict[str, Any]):
     check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
     # strategy="none" is the plain solve: every method upstream accepts, checked by upstream.
     method_name = ("dopri5" if method is None else method) if strategy == "none" else _check_method(method)
     check_times("t", t)
     check_real_state(y0, strategy)
+    batch = check_reg_batch_size(reg_batch_size, y0, strategy)
     stats = LocalRegStats(strategy=strategy, method=str(method_name))
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
@@ -73,8 +74,10 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
                                      event_fn=event_fn)
     else:
         time_sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
+        rows = None if batch is None else ode_rows(counted, y0, t, rtol, atol, method_name, options, batch,
+                                                   reg_batch_size)
         recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
-                            counters=(counter,), time_sign=time_sign)
+                            counters=(counter,), time_sign=time_sign, rows=rows)
         # Upstream's odeint / odeint_adjoint with our observing solver, passed in directly: nothing
         # is registered in torchdiffeq's solver table and nothing is added to ``options``.
         solve = odeint_adjoint_observed if adjoint else odeint_observed
@@ -99,37 +102,43 @@ def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch
                atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
                event_fn: None = ..., strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               reg_batch_size: Optional[int] = ...,
                return_stats: Literal[False] = ...) -> Tuple[_State, torch.Tensor]: ...
 @overload
 def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
                atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
                event_fn: None = ..., strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               reg_batch_size: Optional[int] = ...,
                return_stats: Literal[True]) -> Tuple[_State, torch.Tensor, LocalRegStats]: ...
 @overload
 def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
                atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
                event_fn: EventFn[_State], strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               reg_batch_size: Optional[int] = ...,
                return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, _State, torch.Tensor]: ...
 @overload
 def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
                atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
                event_fn: EventFn[_State], strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+               reg_batch_size: Optional[int] = ...,
                return_stats: Literal[True]) -> Tuple[torch.Tensor, _State, torch.Tensor, LocalRegStats]: ...
 @overload
 def odeint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *, rtol: Tolerance = ...,
                atol: Tolerance = ..., method: Optional[str] = ..., options: Optional[Dict[str, Any]] = ...,
                event_fn: Optional[EventFn[_State]] = ..., strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ..., return_stats: bool = ...) -> Tuple[Any, ...]: ...
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
+               return_stats: bool = ...) -> Tuple[Any, ...]: ...
 def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t: torch.Tensor, *,
                rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
                method: Optional[str] = None, options: Optional[Dict[str, Any]] = None,
                event_fn: Optional[EventFn[Any]] = None, strategy: str = "unbiased", num_samples: int = 1,
                error_weight: float = 1.0, stiffness_weight: float = 0.0,
-               generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
+               generator: Optional[torch.Generator] = None, reg_batch_size: Optional[int] = None,
+               return_stats: bool = False) -> Tuple[Any, ...]:
     """Integrate an ODE like ``torchdiffeq.odeint`` and return a local regularization term.
 
     The solve is upstream's, unchanged: ``solution`` is bit-identical to
@@ -171,6 +180,20 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
         error_weight: weight of ``E * |dt|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling; torch's default generator when None.
+        reg_batch_size: None (default): the regularization step runs on the whole state. An int b:
+            the first dimension of ``y0`` (of every tensor of a tuple ``y0``) is the batch, of size
+            B >= b, and each sample's step runs on b rows of y_s drawn from ``generator``
+            uniformly without replacement (the same rows of every tensor of a tuple state; listed
+            in ``stats.reg_rows``), at about b / B of the step's cost. The solve is unchanged.
+            E is then the norm over those rows: with the default RMS norm, the mean of the squared
+            scaled errors over b random rows is an unbiased estimate of the mean over the batch,
+            and E, its square root (a concave function), is biased slightly low by Jensen's
+            inequality, the less the larger b (a custom ``norm`` in ``options`` sees the b rows).
+            S is the stiffness quotient on those rows. This requires that ``func`` treats rows
+            independently (row i of ``func(t, y)`` depends on row i of ``y`` only: no BatchNorm
+            or other statistics over the batch), otherwise the step on b rows is not the step
+            those rows take in the batch. ``b = B`` is the whole batch (nothing drawn); with
+            None nothing extra is drawn from ``generator``, so ``reg`` is as without the argument.
         return_stats: also return a :class:`LocalRegStats`.
 
     Returns:
@@ -180,15 +203,18 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
-            weights, ``t`` not one-dimensional, a
+            weights, ``t`` not one-dimensional, ``reg_batch_size`` below 1, above the batch size, with
+            a ``y0`` without a batch dimension (0-dim, or tensors of a tuple with different first
+            dimensions), with per-row tolerances or with ``strategy="global"``, a
             ``method`` without single steps to retake (Adams and scipy solvers; ``strategy="none"``
             runs them, as upstream does), or any error upstream raises.
-        TypeError: arguments of the wrong type; a complex ``y0`` (the error norms are defined for real
-            states; ``strategy="none"`` passes it to upstream untouched).
+        TypeError: arguments of the wrong type (``reg_batch_size`` not an int or None); a complex ``y0``
+            (the error norms are defined for real states; ``strategy="none"`` passes it to upstream
+            untouched).
         FloatingPointError: if ``reg`` is not finite.
     """
     return _run(False, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
-                error_weight, stiffness_weight, generator, return_stats, {})
+                error_weight, stiffness_weight, generator, reg_batch_size, return_stats, {})
 
 
 @overload
@@ -199,7 +225,7 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, 
                        adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[False] = ...) -> Tuple[_State, torch.Tensor]: ...
 @overload
 def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
@@ -209,7 +235,7 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, 
                        adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[True]) -> Tuple[_State, torch.Tensor, LocalRegStats]: ...
 @overload
 def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
@@ -219,7 +245,7 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, 
                        adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, _State, torch.Tensor]: ...
 @overload
 def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
@@ -229,7 +255,7 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, 
                        adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[True]) -> Tuple[torch.Tensor, _State, torch.Tensor, LocalRegStats]: ...
 @overload
 def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, t: torch.Tensor, *,
@@ -239,7 +265,7 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, _State], Any], y0: _State, 
                        adjoint_method: Optional[str] = ..., adjoint_options: Optional[Dict[str, Any]] = ...,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = ..., strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: bool = ...) -> Tuple[Any, ...]: ...
 def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t: torch.Tensor, *,
                        rtol: Tolerance = 1e-7, atol: Tolerance = 1e-9,
@@ -249,7 +275,8 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
                        adjoint_method: Optional[str] = None, adjoint_options: Optional[Dict[str, Any]] = None,
                        adjoint_params: Optional[Iterable[torch.Tensor]] = None, strategy: str = "unbiased",
                        num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, return_stats: bool = False) -> Tuple[Any, ...]:
+                       generator: Optional[torch.Generator] = None, reg_batch_size: Optional[int] = None,
+               return_stats: bool = False) -> Tuple[Any, ...]:
     """``odeint_reg`` with gradients of the solution by ``torchdiffeq.odeint_adjoint``.
 
     The forward solve and the backward (adjoint) solve are upstream's, untouched: ``solution`` is
@@ -288,4 +315,4 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
     adjoint_kwargs = dict(adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
                           adjoint_options=adjoint_options, adjoint_params=adjoint_params)
     return _run(True, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
-                error_weight, stiffness_weight, generator, return_stats, adjoint_kwargs)
+                error_weight, stiffness_weight, generator, reg_batch_size, return_stats, adjoint_kwargs)

@@ -19,9 +19,9 @@ from torchsde._core.sdeint import check_contract, parse_return
 from torchsde.settings import METHODS
 
 from ._recorder import Recorder
-from ._sde_solvers import WRAPPERS, methods_for
+from ._sde_solvers import WRAPPERS, SDERows, methods_for
 from ._stats import EvalCounter, LocalRegStats
-from ._validate import Strategy, check_real_state, check_reg_args
+from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size
 
 # torchsde ships no type information, so to a type checker its aliases (torchsde.types) are Any;
 # the public signatures spell the same types out.
@@ -84,9 +84,10 @@ class _CountedSDE(nn.Module):
 
 def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp,
          extra, extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator,
-         return_stats, adjoint_args: Dict[str, Any]):
+         reg_batch_size, return_stats, adjoint_args: Dict[str, Any]):
     check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
     check_real_state(y0, strategy)
+    batch = check_reg_batch_size(reg_batch_size, y0, strategy)
     if adjoint and adjoint_args["adjoint_params"] is None and not isinstance(sde, nn.Module):
         raise ValueError('`sde` must be an instance of nn.Module to specify the adjoint parameters; alternatively '
                          'they can be specified explicitly via the `adjoint_params` argument. If there are no '
@@ -111,7 +112,8 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
     recorder = None
     if strategy != "none":
         recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
-                            counters=(drift, diffusion))
+                            counters=(drift, diffusion),
+                            rows=None if batch is None else SDERows(batch, reg_batch_size))
         solver_class = WRAPPERS[solver_class]
     solver = solver_class(sde=sde, bm=bm, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min,
                           options=options, **({} if recorder is None else {"_localreg_recorder": recorder}))
@@ -170,7 +172,7 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ..., extra: Literal[False] = ...,
                extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ...,
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -179,7 +181,7 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = ..., logqp: Literal[False] = ..., extra: Literal[False] = ...,
                extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ...,
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, LocalRegStats]: ...
 @overload
 def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -188,7 +190,7 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ..., extra: Literal[False] = ...,
                extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ...,
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 @overload
 def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -197,7 +199,7 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = ..., logqp: Literal[True] = ..., extra: Literal[False] = ...,
                extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ...,
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LocalRegStats]: ...
 @overload
 def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -206,14 +208,16 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
                names: Optional[Dict[str, str]] = ..., logqp: bool = ..., extra: bool = ...,
                extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ..., num_samples: int = ...,
                error_weight: float = ..., stiffness_weight: float = ...,
-               generator: Optional[torch.Generator] = ..., return_stats: bool = ...) -> Tuple[Any, ...]: ...
+               generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
+               return_stats: bool = ...) -> Tuple[Any, ...]: ...
 def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = None,
                method: Optional[str] = None, dt: _Scalar = 1e-3, adaptive: bool = False, rtol: _Scalar = 1e-5,
                atol: _Scalar = 1e-4, dt_min: _Scalar = 1e-5, options: Optional[Dict[str, Any]] = None,
                names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
                extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased", num_samples: int = 1,
                error_weight: float = 1.0, stiffness_weight: float = 0.0,
-               generator: Optional[torch.Generator] = None, return_stats: bool = False,
+               generator: Optional[torch.Generator] = None, reg_batch_size: Optional[int] = None,
+               return_stats: bool = False,
                **unused_kwargs: Any) -> Tuple[Any, ...]:
     """Integrate an SDE like ``torchsde.sdeint`` and return a local regularization term.
 
@@ -268,6 +272,16 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
         error_weight: weight of ``E * |dt_s|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling; torch's default generator when None.
+        reg_batch_size: None (default): the window runs on the whole batch. An int b <= the batch
+            size B (the first dimension of ``y0``): each sample's window runs on b rows of the
+            sampled state drawn from ``generator`` uniformly without replacement (with those rows'
+            Brownian increments and extra solver state; listed in ``stats.reg_rows``), at about
+            b / B of its cost; the solve is unchanged. E is then the RMS over those rows: its
+            square, the mean of squares over b random rows, is an unbiased estimate of the
+            batch's mean square, and E (a concave function of it) is biased slightly low by
+            Jensen's inequality, the less the larger b. This requires that the drift and diffusion
+            treat rows independently (no BatchNorm or other statistics over the batch). ``b = B``
+            is the whole batch (nothing drawn); with None nothing extra is drawn from ``generator``.
         return_stats: also return a :class:`LocalRegStats`. Drift evaluations are counted in
             ``nfe_forward``, ``nfe_reg``, ``nfe_backward``, diffusion evaluations in
             ``nfe_diffusion_forward``, ``nfe_diffusion_reg``, ``nfe_diffusion_backward``: one per call
@@ -282,7 +296,8 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
-            weights, and everything torchsde rejects (unknown or incompatible ``method``, bad shapes,
+            weights, ``reg_batch_size`` below 1 or above the batch size or with ``strategy="global"``,
+            and everything torchsde rejects (unknown or incompatible ``method``, bad shapes,
             ``ts`` not strictly increasing, arguments that require grad, ...).
         TypeError: our keyword arguments of the wrong type; a complex ``y0`` (the error norms are
             defined for real states; ``strategy="none"`` passes it to torchsde untouched).
@@ -293,8 +308,8 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
     """
     misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint`")   # warns and runs, as torchsde does
     return _run(False, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
-                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
-                {})
+                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, reg_batch_size,
+                return_stats, {})
 
 
 @overload
@@ -309,6 +324,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
                        strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                        stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -322,6 +338,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
                        strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                        stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor, LocalRegStats]: ...
 @overload
 def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -335,6 +352,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
                        strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                        stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[False] = ...) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 @overload
 def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = ...,
@@ -348,6 +366,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        extra: Literal[False] = ..., extra_solver_state: Optional[_Tensors] = ..., *,
                        strategy: Strategy = ..., num_samples: int = ..., error_weight: float = ...,
                        stiffness_weight: float = ..., generator: Optional[torch.Generator] = ...,
+                       reg_batch_size: Optional[int] = ...,
                        return_stats: Literal[True]
                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LocalRegStats]: ...
 @overload
@@ -361,7 +380,7 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        names: Optional[Dict[str, str]] = ..., logqp: bool = ..., extra: bool = ...,
                        extra_solver_state: Optional[_Tensors] = ..., *, strategy: Strategy = ...,
                        num_samples: int = ..., error_weight: float = ..., stiffness_weight: float = ...,
-                       generator: Optional[torch.Generator] = ...,
+                       generator: Optional[torch.Generator] = ..., reg_batch_size: Optional[int] = ...,
                        return_stats: bool = ...) -> Tuple[Any, ...]: ...
 def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownian] = None,
                        method: Optional[str] = None, adjoint_method: Optional[str] = None, dt: _Scalar = 1e-3,
@@ -373,7 +392,8 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                        names: Optional[Dict[str, str]] = None, logqp: bool = False, extra: bool = False,
                        extra_solver_state: Optional[_Tensors] = None, *, strategy: str = "unbiased",
                        num_samples: int = 1, error_weight: float = 1.0, stiffness_weight: float = 0.0,
-                       generator: Optional[torch.Generator] = None, return_stats: bool = False,
+                       generator: Optional[torch.Generator] = None, reg_batch_size: Optional[int] = None,
+               return_stats: bool = False,
                        **unused_kwargs: Any) -> Tuple[Any, ...]:
     """``sdeint_reg`` with gradients of the outputs by ``torchsde.sdeint_adjoint``.
 
@@ -405,5 +425,5 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
                         adjoint_atol=adjoint_atol, adjoint_options=adjoint_options, adjoint_params=adjoint_params)
     misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint_adjoint`")
     return _run(True, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
-                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, return_stats,
-                adjoint_args)
+                extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator, reg_batch_size,
+                return_stats, adjoint_args)

@@ -21,7 +21,7 @@ from torchsde._core import misc as _sde_misc
 from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
 from ._stats import LocalRegStats
-from ._validate import check_reg_args
+from ._validate import check_reg_args, check_reg_batch_size_value
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -41,7 +41,8 @@ class regularize:
     Args (keyword-only; the same meanings as in :func:`odeint_reg`):
         strategy: ``"unbiased"`` (default), ``"biased"``, ``"global"`` (direct solves only) or
             ``"none"``.
-        num_samples, error_weight, stiffness_weight: as in :func:`odeint_reg`.
+        num_samples, error_weight, stiffness_weight, reg_batch_size: as in :func:`odeint_reg`
+            (``reg_batch_size`` is checked against each solve's batch when it runs).
         generator: ``torch.Generator`` for the sampling. When None, a generator private to this
             block is used, seeded from ``torch.initial_seed()`` (plus a counter of blocks): the
             block never draws from torch's global random stream, so swapping in the one-import
@@ -67,8 +68,10 @@ class regularize:
 
     def __init__(self, *, strategy: str = "unbiased", num_samples: int = 1, error_weight: float = 1.0,
                  stiffness_weight: float = 0.0, generator: Optional[torch.Generator] = None,
-                 when_no_grad: str = "skip") -> None:
+                 when_no_grad: str = "skip", reg_batch_size: Optional[int] = None) -> None:
         check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, False, False)
+        check_reg_batch_size_value(reg_batch_size, strategy)
+        self.reg_batch_size = reg_batch_size
         if when_no_grad not in ("skip", "regularize"):
             raise ValueError(f"when_no_grad must be one of ('skip', 'regularize'), got {when_no_grad!r}.")
         self.strategy, self.num_samples = strategy, num_samples
@@ -121,7 +124,8 @@ class regularize:
             raise ValueError("regularize(strategy='global') needs backpropagation through the solver; it cannot "
                              "regularize odeint_adjoint/sdeint_adjoint calls. Use 'unbiased' or 'biased'.")
         return dict(strategy=strategy, num_samples=self.num_samples, error_weight=self.error_weight,
-                    stiffness_weight=self.stiffness_weight, generator=self.generator, return_stats=True)
+                    stiffness_weight=self.stiffness_weight, generator=self.generator,
+                    reg_batch_size=self.reg_batch_size, return_stats=True)
 
     def _record(self, out: Tuple[Any, ...]) -> Tuple[Any, ...]:
         """Keeps reg and stats (the last two entries of a ``*_reg`` result); returns the rest."""

@@ -13,7 +13,7 @@ the solver as an argument, never through the user's ``options``.
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from torchdiffeq._impl.adjoint import OdeintAdjointMethod, find_parameters, handle_adjoint_norm_
@@ -25,7 +25,7 @@ from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ._estimates import rk_stage_estimates, rk_step_estimates, step_doubling_estimates
-from ._recorder import Estimator, Recorder
+from ._recorder import Estimator, Recorder, RowSubset
 
 
 class _ObservingMixin:
@@ -220,6 +220,46 @@ WRAPPED: Dict[str, type] = {name: _make_wrapper(name, cls) for name, cls in SOLV
 ADAPTIVE_METHODS = tuple(n for n in WRAPPED if issubclass(SOLVERS[n], RKAdaptiveStepsizeODESolver))
 FIXED_GRID_METHODS = tuple(n for n in WRAPPED if n not in ADAPTIVE_METHODS)
 UNSUPPORTED_METHODS = tuple(n for n in SOLVERS if n not in WRAPPED)
+
+
+class _ODERows(RowSubset):
+    """Takes rows of the solver's state (a flat vector for tuple states: the same rows of every
+    tensor) and steps them with the estimator of a solver built for a state of that many rows."""
+
+    def __init__(self, batch: int, size: int, shapes: Optional[Sequence[torch.Size]], estimator: Estimator):
+        super().__init__(batch, size)
+        self.shapes = shapes
+        self.estimator = estimator
+
+    def select(self, y: torch.Tensor, rows: List[int]) -> torch.Tensor:
+        index = torch.as_tensor(rows, device=y.device)
+        if self.shapes is None:
+            return y[index]
+        return torch.cat([part[index].reshape(-1) for part in _flat_to_shape(y, (), self.shapes)])
+
+    def local_estimates(self, estimator, t, y, dt, rows, stiffness):
+        return self.estimator.local_estimates(t, self.select(y, rows), dt, stiffness)
+
+
+def ode_rows(func, y0, t, rtol, atol, method: str, options, batch: int, size: int) -> RowSubset:
+    """The :class:`RowSubset` of a solve of ``func`` from ``y0`` (the caller's state, batch first):
+    upstream's own input normalisation and ``method``'s solver, applied to a state of ``size`` rows,
+    give the function, tolerances and norm the step on a sub-batch needs (tuple states flattened,
+    time reversed, tolerances cast, exactly as for the solve)."""
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if (isinstance(tol, torch.Tensor) and isinstance(y0, torch.Tensor) and batch > 1 and tol.numel() > 1
+                and tol.dim() == y0.dim() and tol.shape[0] == batch):
+            raise ValueError(f"reg_batch_size cannot be used with a per-row {name} (a tensor whose first dimension "
+                             f"is the batch, shape {tuple(tol.shape)}); pass a {name} that broadcasts over rows.")
+    template = tuple(part[:size] for part in y0) if isinstance(y0, tuple) else y0[:size]
+    with warnings.catch_warnings():
+        # The solve itself has already warned about anything upstream warns about here.
+        warnings.simplefilter("ignore")
+        shapes, func, y_rows, _, rtol, atol, method, options, _, _ = _check_inputs(
+            func, template, t, rtol, atol, method, options, None, SOLVERS)
+        solver = WRAPPED[method](func=func, y0=y_rows, rtol=rtol, atol=atol, **options)
+    full_shapes = None if shapes is None else [part.shape for part in y0]
+    return _ODERows(batch, size, full_shapes, solver._lr_estimator())
 
 
 def odeint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, method, options, event_fn):

@@ -40,6 +40,24 @@ class Estimator(abc.ABC):
         """(E, S or None, dt) of the recorded step itself, connected to the solve's graph."""
 
 
+class RowSubset(abc.ABC):
+    """Runs the regularization step on some rows of a batched state (``reg_batch_size``).
+
+    Args:
+        batch: the batch size B, the first dimension of the caller's state.
+        size: how many rows each regularization step runs on, 1 <= size <= B.
+    """
+
+    def __init__(self, batch: int, size: int):
+        self.batch = batch
+        self.size = size
+
+    @abc.abstractmethod
+    def local_estimates(self, estimator: Estimator, t: torch.Tensor, y: Any, dt: torch.Tensor, rows: List[int],
+                        stiffness: bool):
+        """:meth:`Estimator.local_estimates` of the step from (t, y) with dt, on ``rows`` of y only."""
+
+
 class Recorder:
     """Collects one solve's accepted steps and computes ``reg`` from them.
 
@@ -51,11 +69,13 @@ class Recorder:
         stats: filled in as the solve goes.
         counters: evaluation counters whose phase is switched to ``"reg"`` while estimates run.
         time_sign: -1 when the caller's time runs backwards (the solver sees -t), else 1.
+        rows: with ``reg_batch_size``, how the regularization step runs on a subset of the rows.
     """
 
     def __init__(self, strategy: str, num_samples: int, error_weight: float, stiffness_weight: float,
                  generator: Optional[torch.Generator], stats: LocalRegStats,
-                 counters: Tuple[EvalCounter, ...] = (), time_sign: float = 1.0):
+                 counters: Tuple[EvalCounter, ...] = (), time_sign: float = 1.0,
+                 rows: Optional[RowSubset] = None):
         self.strategy = strategy
         # As floats: a huge Python int would overflow inside torch.
         self.error_weight = float(error_weight)
@@ -63,6 +83,7 @@ class Recorder:
         self.stats = stats
         self.counters = counters
         self.time_sign = time_sign
+        self.rows = rows
         self.estimator: Optional[Estimator] = None
         self.sampler = StepSampler(strategy, num_samples, generator) if strategy in LOCAL_STRATEGIES else None
         self.samples: Optional[List[Sample]] = None
@@ -155,7 +176,7 @@ class Recorder:
                     state = getattr(y_s, "y", y_s)   # the SDE estimator hands over a point holding y
                     if isinstance(state, torch.Tensor) and not bool(torch.isfinite(state).all()):
                         non_finite_at.append(self.time_sign * _float(t_s))
-                    e, s = estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
+                    e, s = self._local_estimates(estimator, t_s, y_s, dt_s)
                     terms.append(self._term(e, s, dt_s))
                     es.append(e.detach())
                     if s is not None:
@@ -176,6 +197,20 @@ class Recorder:
             raise FloatingPointError(self._non_finite_message(value, like, non_finite_at if self.strategy != "global"
                                                               else []))
         return reg
+
+    def _local_estimates(self, estimator: Estimator, t_s: torch.Tensor, y_s: Any, dt_s: torch.Tensor):
+        subset = self.rows
+        if subset is None:
+            return estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
+        if subset.size == subset.batch:
+            # The whole batch: the step is the full-batch one, and nothing is drawn.
+            self.stats.reg_rows.append(list(range(subset.batch)))
+            return estimator.local_estimates(t_s, y_s, dt_s, self.wants_stiffness)
+        if self.sampler is None:
+            raise RuntimeError("reg_batch_size needs a local strategy's sampler.")
+        rows = self.sampler.rows(subset.batch, subset.size)
+        self.stats.reg_rows.append(rows)
+        return subset.local_estimates(estimator, t_s, y_s, dt_s, rows, self.wants_stiffness)
 
     def _non_finite_message(self, value: float, solution: torch.Tensor, non_finite_at: List[float]) -> str:
         """Says what was not finite: y0, the solve's own states, or only the regularization step."""

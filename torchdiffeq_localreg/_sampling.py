@@ -13,6 +13,9 @@ accepted steps, kept with O(num_samples) memory while the solve runs:
 
 Each of the ``num_samples`` slots is an independent reservoir, so samples are drawn with
 replacement.
+
+With ``reg_batch_size``, the rows of the batch each regularization step runs on are drawn here
+too (:meth:`StepSampler.rows`), after the solve, from the same generator.
 """
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional
@@ -90,6 +93,12 @@ class StepSampler:
             for sample in samples:
                 sample.t = sample.lo + self.uniforms.next() * (sample.hi - sample.lo)
         return samples
+
+    def rows(self, batch: int, size: int) -> List[int]:
+        """``size`` distinct rows of ``range(batch)``, uniformly without replacement, in increasing order."""
+        device = self.uniforms.generator.device if self.uniforms.generator is not None else "cpu"
+        drawn = torch.randperm(batch, generator=self.uniforms.generator, device=device)[:size]
+        return sorted(drawn.tolist())
 
     def _commit(self, step: Sample, t_end: float) -> None:
         if self.strategy == "biased":

@@ -13,7 +13,7 @@ its t1 (a rejected one is retried from its t0), or when the solve ends after it.
 """
 import weakref
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torchsde._core import methods
@@ -23,7 +23,7 @@ from torchsde._core.methods.reversible_heun import ReversibleHeun
 from torchsde.settings import METHODS, SDE_TYPES
 
 from ._estimates import sde_pair_estimates, sde_step_doubling_estimates
-from ._recorder import Estimator, Recorder
+from ._recorder import Estimator, Recorder, RowSubset
 
 
 def _detach(xs):
@@ -201,6 +201,42 @@ class _SDEEstimator(Estimator):
             e, s = sde_step_doubling_estimates(self.step, self.drift, step.t0, step.t1, step.y0, step.extra0,
                                                self.rtol, self.atol, stiffness, y_full=step.y_full)
         return e, s, dt
+
+
+class _RowsBrownian:
+    """``bm`` seen on some rows of the batch: the same increments (and U, A), of those rows only."""
+
+    def __init__(self, bm: Any, index: torch.Tensor):
+        self.bm = bm
+        self.index = index
+        self.shape = (len(index), *bm.shape[1:])
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        out = self.bm(ta, tb, return_U=return_U, return_A=return_A)
+        return tuple(o[self.index] for o in out) if isinstance(out, tuple) else out[self.index]
+
+    def __getattr__(self, name):
+        return getattr(self.bm, name)
+
+
+class SDERows(RowSubset):
+    """The window of :class:`_SDEEstimator` on rows of the batch: the rows of the state and of the
+    solver's extra state, stepped on those rows' Brownian increments (the solver's ``bm`` is seen
+    through :class:`_RowsBrownian` while the window runs)."""
+
+    def local_estimates(self, estimator, t, y: _SDEPoint, dt, rows: List[int], stiffness: bool):
+        if not isinstance(estimator, _SDEEstimator):
+            raise TypeError("SDERows serves the SDE estimator only.")
+        index = torch.as_tensor(rows, device=y.y.device)
+        extra = tuple(x[index] if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == self.batch else x
+                      for x in y.extra)
+        solver = estimator.solver
+        bm = solver.bm
+        solver.bm = _RowsBrownian(bm, index)
+        try:
+            return estimator.local_estimates(t, _SDEPoint(y.y[index], extra, y.t1), dt, stiffness)
+        finally:
+            solver.bm = bm
 
 
 def _forward_solver_classes() -> Tuple[type, ...]:

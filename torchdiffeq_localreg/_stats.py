@@ -28,6 +28,9 @@ class LocalRegStats:
         error_estimates: the scaled error norm E at each sample (for ``"global"``: at each accepted step).
         stiffness_estimates: the stiffness estimate S at each sample (empty unless ``stiffness_weight > 0``).
         reg: the value of the returned regularization term.
+        reg_rows: with ``reg_batch_size``, the rows of the batch (indices into the first dimension
+            of ``y0``, increasing) that each sample's regularization step ran on, one list per
+            sample; empty when ``reg_batch_size`` is None (the step ran on the whole batch).
     """
 
     strategy: str
@@ -46,6 +49,7 @@ class LocalRegStats:
     error_estimates: List[float] = field(default_factory=list)
     stiffness_estimates: List[float] = field(default_factory=list)
     reg: float = 0.0
+    reg_rows: List[List[int]] = field(default_factory=list)
 
     @property
     def nfe_total(self) -> int:

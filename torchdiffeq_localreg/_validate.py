@@ -65,3 +65,39 @@ def check_times(name: str, t) -> None:
         raise TypeError(f"{name} must be a 1-D torch.Tensor, got {type(t).__name__}.")
     if t.dim() != 1:
         raise ValueError(f"{name} must be one dimensional (a 1-D tensor of times), got a {t.dim()}-dim tensor.")
+
+
+def check_reg_batch_size_value(reg_batch_size, strategy: str) -> None:
+    """``reg_batch_size`` on its own: None, or an int >= 1 with a strategy it applies to."""
+    if reg_batch_size is None:
+        return
+    if isinstance(reg_batch_size, bool) or not isinstance(reg_batch_size, int):
+        raise TypeError(f"reg_batch_size must be an int >= 1 or None, got {reg_batch_size!r}.")
+    if reg_batch_size < 1:
+        raise ValueError(f"reg_batch_size must be an int >= 1 or None, got {reg_batch_size}.")
+    if strategy == "global":
+        raise ValueError("reg_batch_size applies to the local strategies ('unbiased', 'biased'); strategy='global' "
+                         "sums the solve's own steps over the whole batch. Pass reg_batch_size=None.")
+
+
+def check_reg_batch_size(reg_batch_size, y0, strategy: str) -> Optional[int]:
+    """The batch size B (the first dimension of ``y0``, of every tensor of a tuple ``y0``) when
+    ``reg_batch_size`` is an int in [1, B] and the strategy is a local one; None when
+    ``reg_batch_size`` is None or the strategy is ``"none"`` (nothing to regularize)."""
+    check_reg_batch_size_value(reg_batch_size, strategy)
+    if reg_batch_size is None or strategy == "none":
+        return None
+    parts = y0 if isinstance(y0, tuple) else (y0,)
+    shapes = [tuple(p.shape) if isinstance(p, torch.Tensor) else None for p in parts]
+    if any(shape is None or len(shape) == 0 for shape in shapes):
+        raise ValueError(f"reg_batch_size needs a batch dimension: the first dimension of y0 (of every tensor of a "
+                         f"tuple y0) is taken as the batch, but y0 has shape(s) {shapes}.")
+    batches = {shape[0] for shape in shapes if shape is not None}
+    if len(batches) != 1:
+        raise ValueError(f"reg_batch_size needs one batch dimension: every tensor of the tuple y0 must have the same "
+                         f"first dimension, got shapes {shapes}.")
+    batch = batches.pop()
+    if reg_batch_size > batch:
+        raise ValueError(f"reg_batch_size must be at most the batch size (the first dimension of y0), {batch}; "
+                         f"got {reg_batch_size}.")
+    return batch
