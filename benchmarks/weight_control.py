@@ -10,6 +10,7 @@ optimiser and budget; the prediction of the test set is then solved with plain
   ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), the rule the README recommends.
 - ``budget_biased``: the same with ``strategy="biased"``.
 - ``budget_noleak``: ``budget`` with ``leak=0``: plain dual ascent, the first candidate.
+- ``budget_slow``: ``budget`` with ``rate=0.02`` (less overshoot, slower to act).
 
 Problems:
 
@@ -54,7 +55,9 @@ import quickstart  # noqa: E402
 from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak")
+METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak", "budget_slow")
+# Candidate settings of NFEBudget besides its defaults (the method name says which).
+CANDIDATES = {"budget_noleak": {"leak": 0.0}, "budget_slow": {"rate": 0.02}}
 TARGET_RATIO = 0.6
 FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
           "final_train_nfe", "train_time", "pred_time", "niters")
@@ -148,7 +151,7 @@ def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, 
         if not vanilla:
             raise RuntimeError(f"{problem_name} {method} seed {seed} needs the vanilla row of the same seed first.")
         target = TARGET_RATIO * float(vanilla[0]["test_nfe"])
-        control = NFEBudget(target_nfe=target, **({"leak": 0.0} if method == "budget_noleak" else {}))
+        control = NFEBudget(target_nfe=target, **CANDIDATES.get(method, {}))
         base = "biased" if method == "budget_biased" else "unbiased"
     method_arg = "vanilla" if base == "none" else base
     row, curve = _train.train_run(problem, f"{problem_name}/{method}", method_arg, weight, seed, args,
@@ -207,12 +210,13 @@ def pareto(summary: List[Dict], path: Path) -> None:
     problems = list(dict.fromkeys(s["problem"] for s in summary))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
     markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
-               "budget_noleak": "X"}
+               "budget_noleak": "X", "budget_slow": "*"}
+    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:cyan")))
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):
             ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],
-                        fmt=markers.get(s["method"], "o"), markersize=9 if "budget" in s["method"] else 6, capsize=3,
-                        label=s["method"])
+                        fmt=markers.get(s["method"], "o"), markersize=10 if "budget" in s["method"] else 7, capsize=3,
+                        color=colors.get(s["method"]), label=s["method"])
         metric = next(s["metric_name"] for s in summary if s["problem"] == name)
         ax.set_title(f"{name} ({'higher' if metric == 'accuracy' else 'lower'} is better)")
         ax.set_xlabel("test NFE (plain odeint)")
