@@ -1,5 +1,6 @@
 """The ODE benchmarks (MNIST neural ODE, latent ODE on spirals, plugin overhead) and the baseline
 regularizers they compare against (STEER, RNODE)."""
+import csv
 import math
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def test_overhead_smoke(tmp_path):
         # the local strategies add exactly one dopri5 step (7 evaluations); its backward is autograd's
         assert g["unbiased"]["nfe"] == g["biased"]["nfe"] == g["torchdiffeq"]["nfe"] + 7, key
         assert all(math.isfinite(r["time_ratio"]) and r["time_ratio"] > 0 for r in g.values())
+    # The training iteration: the same solve in every variant, one dopri5 step for the reg step.
+    with open(tmp_path / "training_step.csv") as f:
+        train = {r["variant"]: r for r in csv.DictReader(f)}
+    assert (tmp_path / "training_step.md").stat().st_size > 0
+    assert set(train) == {"no reg", "full batch", "reg_batch_size"}
+    assert len({r["nfe_forward"] for r in train.values()}) == 1
+    assert [int(train[v]["nfe_reg"]) for v in ("no reg", "full batch", "reg_batch_size")] == [0, 7, 7]
+    assert [int(train[v]["rows"]) for v in ("full batch", "reg_batch_size")] == [8, 2]
+    assert all(math.isfinite(float(r["reg_share"])) for r in train.values())
 
 
 # ---- the baseline regularizers -------------------------------------------------------------------
