@@ -4,8 +4,7 @@ import torch
 
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
 from torchdiffeq_localreg._estimates import rk_step_estimates, step_doubling_estimates
-from torchdiffeq_localreg._ode_solvers import WRAPPED
-from torchdiffeq._impl.odeint import SOLVERS
+from torchdiffeq_localreg._ode_solvers import SOLVER_TABLE, WRAPPED
 from problems import (ALL_METHODS, FIXED_GRID_METHODS, MLPField, as_function_of_params, options_for, state,
                       tolerances)
 
@@ -55,7 +54,7 @@ def test_gradcheck_step_estimates(method, stiffness):
             solver = WRAPPED[method](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm, step_size=0.1)
             e, s = step_doubling_estimates(solver._lr_plain_step, wrapped, t0, y0, dt, rtol, atol, norm, stiffness)
         else:
-            solver = SOLVERS[method](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm)
+            solver = SOLVER_TABLE[method](func=wrapped, y0=y0, rtol=rtol, atol=atol, norm=norm)
             e, s = rk_step_estimates(wrapped, solver.tableau, t0, y0, dt, rtol, atol, norm, stiffness)
         return e if s is None else e + s
 

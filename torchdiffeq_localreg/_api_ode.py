@@ -6,8 +6,8 @@ import torch.nn as nn
 import torchdiffeq
 from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_names
 
-from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, UNSUPPORTED_METHODS, WRAPPED, ode_rows,
-                           odeint_adjoint_observed, odeint_observed)
+from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, UNSUPPORTED_METHODS, WRAPPED,
+                           ode_rows, odeint_adjoint_observed, odeint_observed)
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
 from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times
@@ -64,7 +64,13 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
 
-    if strategy == "none":
+    if strategy == "none" and method_name in OWN_METHODS:
+        # Our own solver (tsit5 on a torchdiffeq without it), plainly: no recorder.
+        recorder = None
+        solve = odeint_adjoint_observed if adjoint else odeint_observed
+        out = solve(None, counted, y0, t, rtol=rtol, atol=atol, method=method_name, options=options,
+                    event_fn=event_fn, **adjoint_kwargs)
+    elif strategy == "none":
         recorder = None
         if adjoint:
             out = torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
@@ -165,6 +171,9 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
         func, y0, t, rtol, atol, method, options, event_fn: exactly as in ``torchdiffeq.odeint``
             (default method ``"dopri5"``; tuple states, decreasing ``t``, ``options`` such as
             ``step_t``, ``jump_t``, ``first_step``, ``norm``, and callbacks on ``func`` all work).
+            ``method="tsit5"`` (Tsitouras 5(4), the paper's solver) is upstream's where the installed
+            torchdiffeq has it, otherwise this package's own (used by these entry points only;
+            plain ``torchdiffeq.odeint`` is left as it is).
         strategy: where to regularize.
             ``"unbiased"``: t_s uniform on the span of ``t`` (up to the event time with
             ``event_fn``); y_s from the solver's interpolant in the accepted step containing t_s,
@@ -290,7 +299,8 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
 
     Args:
         See :func:`odeint_reg` and ``torchdiffeq.odeint_adjoint``. ``strategy="global"`` is not
-        available here.
+        available here. With this package's own ``tsit5`` (a torchdiffeq without one), the
+        backward solve, upstream's, needs an ``adjoint_method`` upstream has (e.g. ``"dopri5"``).
 
     Returns:
         As :func:`odeint_reg`.
@@ -298,7 +308,8 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
     Raises:
         ValueError: as :func:`odeint_reg`; also for ``strategy="global"``, and as upstream when
             ``func`` is not an ``nn.Module`` and ``adjoint_params`` is not given, or when
-            ``adjoint_method != method`` with ``options`` but no ``adjoint_options``.
+            ``adjoint_method != method`` with ``options`` but no ``adjoint_options``; an
+            ``adjoint_method`` the installed torchdiffeq does not have (our own ``tsit5``).
     """
     if adjoint_params is None and not isinstance(func, nn.Module):
         raise ValueError("func must be an instance of nn.Module to specify the adjoint parameters; "

@@ -17,7 +17,7 @@ def stiffness_pair(tableau: _ButcherTableau) -> Tuple[int, int]:
     """The two stages of ``tableau`` closest in time, latest pair first on ties.
 
     Stage 0 is the step's start (c = 0); stage i >= 1 has c = ``tableau.alpha[i - 1]``.
-    For Dormand-Prince 5(4) this is stages 5 and 6 (both at c = 1, the second at y1),
+    For Dormand-Prince 5(4) and Tsitouras 5(4) this is stages 5 and 6 (both at c = 1, the second at y1),
     for dopri8 the last two stages (c = 1), for bosh3 stages 2 and 3 (c = 3/4 and 1),
     for fehlberg2 stages 1 and 2 (c = 1/2 and 1), for adaptive_heun stages 0 and 1.
     """

@@ -26,6 +26,7 @@ from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ._estimates import rk_stage_estimates, rk_step_estimates, step_doubling_estimates
 from ._recorder import Estimator, Recorder, RowSubset
+from ._tsit5 import Tsit5Solver
 
 
 class _ObservingMixin:
@@ -215,11 +216,17 @@ def _make_wrapper(name: str, cls):
         f"Observing wrapper of torchdiffeq's {cls.__name__} (method {name!r}).")})
 
 
-# {upstream method name: our wrapper class}, read off upstream's table (which is left as it is).
-WRAPPED: Dict[str, type] = {name: _make_wrapper(name, cls) for name, cls in SOLVERS.items() if _is_supported(cls)}
-ADAPTIVE_METHODS = tuple(n for n in WRAPPED if issubclass(SOLVERS[n], RKAdaptiveStepsizeODESolver))
+# The solvers our entry points know: upstream's table, plus our own Tsitouras 5(4) under "tsit5"
+# where the installed torchdiffeq lacks it. A copy: upstream's table is left as it is, so plain
+# torchdiffeq.odeint never sees our solver.
+SOLVER_TABLE: Dict[str, type] = dict(SOLVERS) if "tsit5" in SOLVERS else {**SOLVERS, "tsit5": Tsit5Solver}
+OWN_METHODS = tuple(n for n in SOLVER_TABLE if n not in SOLVERS)
+
+# {method name: our wrapper class}.
+WRAPPED: Dict[str, type] = {name: _make_wrapper(name, cls) for name, cls in SOLVER_TABLE.items() if _is_supported(cls)}
+ADAPTIVE_METHODS = tuple(n for n in WRAPPED if issubclass(SOLVER_TABLE[n], RKAdaptiveStepsizeODESolver))
 FIXED_GRID_METHODS = tuple(n for n in WRAPPED if n not in ADAPTIVE_METHODS)
-UNSUPPORTED_METHODS = tuple(n for n in SOLVERS if n not in WRAPPED)
+UNSUPPORTED_METHODS = tuple(n for n in SOLVER_TABLE if n not in WRAPPED)
 
 
 class _ODERows(RowSubset):
@@ -256,19 +263,21 @@ def ode_rows(func, y0, t, rtol, atol, method: str, options, batch: int, size: in
         # The solve itself has already warned about anything upstream warns about here.
         warnings.simplefilter("ignore")
         shapes, func, y_rows, _, rtol, atol, method, options, _, _ = _check_inputs(
-            func, template, t, rtol, atol, method, options, None, SOLVERS)
+            func, template, t, rtol, atol, method, options, None, SOLVER_TABLE)
         solver = WRAPPED[method](func=func, y0=y_rows, rtol=rtol, atol=atol, **options)
     full_shapes = None if shapes is None else [part.shape for part in y0]
     return _ODERows(batch, size, full_shapes, solver._lr_estimator())
 
 
-def odeint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, method, options, event_fn):
+def odeint_observed(recorder: Optional[Recorder], func, y0, t, *, rtol, atol, method, options, event_fn):
     """``torchdiffeq.odeint(func, y0, t, ...)`` with ``method``'s solver replaced by its observing
-    wrapper, which reports to ``recorder``. ``method`` must be a key of :data:`WRAPPED`."""
+    wrapper, which reports to ``recorder`` (None: the plain solve, for our own methods with
+    ``strategy="none"``). ``method`` must be a key of :data:`WRAPPED`."""
     shapes, func, y0, t, rtol, atol, method, options, event_fn, t_is_reversed = _check_inputs(
-        func, y0, t, rtol, atol, method, options, event_fn, SOLVERS)
+        func, y0, t, rtol, atol, method, options, event_fn, SOLVER_TABLE)
     solver = WRAPPED[method](func=func, y0=y0, rtol=rtol, atol=atol, **options)
-    solver._lr_observe(recorder)
+    if recorder is not None:
+        solver._lr_observe(recorder)
     if event_fn is None:
         solution = solver.integrate(t)
     else:
@@ -285,7 +294,7 @@ class _Observed(NamedTuple):
     """Travels through ``OdeintAdjointMethod``'s ``method`` argument (which has no gradient)."""
 
     method: str
-    recorder: Recorder
+    recorder: Optional[Recorder]
 
 
 class _ObservedAdjointMethod(OdeintAdjointMethod):
@@ -313,7 +322,7 @@ class _ObservedAdjointMethod(OdeintAdjointMethod):
         return ans
 
 
-def odeint_adjoint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, method, options, event_fn,
+def odeint_adjoint_observed(recorder: Optional[Recorder], func, y0, t, *, rtol, atol, method, options, event_fn,
                             adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options, adjoint_params):
     """``torchdiffeq.odeint_adjoint(func, y0, t, ...)`` whose forward solve runs ``method``'s observing
     wrapper (reporting to ``recorder``); the backward solve is upstream's, with upstream's solvers."""
@@ -327,6 +336,10 @@ def odeint_adjoint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, meth
         adjoint_atol = atol
     if adjoint_method is None:
         adjoint_method = method
+    if adjoint_method in OWN_METHODS:
+        raise ValueError(f"adjoint_method={adjoint_method!r}: the adjoint's backward solve is torchdiffeq's own, and "
+                         f"the installed torchdiffeq does not have {adjoint_method!r} (this package's "
+                         f"{adjoint_method!r} runs the forward solve only). Pass adjoint_method, e.g. 'dopri5'.")
     if adjoint_method != method and options is not None and adjoint_options is None:
         raise ValueError("If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. So as "
                          "`options` has been passed then `adjoint_options` must be passed as well.")
@@ -340,7 +353,7 @@ def odeint_adjoint_observed(recorder: Recorder, func, y0, t, *, rtol, atol, meth
         warnings.warn("An adjoint parameter was passed without requiring gradient. For efficiency this will be "
                       "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
     shapes, func, y0, t, rtol, atol, method, options, event_fn, decreasing_time = _check_inputs(
-        func, y0, t, rtol, atol, method, options, event_fn, SOLVERS)
+        func, y0, t, rtol, atol, method, options, event_fn, SOLVER_TABLE)
     handle_adjoint_norm_(adjoint_options, shapes, options["norm"])
     ans = _ObservedAdjointMethod.apply(shapes, func, y0, t, rtol, atol, _Observed(method, recorder), options,
                                        event_fn, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options,
