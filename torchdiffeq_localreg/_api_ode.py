@@ -4,12 +4,12 @@ from typing import Any, Callable, Dict, Iterable, Literal, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 import torchdiffeq
-from torchdiffeq._impl.misc import _all_adjoint_callback_names, _all_callback_names
 
 from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, UNSUPPORTED_METHODS, WRAPPED,
                            ode_rows, odeint_adjoint_observed, odeint_observed)
 from ._recorder import Recorder
 from ._stats import EvalCounter, LocalRegStats
+from ._upstream import _all_adjoint_callback_names, _all_callback_names
 from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]

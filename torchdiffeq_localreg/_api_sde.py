@@ -13,14 +13,13 @@ from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple, Unio
 import torch
 import torch.nn as nn
 from torchsde import BaseBrownian
-from torchsde._core import methods, misc
-from torchsde._core.adjoint import _SdeintAdjointMethod, _select_default_adjoint_method
-from torchsde._core.sdeint import check_contract, parse_return
-from torchsde.settings import METHODS
 
 from ._recorder import Recorder
 from ._sde_solvers import WRAPPERS, SDERows, methods_for
 from ._stats import EvalCounter, LocalRegStats
+from ._upstream import METHODS, _SdeintAdjointMethod, _select_default_adjoint_method, check_contract, parse_return
+from ._upstream import sde_methods as methods
+from ._upstream import sde_misc as misc
 from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size
 
 # torchsde ships no type information, so to a type checker its aliases (torchsde.types) are Any;

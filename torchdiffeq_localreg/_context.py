@@ -16,11 +16,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 import torchdiffeq
 import torchsde
-from torchsde._core import misc as _sde_misc
 
 from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
 from ._stats import LocalRegStats
+from ._upstream import sde_misc as _sde_misc
 from ._validate import check_reg_args, check_reg_batch_size_value
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]

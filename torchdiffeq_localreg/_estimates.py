@@ -6,9 +6,8 @@ parameters of the dynamics through this one step only.
 from typing import Callable, Optional, Tuple
 
 import torch
-from torchdiffeq._impl.misc import _compute_error_ratio
-from torchdiffeq._impl.rk_common import _ButcherTableau, _runge_kutta_step
-from torchsde._core.adaptive_stepping import _rms as _sde_rms
+from ._upstream import _ButcherTableau, _compute_error_ratio, _runge_kutta_step
+from ._upstream import sde_rms as _sde_rms
 
 Estimate = Tuple[torch.Tensor, Optional[torch.Tensor]]
 

@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
-from torchdiffeq._impl.adjoint import OdeintAdjointMethod, find_parameters, handle_adjoint_norm_
-from torchdiffeq._impl.interp import _interp_evaluate
-from torchdiffeq._impl.misc import _check_inputs, _flat_to_shape
-from torchdiffeq._impl.odeint import SOLVERS
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
-from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from ._estimates import rk_stage_estimates, rk_step_estimates, step_doubling_estimates
 from ._recorder import Estimator, Recorder, RowSubset
 from ._tsit5 import Tsit5Solver
+from ._upstream import (SOLVERS, FixedGridODESolver, OdeintAdjointMethod, RKAdaptiveStepsizeODESolver, _check_inputs,
+                        _flat_to_shape, _interp_evaluate, find_parameters, handle_adjoint_norm_)
 
 
 class _ObservingMixin:

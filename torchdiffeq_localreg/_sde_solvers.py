@@ -16,14 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torchsde._core import methods
-from torchsde._core.base_solver import BaseSDESolver
-from torchsde._core.base_sde import ForwardSDE
-from torchsde._core.methods.reversible_heun import ReversibleHeun
-from torchsde.settings import METHODS, SDE_TYPES
 
 from ._estimates import sde_pair_estimates, sde_step_doubling_estimates
 from ._recorder import Estimator, Recorder, RowSubset
+from ._upstream import METHODS, SDE_TYPES, BaseSDESolver, ForwardSDE, ReversibleHeun
+from ._upstream import sde_methods as methods
 
 
 def _detach(xs):

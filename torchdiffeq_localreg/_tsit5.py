@@ -13,7 +13,7 @@ installed torchdiffeq does. Where torchdiffeq has its own ``tsit5``, that one is
 """
 import torch
 
-from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _ButcherTableau
+from ._upstream import RKAdaptiveStepsizeODESolver, _ButcherTableau
 
 
 def _t(values) -> torch.Tensor:
