@@ -19,7 +19,8 @@ def mnist_root(tmp_path_factory):
 
 
 def test_smoke_every_problem_and_method_then_resume(mnist_root, tmp_path):
-    args = ["--smoke", "--out", str(tmp_path), "--data_root", mnist_root]
+    # one timed prediction per run (--smoke keeps the default 3): the test checks the rows, not the timings
+    args = ["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--data_root", mnist_root]
     summary = wc.main(args)
     runs = {p: read_csv(tmp_path / f"runs_{p}.csv") for p in wc.PROBLEMS}
     for problem, rows in runs.items():
@@ -49,5 +50,5 @@ def test_smoke_every_problem_and_method_then_resume(mnist_root, tmp_path):
 
 def test_budget_needs_its_vanilla_row(tmp_path):
     """The budget's target is 0.6 x vanilla's NFE: vanilla always runs first, even if not asked for."""
-    wc.main(["--smoke", "--out", str(tmp_path), "--problems", "rings", "--methods", "budget"])
+    wc.main(["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--problems", "rings", "--methods", "budget"])
     assert [r["method"] for r in read_csv(tmp_path / "runs_rings.csv")] == ["vanilla", "budget"]
