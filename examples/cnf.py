@@ -8,46 +8,75 @@ to z at t = 0 together with the instantaneous change of variables,
 
 so that log p(x) = log N(z; 0, I) - logp(0) with logp(1) = 0. In 2-D the trace is exact: two
 autograd calls give the two diagonal entries of the Jacobian. The ODE state is the tuple (z, logp).
-The change from the plain version is three lines:
+Upstream's flags work as they are (``--adjoint``, ``--viz``, ``--gpu 0``). The change from the
+plain version:
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg as odeint
+    +from torchdiffeq_localreg import odeint_reg, NFEBudget
+    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
-    -z_t0, logp_diff_t0 = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
+    -z_t, logp_diff_t = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
     -loss = -logp_x.mean(0)
-    +(z_t, logp_diff_t), reg, stats = odeint(func, (x, logp_diff_t1), t, ..., strategy=args.reg, ...)
-    +loss = -logp_x.mean(0) + args.reg_weight * reg
+    +(z_t, logp_diff_t), reg, stats = odeint_reg(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol,
+    +                                            return_stats=True)
+    +loss = -logp_x.mean(0) + budget.weight * reg
+     loss.backward(); optimizer.step()
+    +budget.update(stats)
 
-(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``; ``--reg none`` runs the same
-call with ``strategy="none"``). After training the held-out negative log-likelihood and the NFE of
-its plain solve are printed and returned.
+(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
+weight so that the trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x
+the measured NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight
+instead; ``--reg none`` runs the same call with ``strategy="none"`` (the plain CNF). After training
+the held-out negative log-likelihood and the NFE of its plain solve (``stats.nfe_forward``) are the
+test metric and the test NFE.
 
-    python examples/cnf.py --viz                   # about 40 s of CPU time (1 thread)
-    python examples/cnf.py --reg none --viz        # the unregularized baseline
+    python examples/cnf.py --viz                   # regularized with NFEBudget
+    python examples/cnf.py --reg none --viz        # the plain CNF, same settings
     python examples/cnf.py --smoke                 # a few seconds
 
-Outputs in ``--results_dir`` (default ``runs/cnf``): ``log.csv`` (per iteration: negative
-log-likelihood, reg, forward/regularization/backward NFE, wall time) and with ``--viz``
-``cnf.png`` (data, learned density, samples) and ``nfe.png``.
+Outputs, relative to the working directory, in ``--results_dir`` (default ``runs/cnf``):
+``log.csv`` (per iteration: negative log-likelihood, reg, weight, forward/regularization/backward
+NFE, time) and with ``--viz`` ``cnf.png`` (data, learned density, samples) and ``nfe.png``.
 """
 import argparse
+import csv
+import json
 import math
 import os
+import time
 
 import torch
 import torch.nn as nn
 
-from _common import (CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads,
-                     training_summary)
-from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
 
-LOG_FIELDS = ("itr", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward", "time")
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress bar is optional
+    tqdm = None
+
+
+def str2bool(value):
+    """Upstream's boolean flags: ``--flag``, ``--flag True`` and ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
 DATASETS = ("moons", "circles")
+# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 110 (the training solves grow
+# from 22 to 119 evaluations); 0.6 x 110 = 66.
+DEFAULT_TARGET_NFE = 66.0
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--adjoint", action="store_true")
-parser.add_argument("--viz", action="store_true")
-parser.add_argument("--niters", type=int, default=300)
+parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--niters", type=int, default=300, help="upstream: 1000")
 parser.add_argument("--lr", type=float, default=1e-2)
 parser.add_argument("--num_samples", type=int, default=256, help="batch size")
 parser.add_argument("--hidden_dim", type=int, default=64)
@@ -55,8 +84,27 @@ parser.add_argument("--data", type=str, choices=DATASETS, default="moons")
 parser.add_argument("--method", type=str, default="dopri5")
 parser.add_argument("--tol", type=float, default=1e-5, help="rtol and atol")
 parser.add_argument("--results_dir", type=str, default=os.path.join("runs", "cnf"))
-parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=0.05)
+parser.add_argument("--gpu", type=int, default=0)
+group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
+group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
+                   help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
+group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
+                   help="NFEBudget target: evaluations per solve the trained flow should need "
+                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--budget_rate", type=float, default=0.1,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
+                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_min_weight", type=float, default=0.01,
+                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
+                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
+                        "package's 1e-4, from where it would not climb back within a short run)")
+group.add_argument("--reg_weight", type=float, default=None,
+                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+group.add_argument("--stiffness_weight", type=float, default=0.0,
+                   help="weight of the stiffness estimate inside reg (0: error estimate only)")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
+parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 T1 = 1.0  # data lives at t = T1, the base distribution at t = 0
 
@@ -129,6 +177,27 @@ def sample(func, n, args, like):
     return z[-1]
 
 
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def visualize(path, func, data, args, lim=2.5):
     plt = pyplot()
     n_grid, n_samples = (30, 500) if args.smoke else (80, 2000)
@@ -147,54 +216,95 @@ def visualize(path, func, data, args, lim=2.5):
     for ax in (ax_data, ax_density, ax_samples):
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     fig.suptitle(f"CNF on {args.data} (--reg {args.reg})")
-    return save_figure(fig, path)
+    return save_figure(plt, fig, path)
+
+
+def plot_nfe(path, rows, title):
+    """Forward and regularization NFE of the training solves, and the weight of reg, over training."""
+    plt = pyplot()
+    fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
+    itrs = [r["itr"] for r in rows]
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward NFE")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
+    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
+    ax_nfe.legend()
+    ax_weight.plot(itrs, [r["weight"] for r in rows])
+    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    fig.suptitle(title)
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.niters, args.num_samples, args.hidden_dim, args.tol = 4, 64, 16, 1e-3
-    set_threads(1)  # the models are tiny: one thread is fastest, and spares a shared 2-core machine
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(1)  # the model is tiny: one thread is fastest
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
     odeint = odeint_adjoint_reg if args.adjoint else odeint_reg
     data_gen = torch.Generator().manual_seed(args.seed)
     test_x = sample_data(args.data, 512 if args.smoke else 2048, data_gen).to(device)
     sampler = torch.Generator().manual_seed(args.seed + 1)
-
+    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
+    budget = None
+    if args.reg != "none" and args.reg_weight is None:
+        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.results_dir, exist_ok=True)
-    log = CSVLog(args.log or os.path.join(args.results_dir, "log.csv"), LOG_FIELDS)
     print(f"settings: {vars(args)}")
 
     func = CNF(args.hidden_dim).to(device)
     optimizer = torch.optim.Adam(func.parameters(), lr=args.lr)
     t = torch.tensor([T1, 0.0], device=device)
-    for itr in progress(range(1, args.niters + 1), total=args.niters, desc="cnf"):
-        with Timer() as timer:
-            optimizer.zero_grad()
-            x = sample_data(args.data, args.num_samples, data_gen).to(device)
-            logp_diff_t1 = torch.zeros(args.num_samples, 1, device=device)
-            (z_t, logp_diff_t), reg, stats = odeint(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol,
-                                                    method=args.method, strategy=args.reg,
-                                                    stiffness_weight=args.stiffness_weight, generator=sampler,
-                                                    return_stats=True)
-            logp_x = base_log_prob(z_t[-1]) - logp_diff_t[-1, :, 0]
-            loss = -logp_x.mean(0)
-            (loss + args.reg_weight * reg).backward()
-            optimizer.step()
-        log.write(itr=itr, loss=loss.item(), reg=reg.item(), nfe_forward=stats.nfe_forward,
-                  nfe_reg=stats.nfe_reg, nfe_backward=stats.nfe_backward, time=timer.seconds)
+    rows = []
+    steps = range(1, args.niters + 1)
+    bar = tqdm(steps, desc=f"cnf --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    for itr in bar:
+        start = time.perf_counter()
+        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
+        optimizer.zero_grad()
+        x = sample_data(args.data, args.num_samples, data_gen).to(device)
+        logp_diff_t1 = torch.zeros(args.num_samples, 1, device=device)
+        (z_t, logp_diff_t), reg, stats = odeint(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol,
+                                                method=args.method, strategy=args.reg,
+                                                stiffness_weight=args.stiffness_weight, generator=sampler,
+                                                return_stats=True)
+        logp_x = base_log_prob(z_t[-1]) - logp_diff_t[-1, :, 0]
+        loss = -logp_x.mean(0)
+        (loss + weight * reg).backward()
+        optimizer.step()
+        if budget is not None:
+            budget.update(stats)
+        rows.append({"itr": itr, "loss": loss.item(), "reg": reg.item(), "weight": weight,
+                     "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
+                     "nfe_backward": stats.nfe_backward, "time": time.perf_counter() - start})
+        if tqdm and not args.smoke:
+            bar.set_postfix(nll=f"{loss.item():.3f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
 
+    write_csv(os.path.join(args.results_dir, "log.csv"), rows)
     test_logp, test_nfe = log_likelihood(func, test_x, args)
     test_nll = -test_logp.mean().item()
     figures = []
     if args.viz:
         figures.append(visualize(os.path.join(args.results_dir, "cnf.png"), func, test_x, args))
-        figures.append(plot_nfe(log.rows, os.path.join(args.results_dir, "nfe.png"),
-                                title=f"cnf: NFE over training (--reg {args.reg})"))
-    print(f"final: held-out NLL {test_nll:.4f}, test NFE {test_nfe}, "
-          f"{training_summary(log.rows)}")
-    return {"rows": log.rows, "test_nll": test_nll, "test_nfe": test_nfe, "figures": figures, "args": args}
+        figures.append(plot_nfe(os.path.join(args.results_dir, "nfe.png"), rows,
+                                f"cnf: NFE over training (--reg {args.reg})"))
+    last = rows[-max(1, len(rows) // 10):]
+    summary = {"metric_name": "test_nll", "test_metric": test_nll, "higher_is_better": False, "test_nfe": test_nfe,
+               "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
+               "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
+               "cpu_time_s": time.process_time() - cpu_start,
+               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+    print(f"final: held-out NLL {test_nll:.4f}, test NFE {test_nfe}, training-solve NFE "
+          f"{summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
+          f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return {"rows": rows, "test_nll": test_nll, "test_nfe": test_nfe, "figures": figures, "args": args,
+            "summary": summary, "budget": budget}
 
 
 if __name__ == "__main__":

@@ -6,45 +6,75 @@ state z0; a neural ODE carries z0 through time and a decoder maps the latent pat
 plane. Training maximises the ELBO (Gaussian likelihood of the observations + KL to the prior).
 Each spiral is observed at its own random subset of a time grid (irregular sampling; the encoder
 sees the mask and the time since its last observation, as in the paper's PhysioNet model), and the
-likelihood counts only the observed points. The change from the plain version is three lines:
+likelihood counts only the observed points. Upstream's flags and values work as they are
+(``--adjoint True``, ``--visualize True``, ``--gpu 0``). The change from the plain version:
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg as odeint
+    +from torchdiffeq_localreg import odeint_reg, NFEBudget
+    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -pred_z = odeint(func, z0, ts).permute(1, 0, 2)
     -loss = torch.mean(-logpx + analytic_kl, dim=0)
-    +pred_z, reg, stats = odeint(func, z0, ts, strategy=args.reg, ..., return_stats=True)
-    +loss = torch.mean(-logpx + analytic_kl, dim=0) + args.reg_weight * reg
+    +pred_z, reg, stats = odeint_reg(func, z0, ts, return_stats=True)
+    +loss = torch.mean(-logpx + analytic_kl, dim=0) + budget.weight * reg
+     loss.backward(); optimizer.step()
+    +budget.update(stats)
 
-(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``; ``--reg none`` runs the same
-call with ``strategy="none"``). After training, held-out spirals are reconstructed with a plain
-solve; their error and the solve's NFE are printed and returned.
+(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
+weight so that the trained model needs ``--target_nfe`` evaluations per solve; the default is 0.6 x
+the measured NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight
+instead; ``--reg none`` runs the same call with ``strategy="none"`` (the plain latent ODE). After
+training, held-out spirals are reconstructed with a plain solve over the same time grid; their
+squared error to the clean spirals and the solve's NFE (``stats.nfe_forward``) are the test
+metric and the test NFE.
 
-    python examples/latent_ode.py --visualize              # about 40 s of CPU time (1 thread)
-    python examples/latent_ode.py --reg none --visualize   # the unregularized baseline
+    python examples/latent_ode.py --visualize              # regularized with NFEBudget
+    python examples/latent_ode.py --reg none --visualize   # the plain latent ODE, same settings
     python examples/latent_ode.py --smoke                  # a few seconds
 
-Outputs in ``--train_dir`` (default ``runs/latent_ode``): ``log.csv`` (per iteration: negative
-ELBO, reg, forward/regularization/backward NFE, wall time), ``ckpt.pt`` (the final weights) and
-with ``--visualize`` ``vis.png`` (reconstructions and extrapolations) and ``nfe.png``.
+Outputs, relative to the working directory, in ``--train_dir`` (default ``runs/latent_ode``):
+``log.csv`` (per iteration: negative ELBO, reg, weight, forward/regularization/backward NFE,
+time), ``ckpt.pt`` (the final weights) and with ``--visualize`` ``vis.png`` (reconstructions and
+extrapolations) and ``nfe.png``.
 """
 import argparse
+import csv
+import json
 import math
 import os
+import time
 
 import torch
 import torch.nn as nn
 
-from _common import (CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads,
-                     training_summary)
-from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
 
-LOG_FIELDS = ("itr", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward", "time")
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress bar is optional
+    tqdm = None
+
+
+def str2bool(value):
+    """Upstream's boolean flags: ``--flag``, ``--flag True`` and ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 134 (training solves 132 at
+# the end of training); 0.6 x 134 = 80.4.
+DEFAULT_TARGET_NFE = 80.0
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--adjoint", action="store_true")
-parser.add_argument("--visualize", action="store_true")
-parser.add_argument("--niters", type=int, default=400)
+parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--visualize", "--viz", dest="visualize", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--niters", type=int, default=400, help="upstream: 2000")
 parser.add_argument("--lr", type=float, default=0.01)
 parser.add_argument("--train_dir", type=str, default=os.path.join("runs", "latent_ode"))
 parser.add_argument("--method", type=str, default="dopri5")
@@ -56,8 +86,27 @@ parser.add_argument("--ngrid", type=int, default=50, help="time grid on [0, 2 pi
 parser.add_argument("--nobs", type=int, default=20, help="observed grid points per spiral")
 parser.add_argument("--noise_std", type=float, default=0.1)
 parser.add_argument("--latent_dim", type=int, default=4)
-parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=100.0)
+parser.add_argument("--gpu", type=int, default=0)
+group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
+group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
+                   help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
+group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
+                   help="NFEBudget target: evaluations per solve the trained model should need "
+                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--budget_rate", type=float, default=0.1,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
+                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_min_weight", type=float, default=0.01,
+                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
+                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
+                        "package's 1e-4, from where it would not climb back within a short run)")
+group.add_argument("--reg_weight", type=float, default=None,
+                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+group.add_argument("--stiffness_weight", type=float, default=0.0,
+                   help="weight of the stiffness estimate inside reg (0: error estimate only)")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
+parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 T_MAX = 2 * math.pi  # one turn of the spiral in the observed window
 N_TEST = 128
@@ -139,6 +188,27 @@ def reconstruct(rec, func, dec, data, t, args):
     return dec(pred_z).permute(1, 0, 2), stats.nfe_forward
 
 
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def visualize(path, rec, func, dec, test, args, n_show=4):
     plt = pyplot()
     show = {k: (v[:n_show] if k != "t" else v) for k, v in test.items()}
@@ -159,7 +229,22 @@ def visualize(path, rec, func, dec, test, args, n_show=4):
         ax.set_yticks([])
     axes[0].legend(loc="lower left", fontsize=7)
     fig.suptitle(f"Latent ODE on held-out spirals (--reg {args.reg})")
-    return save_figure(fig, path)
+    return save_figure(plt, fig, path)
+
+
+def plot_nfe(path, rows, title):
+    """Forward and regularization NFE of the training solves, and the weight of reg, over training."""
+    plt = pyplot()
+    fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
+    itrs = [r["itr"] for r in rows]
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward NFE")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
+    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
+    ax_nfe.legend()
+    ax_weight.plot(itrs, [r["weight"] for r in rows])
+    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    fig.suptitle(title)
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):
@@ -167,9 +252,10 @@ def main(argv=None):
     if args.smoke:
         args.niters, args.nspiral, args.batch_size, args.ngrid, args.nobs = 4, 32, 16, 20, 8
         args.rtol = args.atol = 1e-4
-    set_threads(1)  # the models are tiny: one thread is fastest, and spares a shared 2-core machine
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(1)  # the models are tiny: one thread is fastest
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
     odeint = odeint_adjoint_reg if args.adjoint else odeint_reg
     data_gen = torch.Generator().manual_seed(args.seed)
     train = {k: v.to(device) for k, v in make_spirals(args.nspiral, args, data_gen).items()}
@@ -177,9 +263,11 @@ def main(argv=None):
     ts = train["t"]
     batches = torch.Generator().manual_seed(args.seed + 1)
     sampler = torch.Generator().manual_seed(args.seed + 2)
-
+    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
+    budget = None
+    if args.reg != "none" and args.reg_weight is None:
+        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.train_dir, exist_ok=True)
-    log = CSVLog(args.log or os.path.join(args.train_dir, "log.csv"), LOG_FIELDS)
     print(f"settings: {vars(args)}")
 
     func = LatentODEfunc(args.latent_dim).to(device)
@@ -189,25 +277,35 @@ def main(argv=None):
     optimizer = torch.optim.Adam(params, lr=args.lr)
     noise_logvar = torch.full((1,), 2 * math.log(args.noise_std), device=device)
 
-    for itr in progress(range(1, args.niters + 1), total=args.niters, desc="latent_ode"):
-        with Timer() as timer:
-            optimizer.zero_grad()
-            idx = torch.randint(args.nspiral, (args.batch_size,), generator=batches).to(device)
-            x, mask = train["x"][idx], train["mask"][idx]
-            qz0_mean, qz0_logvar = rec(x, mask, ts)
-            z0 = qz0_mean + torch.randn_like(qz0_mean) * (0.5 * qz0_logvar).exp()
-            pred_z, reg, stats = odeint(func, z0, ts, rtol=args.rtol, atol=args.atol, method=args.method,
-                                        strategy=args.reg, stiffness_weight=args.stiffness_weight,
-                                        generator=sampler, return_stats=True)
-            pred_x = dec(pred_z.permute(1, 0, 2))
-            logpx = (log_normal_pdf(x, pred_x, noise_logvar) * mask[..., None]).sum(dim=(1, 2))
-            analytic_kl = normal_kl(qz0_mean, qz0_logvar).sum(dim=-1)
-            loss = torch.mean(-logpx + analytic_kl, dim=0)
-            (loss + args.reg_weight * reg).backward()
-            optimizer.step()
-        log.write(itr=itr, loss=loss.item(), reg=reg.item(), nfe_forward=stats.nfe_forward,
-                  nfe_reg=stats.nfe_reg, nfe_backward=stats.nfe_backward, time=timer.seconds)
+    rows = []
+    steps = range(1, args.niters + 1)
+    bar = tqdm(steps, desc=f"latent_ode --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    for itr in bar:
+        start = time.perf_counter()
+        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
+        optimizer.zero_grad()
+        idx = torch.randint(args.nspiral, (args.batch_size,), generator=batches).to(device)
+        x, mask = train["x"][idx], train["mask"][idx]
+        qz0_mean, qz0_logvar = rec(x, mask, ts)
+        z0 = qz0_mean + torch.randn_like(qz0_mean) * (0.5 * qz0_logvar).exp()
+        pred_z, reg, stats = odeint(func, z0, ts, rtol=args.rtol, atol=args.atol, method=args.method,
+                                    strategy=args.reg, stiffness_weight=args.stiffness_weight,
+                                    generator=sampler, return_stats=True)
+        pred_x = dec(pred_z.permute(1, 0, 2))
+        logpx = (log_normal_pdf(x, pred_x, noise_logvar) * mask[..., None]).sum(dim=(1, 2))
+        analytic_kl = normal_kl(qz0_mean, qz0_logvar).sum(dim=-1)
+        loss = torch.mean(-logpx + analytic_kl, dim=0)
+        (loss + weight * reg).backward()
+        optimizer.step()
+        if budget is not None:
+            budget.update(stats)
+        rows.append({"itr": itr, "loss": loss.item(), "reg": reg.item(), "weight": weight,
+                     "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
+                     "nfe_backward": stats.nfe_backward, "time": time.perf_counter() - start})
+        if tqdm and not args.smoke:
+            bar.set_postfix(loss=f"{loss.item():.1f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
 
+    write_csv(os.path.join(args.train_dir, "log.csv"), rows)
     torch.save({"func": func.state_dict(), "rec": rec.state_dict(), "dec": dec.state_dict(), "args": vars(args)},
                os.path.join(args.train_dir, "ckpt.pt"))
     pred, test_nfe = reconstruct(rec, func, dec, test, ts, args)
@@ -215,11 +313,24 @@ def main(argv=None):
     figures = []
     if args.visualize:
         figures.append(visualize(os.path.join(args.train_dir, "vis.png"), rec, func, dec, test, args))
-        figures.append(plot_nfe(log.rows, os.path.join(args.train_dir, "nfe.png"),
-                                title=f"latent_ode: NFE over training (--reg {args.reg})"))
-    print(f"final: held-out squared error to the clean spirals {test_mse:.4f}, test NFE {test_nfe}, "
-          f"{training_summary(log.rows)}")
-    return {"rows": log.rows, "test_mse": test_mse, "test_nfe": test_nfe, "figures": figures, "args": args}
+        figures.append(plot_nfe(os.path.join(args.train_dir, "nfe.png"), rows,
+                                f"latent_ode: NFE over training (--reg {args.reg})"))
+    last = rows[-max(1, len(rows) // 10):]
+    summary = {"metric_name": "test_mse", "test_metric": test_mse, "higher_is_better": False, "test_nfe": test_nfe,
+               "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
+               "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
+               "cpu_time_s": time.process_time() - cpu_start,
+               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+    print(f"final: held-out squared error to the clean spirals {test_mse:.4f}, test NFE {test_nfe}, training-solve "
+          f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
+          f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return {"rows": rows, "test_mse": test_mse, "test_nfe": test_nfe, "figures": figures, "args": args,
+            "summary": summary, "budget": budget}
 
 
 if __name__ == "__main__":

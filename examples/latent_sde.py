@@ -7,67 +7,132 @@ posterior and prior, which torchsde accumulates along the paths with ``logqp=Tru
 the initial state). The change from the plain torchsde script:
 
     -from torchsde import sdeint, sdeint_adjoint
-    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg
+    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg, NFEBudget
+    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -zs, log_ratio = sdeint(sde, z0, ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
     -                       rtol=args.rtol, atol=args.atol, logqp=True)
     +zs, log_ratio, reg, stats = sdeint_reg(sde, z0, ts, bm=bm, method=args.method, dt=args.dt,
     +                                       adaptive=args.adaptive, rtol=args.rtol, atol=args.atol, logqp=True,
-    +                                       strategy=args.reg, return_stats=True)
+    +                                       return_stats=True)
     ...
     -loss = -log_lik + kl_weight * kl
-    +loss = -log_lik + kl_weight * kl + args.reg_weight * reg
+    +loss = -log_lik + kl_weight * kl + budget.weight * reg
+     loss.backward(); optimizer.step()
+    +budget.update(stats)
+
+``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight so
+that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured
+NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
+none`` is the plain latent SDE. The flags ``--adjoint`` (also ``--adjoint True``),
+``--viz``/``--visualize``, ``--gpu N`` and torchsde's ``--train-iters`` take upstream's forms.
 
 The data: observations of ``y = sin(2 pi t) + 0.1 cos(6 pi t)`` with small Gaussian noise on two
-segments of [0, 1], with a gap between them where the posterior must interpolate. ``--viz``
-draws posterior sample paths and percentile bands against the data, and the NFE over training.
+segments of [0, 1], with a gap between them where the posterior must interpolate. After training,
+posterior paths are sampled on a grid of [0, 1] with a plain solve (fixed test Brownian paths): the
+mean absolute error of their median to the true curve (gap included) is the test metric, the
+solve's ``stats.nfe_forward`` the test NFE. The default solve is adaptive (Euler-Maruyama with
+step-doubling error control at tolerance 1e-2): with fixed steps the NFE could not change. The
+budget counts the training solve, which carries the KL term as an extra channel (``logqp``) and
+costs more than the test solve (plain run: 370 against 127 evaluations), so the default target is
+0.6 x the plain run's training-solve NFE. ``--viz`` draws posterior sample paths and percentile
+bands against the data, and the NFE over training.
 
-    python examples/latent_sde.py --viz              # a minute or two on a 2-core CPU
-    python examples/latent_sde.py --reg none         # the plain latent SDE
-    python examples/latent_sde.py --adaptive --method srk --rtol 1e-2 --atol 1e-2
+    python examples/latent_sde.py --viz              # regularized with NFEBudget
+    python examples/latent_sde.py --reg none         # the plain latent SDE, same settings
     python examples/latent_sde.py --smoke --viz      # seconds
+
+Outputs, relative to the working directory, in ``--train-dir`` (default ``runs/latent_sde``):
+``log.csv`` (per iteration), ``model.pt`` and with ``--viz`` ``posterior.png`` and ``nfe.png``.
 """
 import argparse
+import csv
+import json
 import math
 import os
-from pathlib import Path
+import time
 
 import torch
 import torch.nn as nn
 import torchsde
 from torch.distributions import Laplace, Normal, kl_divergence
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
-from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
+from torchdiffeq_localreg import NFEBudget, sdeint_adjoint_reg, sdeint_reg
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress bar is optional
+    tqdm = None
+
+
+def str2bool(value):
+    """Upstream's boolean flags: ``--flag``, ``--flag True`` and ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+# Measured with --reg none at the defaults (1 thread, seed 0): the training solve (with logqp) needs
+# 369.5 drift evaluations at the end of training, growing from about 90; 0.6 x 369.5 = 221.7.
+DEFAULT_TARGET_NFE = 221.7
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--batch-size", type=int, default=128, help="posterior sample paths per iteration")
 parser.add_argument("--likelihood", type=str, choices=["normal", "laplace"], default="laplace")
 parser.add_argument("--scale", type=float, default=0.05, help="scale of the observation likelihood")
-parser.add_argument("--adjoint", action="store_true")
-parser.add_argument("--adaptive", action="store_true")
+parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--adaptive", type=str2bool, nargs="?", const=True, default=True,
+                    help="adaptive steps (default True: with fixed steps the NFE cannot change)")
 parser.add_argument("--method", type=str, default="euler", help="a torchsde method for Ito SDEs with diagonal noise")
-parser.add_argument("--dt", type=float, default=2e-2)
-parser.add_argument("--rtol", type=float, default=1e-3)
-parser.add_argument("--atol", type=float, default=1e-3)
-parser.add_argument("--num-iters", type=int, default=200)
+parser.add_argument("--dt", type=float, default=2e-2, help="step size (the first one when adaptive)")
+parser.add_argument("--rtol", type=float, default=1e-2)
+parser.add_argument("--atol", type=float, default=1e-2)
+parser.add_argument("--num-iters", "--train-iters", dest="num_iters", type=int, default=500,
+                    help="upstream: 5000")
 parser.add_argument("--kl-anneal-iters", type=int, default=50, help="the KL weight grows linearly to 1 over these")
 parser.add_argument("--lr", type=float, default=1e-2)
 parser.add_argument("--hidden", type=int, default=64)
-parser.add_argument("--train-dir", type=str, default=str(ROOT / "runs" / "latent_sde"))
-parser.add_argument("--viz", action="store_true", help="save posterior.png and nfe.png in --train-dir")
-parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=1.0)
+parser.add_argument("--train-dir", type=str, default=os.path.join("runs", "latent_sde"))
+parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False,
+                    help="save posterior.png and nfe.png in --train-dir")
+parser.add_argument("--gpu", type=int, default=0)
+group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
+group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
+                   help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
+group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
+                   help="NFEBudget target: drift evaluations per solve the trained model should need "
+                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--budget_rate", type=float, default=0.1,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
+                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_min_weight", type=float, default=0.01,
+                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
+                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
+                        "package's 1e-4, from where it would not climb back within a short run)")
+group.add_argument("--reg_weight", type=float, default=None,
+                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+group.add_argument("--stiffness_weight", type=float, default=0.0,
+                   help="weight of the stiffness estimate inside reg (0: error estimate only)")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
+parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 
 def make_data(device, seed=0, noise=0.02):
     """Observation times on [0.1, 0.4] and [0.6, 0.9] and noisy values of a sine-like curve."""
     gen = torch.Generator().manual_seed(seed)
     ts = torch.cat([torch.linspace(0.1, 0.4, 7), torch.linspace(0.6, 0.9, 7)])
-    ys = torch.sin(2 * math.pi * ts) + 0.1 * torch.cos(6 * math.pi * ts) + noise * torch.randn(len(ts), generator=gen)
+    ys = true_curve(ts) + noise * torch.randn(len(ts), generator=gen)
     return ts.to(device), ys.to(device)
+
+
+def true_curve(t):
+    return torch.sin(2 * math.pi * t) + 0.1 * torch.cos(6 * math.pi * t)
 
 
 class LatentSDE(nn.Module):
@@ -121,6 +186,39 @@ def brownian(batch_size, channels, ref, seeds, method):
 
 
 @torch.no_grad()
+def evaluate(sde, args, seeds, num_paths=256):
+    """Posterior paths on a grid of [0, 1] by a plain solve: (MAE of their median to the true curve, NFE)."""
+    ts = torch.linspace(0.0, 1.0, 101, device=sde.theta.device)
+    y0, _ = sde.initial_state(num_paths)
+    bm = brownian(num_paths, 1, y0, seeds, args.method)
+    zs, _, stats = sdeint_reg(sde, y0, ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
+                              rtol=args.rtol, atol=args.atol, strategy="none", return_stats=True)
+    median = zs[..., 0].median(dim=1).values
+    return (median - true_curve(ts)).abs().mean().item(), stats.nfe_forward
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
 def save_posterior(sde, args, ts_obs, ys_obs, seeds, path, num_paths=30, num_bands=500):
     """Posterior sample paths and 5-95 / 25-75 percentile bands over a fine grid, with the observations."""
     plt = pyplot()
@@ -140,16 +238,32 @@ def save_posterior(sde, args, ts_obs, ys_obs, seeds, path, num_paths=30, num_ban
     ax.set_ylabel("y")
     ax.set_title(f"latent SDE posterior, reg={args.reg}")
     ax.legend(loc="lower left", fontsize=8)
-    return save_figure(fig, path)
+    return save_figure(plt, fig, path)
+
+
+def plot_nfe(path, rows, title):
+    """Drift and regularization NFE of the training solves, and the weight of reg, over training."""
+    plt = pyplot()
+    fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
+    itrs = [r["itr"] for r in rows]
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward (drift) NFE")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
+    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
+    ax_nfe.legend()
+    ax_weight.plot(itrs, [r["weight"] for r in rows])
+    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    fig.suptitle(title)
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.num_iters, args.batch_size, args.kl_anneal_iters, args.dt = 5, 16, 2, 0.05
-    set_threads(1 if args.smoke else 2)  # tiny smoke tensors gain nothing from threads
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(1)  # the model is tiny: one thread is fastest
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
     os.makedirs(args.train_dir, exist_ok=True)
     ts_obs, ys_obs = make_data(device, seed=args.seed)
     # Solve from t = 0 through the observation times to t = 1.
@@ -160,40 +274,66 @@ def main(argv=None):
     generator, seeds = torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)
     likelihood = Laplace if args.likelihood == "laplace" else Normal
     solve = sdeint_adjoint_reg if args.adjoint else sdeint_reg
+    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
+    budget = None
+    if args.reg != "none" and args.reg_weight is None:
+        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     print(f"settings: {vars(args)}")
 
-    log = CSVLog(args.log or os.path.join(args.train_dir, "log.csv"),
-                 ["itr", "loss", "log_lik", "kl", "kl_weight", "reg", "nfe_forward", "nfe_reg", "nfe_backward",
-                  "time"])
-    for itr in progress(range(1, args.num_iters + 1), desc="latent SDE", disable=args.smoke):
-        with Timer() as timer:
-            y0, kl0 = sde.initial_state(args.batch_size)
-            bm = brownian(args.batch_size, 2, y0, seeds, args.method)  # logqp adds a noiseless channel
-            zs, log_ratio, reg, stats = solve(sde, y0, ts, bm=bm, method=args.method, dt=args.dt,
-                                              adaptive=args.adaptive, rtol=args.rtol, atol=args.atol, logqp=True,
-                                              strategy=args.reg, stiffness_weight=args.stiffness_weight,
-                                              generator=generator, return_stats=True)
-            log_lik = likelihood(loc=zs[1:-1, :, 0], scale=args.scale).log_prob(ys_obs[:, None]).sum(0).mean()
-            kl = log_ratio.sum(0).mean() + kl0
-            kl_weight = min(1.0, itr / max(args.kl_anneal_iters, 1))
-            loss = -log_lik + kl_weight * kl
-            optimizer.zero_grad()
-            (loss + args.reg_weight * reg).backward()
-            optimizer.step()
-            scheduler.step()
-        log.write(itr=itr, loss=loss.item(), log_lik=log_lik.item(), kl=kl.item(), kl_weight=kl_weight,
-                  reg=reg.item(), nfe_forward=stats.nfe_forward, nfe_reg=stats.nfe_reg,
-                  nfe_backward=stats.nfe_backward, time=timer.seconds)
-        if itr % max(1, args.num_iters // 10) == 0 or itr == args.num_iters:
-            print(f"iter {itr:5d} | loss {loss.item():.3f} | log-lik {log_lik.item():.3f} | KL {kl.item():.3f} | "
-                  f"reg {reg.item():.4f} | NFE-F {stats.nfe_forward} NFE-B {stats.nfe_backward}", flush=True)
+    rows = []
+    steps = range(1, args.num_iters + 1)
+    bar = tqdm(steps, desc=f"latent_sde --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    for itr in bar:
+        start = time.perf_counter()
+        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
+        y0, kl0 = sde.initial_state(args.batch_size)
+        bm = brownian(args.batch_size, 2, y0, seeds, args.method)  # logqp adds a noiseless channel
+        zs, log_ratio, reg, stats = solve(sde, y0, ts, bm=bm, method=args.method, dt=args.dt,
+                                          adaptive=args.adaptive, rtol=args.rtol, atol=args.atol, logqp=True,
+                                          strategy=args.reg, stiffness_weight=args.stiffness_weight,
+                                          generator=generator, return_stats=True)
+        log_lik = likelihood(loc=zs[1:-1, :, 0], scale=args.scale).log_prob(ys_obs[:, None]).sum(0).mean()
+        kl = log_ratio.sum(0).mean() + kl0
+        kl_weight = min(1.0, itr / max(args.kl_anneal_iters, 1))
+        loss = -log_lik + kl_weight * kl
+        optimizer.zero_grad()
+        (loss + weight * reg).backward()
+        optimizer.step()
+        scheduler.step()
+        if budget is not None:
+            budget.update(stats)
+        rows.append({"itr": itr, "loss": loss.item(), "log_lik": log_lik.item(), "kl": kl.item(),
+                     "kl_weight": kl_weight, "reg": reg.item(), "weight": weight, "nfe_forward": stats.nfe_forward,
+                     "nfe_reg": stats.nfe_reg, "nfe_backward": stats.nfe_backward,
+                     "time": time.perf_counter() - start})
+        if tqdm and not args.smoke:
+            bar.set_postfix(loss=f"{loss.item():.2f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
+    write_csv(os.path.join(args.train_dir, "log.csv"), rows)
     torch.save({"state_dict": sde.state_dict(), "args": vars(args)}, os.path.join(args.train_dir, "model.pt"))
 
+    test_seeds = torch.Generator().manual_seed(args.seed + 2)  # the same test Brownian paths for every run
+    torch.manual_seed(args.seed + 3)
+    test_mae, test_nfe = evaluate(sde, args, test_seeds)
     figures = []
     if args.viz:
         figures.append(save_posterior(sde, args, ts_obs, ys_obs, seeds, os.path.join(args.train_dir, "posterior.png")))
-        figures.append(plot_nfe(log.rows, os.path.join(args.train_dir, "nfe.png"), title=f"latent SDE, reg={args.reg}"))
-    return {"rows": log.rows, "figures": figures, "args": args}
+        figures.append(plot_nfe(os.path.join(args.train_dir, "nfe.png"), rows, f"latent SDE, --reg {args.reg}"))
+    last = rows[-max(1, len(rows) // 10):]
+    summary = {"metric_name": "test_mae", "test_metric": test_mae, "higher_is_better": False, "test_nfe": test_nfe,
+               "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
+               "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
+               "cpu_time_s": time.process_time() - cpu_start,
+               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+    print(f"final: posterior median's error to the true curve {test_mae:.4f}, test NFE {test_nfe}, training-solve "
+          f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
+          f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return {"rows": rows, "test_mae": test_mae, "test_nfe": test_nfe, "figures": figures, "args": args,
+            "summary": summary, "budget": budget}
 
 
 if __name__ == "__main__":

@@ -1,57 +1,106 @@
 """Spiral ODE demo with local regularization (torchdiffeq's ``examples/ode_demo.py``, regularized).
 
 A small network learns the vector field of the cubic spiral dy/dt = (y**3) @ A from short random
-windows of one observed trajectory, exactly as in torchdiffeq's demo (same flags). The change from
-the plain version is three lines:
+windows of one observed trajectory, exactly as in torchdiffeq's demo (same flags, same values:
+``--adjoint``, ``--viz``, ``--gpu 0``, ...). The change from the plain version:
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg as odeint
+    +from torchdiffeq_localreg import odeint_reg, NFEBudget
+    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -pred_y = odeint(func, batch_y0, batch_t, method=args.method)
     -loss = torch.mean(torch.abs(pred_y - batch_y))
-    +pred_y, reg, stats = odeint(func, batch_y0, batch_t, method=args.method, strategy=args.reg, ...)
-    +loss = torch.mean(torch.abs(pred_y - batch_y)) + args.reg_weight * reg
+    +pred_y, reg, stats = odeint_reg(func, batch_y0, batch_t, method=args.method, return_stats=True)
+    +loss = torch.mean(torch.abs(pred_y - batch_y)) + budget.weight * reg
+     loss.backward(); optimizer.step()
+    +budget.update(stats)
 
-(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``--reg none`` runs the
-same call with ``strategy="none"``: the plain solve, ``reg = 0``. Every ``--test_freq`` iterations
-the whole trajectory is predicted with a plain solve and its loss and NFE are logged.
+(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
+weight so that the trained model needs ``--target_nfe`` evaluations per training solve (a window
+of ``--batch_time`` observations); the default is 0.6 x the measured NFE of the plain run at these
+settings (of that training solve at the end of training: the test solve covers the whole
+trajectory and costs about 40 times more). ``--reg_weight W`` uses a constant weight instead; ``--reg none`` runs the same call with
+``strategy="none"``: the plain solve, ``reg = 0``. Every ``--test_freq`` iterations the whole
+trajectory is predicted with a plain solve; its loss and NFE (``stats.nfe_forward``) are the test
+loss and test NFE.
 
-    python examples/ode_demo.py --viz                  # about 35 s of CPU time (1 thread)
-    python examples/ode_demo.py --reg none --viz       # the baseline: about 80 s, its test solves are long
-    python examples/ode_demo.py --smoke                # a few seconds
+    python examples/ode_demo.py --viz              # regularized with NFEBudget (see README for times)
+    python examples/ode_demo.py --reg none --viz   # the plain demo, same settings
+    python examples/ode_demo.py --smoke            # a few seconds
 
-Outputs in ``--out_dir`` (default ``runs/ode_demo``): ``log.csv`` (per iteration: task loss, reg,
-forward/regularization/backward NFE, wall time), ``test.csv`` (per test: trajectory loss and NFE)
-and with ``--viz`` ``spiral.png`` (fit, phase portrait, learned field) and ``nfe.png``.
+Outputs, relative to the working directory, in ``--out_dir`` (default ``runs/ode_demo``):
+``log.csv`` (per iteration: task loss, reg, weight, forward/regularization/backward NFE, time),
+``test.csv`` (per test: trajectory loss and NFE) and with ``--viz`` ``spiral.png`` (fit, phase
+portrait, learned field) and ``nfe.png`` (NFE over training).
 """
 import argparse
+import csv
+import json
 import os
+import time
 
 import torch
 import torch.nn as nn
 
-from _common import (CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads,
-                     training_summary)
-from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
 
-METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "rk4", "midpoint", "euler")
-LOG_FIELDS = ("itr", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward", "time")
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress bar is optional
+    tqdm = None
+
+
+def str2bool(value):
+    """Upstream's boolean flags: ``--flag``, ``--flag True`` and ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+# Measured with --reg none at the defaults (1 thread, seed 0): the training solve (a window of
+# --batch_time observations) needs 58.0 evaluations at the end of training; 0.6 x 58.0 = 34.8.
+DEFAULT_TARGET_NFE = 35.0
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--method", type=str, choices=METHODS, default="dopri5")
+parser.add_argument("--method", type=str, default="dopri5",
+                    help="a torchdiffeq method (adams is not supported by torchdiffeq_localreg)")
 parser.add_argument("--data_size", type=int, default=1000)
 parser.add_argument("--batch_time", type=int, default=10)
 parser.add_argument("--batch_size", type=int, default=20)
-parser.add_argument("--niters", type=int, default=1000)
+parser.add_argument("--niters", type=int, default=1000, help="upstream: 2000")
 parser.add_argument("--test_freq", type=int, default=20)
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--rtol", type=float, default=1e-7, help="torchdiffeq's default")
 parser.add_argument("--atol", type=float, default=1e-9, help="torchdiffeq's default")
-parser.add_argument("--viz", action="store_true")
-parser.add_argument("--adjoint", action="store_true")
+parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False)
+parser.add_argument("--gpu", type=int, default=0)
+parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
 parser.add_argument("--out_dir", type=str, default=os.path.join("runs", "ode_demo"))
-parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=0.1)
+group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
+group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
+                   help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
+group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
+                   help="NFEBudget target: evaluations per training solve the trained model should need "
+                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--budget_rate", type=float, default=0.1,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
+                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_min_weight", type=float, default=0.01,
+                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
+                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
+                        "package's 1e-4, from where it would not climb back within a short run)")
+group.add_argument("--reg_weight", type=float, default=None,
+                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+group.add_argument("--stiffness_weight", type=float, default=0.0,
+                   help="weight of the stiffness estimate inside reg (0: error estimate only)")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
+parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 TRUE_A = [[-0.1, 2.0], [-2.0, -0.1]]
 
@@ -98,6 +147,20 @@ def get_batch(args, t, true_y, generator):
     return true_y[idx[0]], t[:args.batch_time], true_y[idx]  # (M, 1, D), (T,), (T, M, 1, D)
 
 
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def visualize(path, t, true_y, pred_y, func):
     plt = pyplot()
     fig, (ax_traj, ax_phase, ax_field) = plt.subplots(1, 3, figsize=(12, 4))
@@ -119,58 +182,101 @@ def visualize(path, t, true_y, pred_y, func):
     ax_field.streamplot(gx.numpy(), gy.numpy(), field[:, 0].reshape(gx.shape).numpy(),
                         field[:, 1].reshape(gx.shape).numpy(), color="black")
     ax_field.set(title="Learned vector field", xlabel="x", ylabel="y", xlim=(-2, 2), ylim=(-2, 2))
-    return save_figure(fig, path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_nfe(path, rows, test_rows, title):
+    """Forward NFE of the training solves and of the test solves over training."""
+    plt = pyplot()
+    fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_train.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows])
+    ax_train.set(xlabel="iteration", ylabel="NFE", title="training solve (a window)")
+    ax_test.plot([r["itr"] for r in test_rows], [r["test_nfe"] for r in test_rows], "o-")
+    ax_test.set(xlabel="iteration", ylabel="NFE", title="test solve (whole trajectory)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
     if args.smoke:
         args.data_size, args.batch_size, args.niters, args.test_freq = 200, 8, 4, 2
-    set_threads(1)  # the models are tiny: one thread is fastest, and spares a shared 2-core machine
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(1)  # the model is tiny: one thread is fastest
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
     odeint = odeint_adjoint_reg if args.adjoint else odeint_reg
     t, true_y0, true_y = make_data(args, device)
     batches = torch.Generator().manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed + 1)
-
+    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
+    budget = None
+    if args.reg != "none" and args.reg_weight is None:
+        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.out_dir, exist_ok=True)
-    log = CSVLog(args.log or os.path.join(args.out_dir, "log.csv"), LOG_FIELDS)
-    test_log = CSVLog(os.path.join(os.path.dirname(log.path), "test.csv"), ("itr", "test_loss", "test_nfe"))
     print(f"settings: {vars(args)}")
 
     func = ODEFunc().to(device)
     optimizer = torch.optim.RMSprop(func.parameters(), lr=args.lr)
-    for itr in progress(range(1, args.niters + 1), total=args.niters, desc="ode_demo"):
-        with Timer() as timer:
-            optimizer.zero_grad()
-            batch_y0, batch_t, batch_y = get_batch(args, t, true_y, batches)
-            pred_y, reg, stats = odeint(func, batch_y0, batch_t, rtol=args.rtol, atol=args.atol,
-                                        method=args.method, strategy=args.reg,
-                                        stiffness_weight=args.stiffness_weight, generator=sampler,
-                                        return_stats=True)
-            loss = torch.mean(torch.abs(pred_y - batch_y))
-            (loss + args.reg_weight * reg).backward()
-            optimizer.step()
-        log.write(itr=itr, loss=loss.item(), reg=reg.item(), nfe_forward=stats.nfe_forward,
-                  nfe_reg=stats.nfe_reg, nfe_backward=stats.nfe_backward, time=timer.seconds)
+    rows, test_rows = [], []
+    steps = range(1, args.niters + 1)
+    bar = tqdm(steps, desc=f"ode_demo --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    for itr in bar:
+        start = time.perf_counter()
+        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
+        optimizer.zero_grad()
+        batch_y0, batch_t, batch_y = get_batch(args, t, true_y, batches)
+        pred_y, reg, stats = odeint(func, batch_y0, batch_t, rtol=args.rtol, atol=args.atol, method=args.method,
+                                    strategy=args.reg, stiffness_weight=args.stiffness_weight, generator=sampler,
+                                    return_stats=True)
+        loss = torch.mean(torch.abs(pred_y - batch_y))
+        (loss + weight * reg).backward()
+        optimizer.step()
+        if budget is not None:
+            budget.update(stats)
+        rows.append({"itr": itr, "loss": loss.item(), "reg": reg.item(), "weight": weight,
+                     "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
+                     "nfe_backward": stats.nfe_backward, "time": time.perf_counter() - start})
 
         if itr % args.test_freq == 0 or itr == args.niters:
             with torch.no_grad():
                 test_y, _, test_stats = odeint_reg(func, true_y0, t, rtol=args.rtol, atol=args.atol,
                                                    method=args.method, strategy="none", return_stats=True)
                 test_loss = torch.mean(torch.abs(test_y - true_y)).item()
-            test_log.write(itr=itr, test_loss=test_loss, test_nfe=test_stats.nfe_forward)
+            test_rows.append({"itr": itr, "test_loss": test_loss, "test_nfe": test_stats.nfe_forward})
+            if tqdm and not args.smoke:
+                bar.set_postfix(test_loss=f"{test_loss:.3f}", test_nfe=test_stats.nfe_forward,
+                                nfe=stats.nfe_forward, weight=f"{weight:.3g}")
 
+    write_csv(os.path.join(args.out_dir, "log.csv"), rows)
+    write_csv(os.path.join(args.out_dir, "test.csv"), test_rows)
     figures = []
     if args.viz:
         figures.append(visualize(os.path.join(args.out_dir, "spiral.png"), t, true_y, test_y, func))
-        figures.append(plot_nfe(log.rows, os.path.join(args.out_dir, "nfe.png"),
-                                title=f"ode_demo: NFE over training (--reg {args.reg})"))
-    final = test_log.rows[-1]
-    print(f"final: test loss {final['test_loss']:.4f}, test NFE {final['test_nfe']}, "
-          f"{training_summary(log.rows)}")
-    return {"rows": log.rows, "test": test_log.rows, "figures": figures, "args": args}
+        figures.append(plot_nfe(os.path.join(args.out_dir, "nfe.png"), rows, test_rows,
+                                f"ode_demo: NFE over training (--reg {args.reg})"))
+    last = rows[-max(1, len(rows) // 10):]
+    summary = {"metric_name": "test_loss", "test_metric": test_rows[-1]["test_loss"], "higher_is_better": False,
+               "test_nfe": test_rows[-1]["test_nfe"],
+               "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
+               "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
+               "cpu_time_s": time.process_time() - cpu_start,
+               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+    print(f"final: test loss {summary['test_metric']:.4f}, test NFE {summary['test_nfe']}, training-solve NFE "
+          f"{summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
+          f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "budget": budget}
 
 
 if __name__ == "__main__":

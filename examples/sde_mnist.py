@@ -3,64 +3,124 @@
 The image is encoded linearly into a 32-dimensional state, which follows an Ito SDE with diagonal
 noise (drift: an MLP with one tanh layer; diffusion: a linear layer) from t = 0 to 1; a linear
 classifier reads the end state. These are the sizes of the paper's MNIST neural SDE; its other
-settings (tolerance 0.14, weight 1000, batch 512, 4000 steps) are scaled for a 2-core CPU below.
+settings (tolerance 0.14, weight 1000, batch 512, 4000 steps) are scaled for one CPU thread below.
 The change from the plain torchsde script:
 
     -from torchsde import sdeint, sdeint_adjoint
-    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg
+    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg, NFEBudget
+    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -ys = sdeint(self.sde, h0, self.ts, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=tol, atol=tol)
     +ys, reg, stats = sdeint_reg(self.sde, h0, self.ts, bm=bm, method=method, dt=dt, adaptive=adaptive,
-    +                            rtol=tol, atol=tol, strategy=strategy, return_stats=True)
+    +                            rtol=tol, atol=tol, return_stats=True)
     ...
     -loss = criterion(logits, y)
-    +loss = criterion(logits, y) + args.reg_weight * reg
+    +loss = criterion(logits, y) + budget.weight * reg
+     loss.backward(); optimizer.step()
+    +budget.update(stats)
 
-Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass solves plainly (strategy
-"none") with one Brownian sample per batch; with ``--adaptive`` its mean drift NFE per batch is
-the test NFE. ``--viz`` draws test digits with their class probabilities over several Brownian
-samples, and the NFE over training.
+``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight so
+that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured
+NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
+none`` is the plain neural SDE. Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass
+solves plainly (strategy "none") with one Brownian sample per batch; its mean drift NFE per batch
+is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``), ``--viz``/``--visualize`` and
+``--gpu N`` take upstream's forms. ``--viz`` draws test digits with their class probabilities over
+several Brownian samples, and the NFE over training.
 
 The defaults (adaptive Milstein, tolerance 0.02, first step 1.0: the error estimate, not the first
-step, limits the step size) let the solver take as few steps as the dynamics allow. Measured on a
-2-core CPU with these defaults (2 epochs on 20k images, seed 0): test accuracy 0.913 at test NFE 4
-with ``--reg unbiased`` (11 s), 0.917 at test NFE 34 with ``--reg none`` (22 s).
+step, limits the step size) let the solver take as few steps as the dynamics allow. MNIST comes
+from torchvision's ``datasets.MNIST``; when ``mnist_data.py`` (beside this file in the repository)
+is importable, it builds the files offline if the download fails.
 
-    python examples/sde_mnist.py                    # about 15 s on a 2-core CPU
-    python examples/sde_mnist.py --reg none         # the plain neural SDE
+    python examples/sde_mnist.py                    # regularized with NFEBudget
+    python examples/sde_mnist.py --reg none         # the plain neural SDE, same settings
     python examples/sde_mnist.py --no-adaptive --dt 0.05 --method euler
     python examples/sde_mnist.py --smoke --viz      # seconds
+
+Outputs, relative to the working directory, in ``--save`` (default ``runs/sde_mnist``): ``log.csv``
+(per iteration), ``test.csv`` (per epoch), ``model.pt`` and with ``--viz`` ``probabilities.png``
+and ``nfe.png``.
 """
 import argparse
+import csv
+import json
 import os
-from pathlib import Path
+import time
 
 import torch
 import torch.nn as nn
 import torchsde
 
-from _common import CSVLog, Timer, add_reg_args, plot_nfe, progress, pyplot, save_figure, set_threads
-from mnist_data import add_mnist_args, get_mnist_loaders
-from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
+from torchdiffeq_localreg import NFEBudget, sdeint_adjoint_reg, sdeint_reg
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    from mnist_data import get_mnist  # optional: builds MNIST offline when the download fails
+except ImportError:
+    get_mnist = None
+
+try:
+    from tqdm import tqdm
+except ImportError:  # the progress bar is optional
+    tqdm = None
+
+
+def str2bool(value):
+    """Upstream's boolean flags: ``--flag``, ``--flag True`` and ``--flag False`` (also 1/0, yes/no)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 34.3 (drift evaluations per
+# test batch); 0.6 x 34.3 = 20.6.
+DEFAULT_TARGET_NFE = 20.6
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--method", type=str, default="milstein", help="a torchsde method for Ito SDEs with diagonal noise")
 parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True)
 parser.add_argument("--dt", type=float, default=1.0, help="step size (the initial one when adaptive)")
 parser.add_argument("--tol", type=float, default=0.02, help="rtol and atol of the adaptive steps (paper: 0.14)")
-parser.add_argument("--adjoint", action="store_true")
+parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
 parser.add_argument("--state_dim", type=int, default=32)
 parser.add_argument("--hidden", type=int, default=64)
 parser.add_argument("--nepochs", type=int, default=2)
 parser.add_argument("--lr", type=float, default=0.01)
 parser.add_argument("--lr_decay", type=float, default=1e-3, help="inverse decay: lr / (1 + lr_decay * itr)")
-add_mnist_args(parser, train_subset=20000, data_root=str(ROOT / "data"))
-parser.add_argument("--save", type=str, default=str(ROOT / "runs" / "sde_mnist"))
-parser.add_argument("--viz", action="store_true", help="save probabilities.png and nfe.png in --save")
-parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-add_reg_args(parser, reg_weight=10.0)
+parser.add_argument("--batch_size", type=int, default=128)
+parser.add_argument("--test_batch_size", type=int, default=1000)
+parser.add_argument("--train_subset", type=int, default=20000, help="first N training images (0: all 60k)")
+parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
+parser.add_argument("--data_root", type=str, default="data", help="MNIST folder")
+parser.add_argument("--save", type=str, default=os.path.join("runs", "sde_mnist"))
+parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False,
+                    help="save probabilities.png and nfe.png in --save")
+parser.add_argument("--gpu", type=int, default=0)
+group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
+group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
+                   help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
+group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
+                   help="NFEBudget target: drift evaluations per solve the trained model should need "
+                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--budget_rate", type=float, default=0.1,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
+                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_min_weight", type=float, default=0.01,
+                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
+                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
+                        "package's 1e-4, from where it would not climb back within a short run)")
+group.add_argument("--reg_weight", type=float, default=None,
+                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+group.add_argument("--stiffness_weight", type=float, default=0.0,
+                   help="weight of the stiffness estimate inside reg (0: error estimate only)")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
+parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 
 class SDEFunc(nn.Module):
@@ -121,6 +181,46 @@ def evaluate(model, loader, device, seeds):
     return correct / total, nfe / max(batches, 1)
 
 
+def mnist_loaders(args):
+    """Training and test loaders over torchvision's MNIST (pixels in [0, 1]), on the first N images if asked."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    sets = []
+    for train in (True, False):
+        if get_mnist is not None:
+            dataset = get_mnist(args.data_root, train=train, transform=transforms.ToTensor())
+        else:
+            dataset = datasets.MNIST(args.data_root, train=train, transform=transforms.ToTensor(), download=True)
+        subset = args.train_subset if train else args.test_subset
+        sets.append(Subset(dataset, range(min(subset, len(dataset)))) if subset else dataset)
+    train_loader = DataLoader(sets[0], batch_size=args.batch_size, shuffle=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(args.seed))
+    test_loader = DataLoader(sets[1], batch_size=args.test_batch_size, shuffle=False)
+    return train_loader, test_loader
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 @torch.no_grad()
 def save_probabilities(model, loader, device, seeds, path, n=8, samples=16):
     """Test digits and their class probabilities: mean over Brownian samples, with the min-max range."""
@@ -142,7 +242,23 @@ def save_probabilities(model, loader, device, seeds, path, n=8, samples=16):
         axes[1, i].set_xticks([0, 5, 9])
         axes[1, i].tick_params(labelsize=7)
     fig.suptitle(f"class probabilities over {samples} Brownian samples (mean, min-max)")
-    return save_figure(fig, path)
+    return save_figure(plt, fig, path)
+
+
+def plot_nfe(path, rows, test_rows, title):
+    """Drift NFE of the training solves and the weight of reg per iteration; test NFE per epoch."""
+    plt = pyplot()
+    fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
+    per_epoch = len(rows) / max(1, len(test_rows))
+    ax_nfe.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows], label="training solve")
+    ax_nfe.plot([r["epoch"] * per_epoch for r in test_rows], [r["test_nfe"] for r in test_rows], "o-",
+                label="test solve (end of epoch)")
+    ax_nfe.set(xlabel="iteration", ylabel="drift NFE")
+    ax_nfe.legend()
+    ax_weight.plot([r["itr"] for r in rows], [r["weight"] for r in rows])
+    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    fig.suptitle(title)
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None):
@@ -150,16 +266,19 @@ def main(argv=None):
     if args.smoke:
         args.nepochs, args.batch_size, args.test_batch_size = 1, 16, 32
         args.train_subset, args.test_subset, args.dt, args.tol = 64, 32, 0.25, 0.5
-    set_threads(1 if args.smoke else 2)  # tiny smoke tensors gain nothing from threads
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
     os.makedirs(args.save, exist_ok=True)
-    train_loader, test_loader = get_mnist_loaders(args.data_root, args.batch_size, args.test_batch_size,
-                                                  train_subset=args.train_subset, test_subset=args.test_subset,
-                                                  seed=args.seed)
+    train_loader, test_loader = mnist_loaders(args)
     generator = torch.Generator().manual_seed(args.seed)
     train_seeds, test_seeds = torch.Generator().manual_seed(args.seed + 1), torch.Generator()
     model = SDEClassifier(args, generator).to(device)
+    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
+    budget = None
+    if args.reg != "none" and args.reg_weight is None:
+        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     print(f"settings: {vars(args)}")
     print("paper's settings: Linear 784->32, drift 32->64 (tanh)->32, diffusion Linear 32->32, classifier 32->10, "
           "rtol = atol = 0.14, weight 1000, Adam lr 0.01 with inverse decay, batch 512, 4000 steps")
@@ -167,45 +286,65 @@ def main(argv=None):
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: 1.0 / (1.0 + args.lr_decay * n))
-    log = CSVLog(args.log or os.path.join(args.save, "log.csv"),
-                 ["itr", "epoch", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward",
-                  "nfe_diffusion_forward", "time"])
-    test_log = CSVLog(os.path.join(args.save, "test.csv"),
-                      ["epoch", "train_acc", "test_acc", "test_nfe", "epoch_time"])
-    itr = 0
+    rows, test_rows, itr = [], [], 0
     for epoch in range(1, args.nepochs + 1):
-        correct, seen = 0, 0
-        with Timer() as epoch_timer:
-            for x, y in progress(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=args.smoke):
-                itr += 1
-                x, y = x.to(device), y.to(device)
-                with Timer() as timer:
-                    logits, reg, stats = model(x, brownian(x, args, train_seeds), args.reg)
-                    loss = criterion(logits, y)
-                    optimizer.zero_grad()
-                    (loss + args.reg_weight * reg).backward()
-                    optimizer.step()
-                    scheduler.step()
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
-                log.write(itr=itr, epoch=epoch, loss=loss.item(), reg=reg.item(), nfe_forward=stats.nfe_forward,
-                          nfe_reg=stats.nfe_reg, nfe_backward=stats.nfe_backward,
-                          nfe_diffusion_forward=stats.nfe_diffusion_forward, time=timer.seconds)
-            test_seeds.manual_seed(args.seed + 2)  # the same test Brownian paths every epoch
-            test_acc, test_nfe = evaluate(model, test_loader, device, test_seeds)
-        test_log.write(epoch=epoch, train_acc=correct / seen, test_acc=test_acc, test_nfe=test_nfe,
-                       epoch_time=epoch_timer.seconds)
-        print(f"Epoch {epoch:03d} | Time {epoch_timer.seconds:.1f}s | Train Acc {correct / seen:.4f} | "
+        correct, seen, epoch_start = 0, 0, time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=args.smoke) if tqdm else train_loader
+        for x, y in bar:
+            itr += 1
+            x, y = x.to(device), y.to(device)
+            start = time.perf_counter()
+            weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
+            logits, reg, stats = model(x, brownian(x, args, train_seeds), args.reg)
+            loss = criterion(logits, y)
+            optimizer.zero_grad()
+            (loss + weight * reg).backward()
+            optimizer.step()
+            scheduler.step()
+            if budget is not None:
+                budget.update(stats)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            rows.append({"itr": itr, "epoch": epoch, "loss": loss.item(), "reg": reg.item(), "weight": weight,
+                         "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
+                         "nfe_backward": stats.nfe_backward, "nfe_diffusion_forward": stats.nfe_diffusion_forward,
+                         "time": time.perf_counter() - start})
+            if tqdm and not args.smoke:
+                bar.set_postfix(loss=f"{loss.item():.3f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
+        test_seeds.manual_seed(args.seed + 2)  # the same test Brownian paths every epoch
+        test_acc, test_nfe = evaluate(model, test_loader, device, test_seeds)
+        test_rows.append({"epoch": epoch, "train_acc": correct / seen, "test_acc": test_acc, "test_nfe": test_nfe,
+                          "epoch_time": time.perf_counter() - epoch_start})
+        print(f"Epoch {epoch:03d} | Time {test_rows[-1]['epoch_time']:.1f}s | Train Acc {correct / seen:.4f} | "
               f"Test Acc {test_acc:.4f} | Test NFE {test_nfe:.1f} | last batch: loss {loss.item():.4f} "
-              f"reg {reg.item():.4f} NFE-F {stats.nfe_forward} NFE-B {stats.nfe_backward}", flush=True)
+              f"reg {reg.item():.4f} weight {weight:.3g} NFE-F {stats.nfe_forward} NFE-B {stats.nfe_backward}",
+              flush=True)
     torch.save({"state_dict": model.state_dict(), "args": vars(args)}, os.path.join(args.save, "model.pt"))
 
+    write_csv(os.path.join(args.save, "log.csv"), rows)
+    write_csv(os.path.join(args.save, "test.csv"), test_rows)
     figures = []
     if args.viz:
         figures.append(save_probabilities(model, test_loader, device, test_seeds,
                                           os.path.join(args.save, "probabilities.png")))
-        figures.append(plot_nfe(log.rows, os.path.join(args.save, "nfe.png"), title=f"neural SDE MNIST, reg={args.reg}"))
-    return {"rows": log.rows, "test": test_log.rows, "figures": figures, "args": args}
+        figures.append(plot_nfe(os.path.join(args.save, "nfe.png"), rows, test_rows,
+                                f"neural SDE MNIST, --reg {args.reg}"))
+    last = rows[-max(1, len(rows) // 10):]
+    summary = {"metric_name": "test_accuracy", "test_metric": test_rows[-1]["test_acc"], "higher_is_better": True,
+               "test_nfe": test_rows[-1]["test_nfe"],
+               "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
+               "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
+               "cpu_time_s": time.process_time() - cpu_start,
+               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+    print(f"final: test accuracy {summary['test_metric']:.4f}, test NFE {summary['test_nfe']:.1f}, training-solve "
+          f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
+          f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "budget": budget}
 
 
 if __name__ == "__main__":

