@@ -1,8 +1,8 @@
 """_upstream: the one door to torchdiffeq's and torchsde's internals, checked at import."""
+import json
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -26,23 +26,50 @@ def test_tested_range_matches_pyproject():
         assert f'"{requirement}"' in pyproject
 
 
-@pytest.mark.parametrize("patch,missing", [
-    ("import torchdiffeq._impl.misc as m; del m._compute_error_ratio", "_compute_error_ratio"),
-    ("from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver as c; del c._interp_fit",
-     "RKAdaptiveStepsizeODESolver._interp_fit"),
-    ("import torchsde._core.misc as m; del m.assert_no_grad", "torchsde._core.misc.assert_no_grad"),
-], ids=["torchdiffeq-name", "torchdiffeq-method", "torchsde-function"])
-def test_missing_internal_raises_import_error_naming_the_range(patch, missing):
-    """As an installed torchdiffeq/torchsde outside the tested range would: patched before our import."""
-    code = textwrap.dedent(f"""
-        {patch}
-        try:
-            import torchdiffeq_localreg
-        except ImportError as error:
-            print(error)
-        else:
-            raise SystemExit("imported")
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+# (module, class or None, attribute deleted, what the error must name)
+MISSING = {
+    "torchdiffeq-name": ("torchdiffeq._impl.misc", None, "_compute_error_ratio", "_compute_error_ratio"),
+    "torchdiffeq-method": ("torchdiffeq._impl.rk_common", "RKAdaptiveStepsizeODESolver", "_interp_fit",
+                           "RKAdaptiveStepsizeODESolver._interp_fit"),
+    "torchsde-function": ("torchsde._core.misc", None, "assert_no_grad", "torchsde._core.misc.assert_no_grad"),
+}
+
+# One fresh interpreter for all cases (each costs an import of torch): every case deletes its name,
+# imports the package as an installed torchdiffeq/torchsde outside the tested range would make it,
+# then puts the name back and forgets every module of ours, so the next case imports afresh.
+_IMPORT_EACH_WITHOUT = """
+import importlib, json, sys
+import torchdiffeq, torchsde
+cases, results = json.loads(sys.argv[1]), {}
+for case, (module, owner, attr, _) in cases.items():
+    target = importlib.import_module(module)
+    target = getattr(target, owner) if owner else target
+    saved = getattr(target, attr)
+    delattr(target, attr)
+    try:
+        import torchdiffeq_localreg
+    except ImportError as error:
+        results[case] = str(error)
+    else:
+        results[case] = "imported"
+    finally:
+        setattr(target, attr, saved)
+        for name in [n for n in sys.modules if n.split(".")[0] == "torchdiffeq_localreg"]:
+            del sys.modules[name]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def import_errors():
+    result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_WITHOUT, json.dumps(MISSING)], capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert RANGE in result.stdout and missing in result.stdout, result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", MISSING)
+def test_missing_internal_raises_import_error_naming_the_range(case, import_errors):
+    """As an installed torchdiffeq/torchsde outside the tested range would: deleted before our import."""
+    message = import_errors[case]
+    assert RANGE in message and MISSING[case][3] in message, message
