@@ -1,4 +1,5 @@
 """Small test problems shared by the ODE tests."""
+import functools
 from pathlib import Path
 
 import torch
@@ -152,3 +153,80 @@ def read_csv(path):
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         return reader.fieldnames, [{k: float(v) for k, v in row.items()} for row in reader]
+
+
+# What importing and using the package does to torchdiffeq and torchsde, seen from a fresh interpreter
+# (in this one the package is imported already). One interpreter answers for both upstreams: each
+# start costs an import of torch. The torchdiffeq part raises on the first difference; its
+# traceback (or "OK") is reported. The torchsde part lists every (module, attribute[, member]) of
+# torchsde whose object changed after the import or after a use of both entry points.
+UPSTREAM_IMPORT_CHECK = r"""
+import importlib, json, sys, traceback
+import torch, torchdiffeq, torchsde
+assert not any(n.split(".")[0] == "torchdiffeq_localreg" for n in sys.modules)
+odeint_module = importlib.import_module("torchdiffeq._impl.odeint")
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+y0 = torch.randn(4, 3, dtype=torch.float64)
+
+def solve():
+    out = []
+    for m, o in [("dopri5", None), ("bosh3", None), ("rk4", {"step_size": 0.1})]:
+        out.append(torchdiffeq.odeint(lambda t, y: net(y), y0, torch.linspace(0, 1, 4, dtype=torch.float64), method=m, options=o))
+    return out
+
+def fingerprint():
+    seen = {}
+    for name, module in sorted(sys.modules.items()):
+        if name.startswith("torchsde"):
+            for attr, value in sorted(vars(module).items()):
+                seen[(name, attr)] = id(value)
+                if isinstance(value, type):
+                    for key, member in vars(value).items():
+                        seen[(name, attr, key)] = id(member)
+    return seen
+
+before_solvers = dict(odeint_module.SOLVERS)
+before_fns = (torchdiffeq.odeint, torchdiffeq.odeint_adjoint, odeint_module._check_inputs)
+before = solve()
+before_sde = fingerprint()
+import torchdiffeq_localreg
+after_import_sde = fingerprint()
+report = {}
+try:
+    after = solve()
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert (torchdiffeq.odeint, torchdiffeq.odeint_adjoint, odeint_module._check_inputs) == before_fns
+    for name, cls in before_solvers.items():
+        assert odeint_module.SOLVERS[name] is cls, name
+    assert set(odeint_module.SOLVERS) == set(before_solvers), set(odeint_module.SOLVERS) - set(before_solvers)
+    report["torchdiffeq"] = "OK"
+except Exception:
+    report["torchdiffeq"] = traceback.format_exc()
+
+from torchdiffeq_localreg import sdeint_adjoint_reg, sdeint_reg
+sde = torch.nn.Linear(2, 2)
+sde.noise_type, sde.sde_type = "diagonal", "ito"
+sde.f = lambda t, y: sde(y)
+sde.g = lambda t, y: 0.1 * torch.sigmoid(y)
+ys, reg = sdeint_reg(sde, torch.ones(2, 2), [0.0, 0.5], dt=0.1, adaptive=True)
+ys, reg = sdeint_adjoint_reg(sde, torch.ones(2, 2), [0.0, 0.5], dt=0.1, method="euler")
+(ys.sum() + reg).backward()
+after_use_sde = fingerprint()
+modules = {key[0] for key in before_sde}
+report["torchsde_changed"] = sorted(
+    {repr(key) for after in (after_import_sde, after_use_sde) for key in set(before_sde) | set(after)
+     if key[0] in modules and key[1] != "__warningregistry__" and before_sde.get(key) != after.get(key)})
+print("REPORT", json.dumps(report))
+"""
+@functools.lru_cache(maxsize=None)
+def upstream_after_import():
+    """The report of ``UPSTREAM_IMPORT_CHECK`` (a dict), run once per test session."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", UPSTREAM_IMPORT_CHECK], cwd=str(Path(__file__).parent),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.split("REPORT", 1)[1])
