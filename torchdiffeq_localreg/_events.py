@@ -1,5 +1,5 @@
 """Differentiable event times with local regularization: ``torchdiffeq.odeint_event`` around ``odeint_reg``."""
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 import torchdiffeq
@@ -8,7 +8,8 @@ from ._api_ode import TensorOrTensors, odeint_reg
 
 
 def odeint_event_reg(func: Callable, y0: TensorOrTensors, t0: torch.Tensor, *, event_fn: Callable,
-                     reverse_time: bool = False, odeint_interface: Callable = odeint_reg, **kwargs: Any) -> Any:
+                     reverse_time: bool = False, odeint_interface: Callable = odeint_reg,
+                     **kwargs: Any) -> Tuple[Any, ...]:
     """``torchdiffeq.odeint_event`` with a regularization term: returns ``(event_t, solution, reg)``.
 
     Upstream's ``odeint_event`` runs the solve (with ``event_fn``, from ``t0`` towards
