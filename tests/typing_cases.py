@@ -4,12 +4,14 @@ Each ``assert_type`` fails the check if mypy infers another type for the call. E
 carries a ``# type: ignore[code]``; mypy runs with ``--warn-unused-ignores``, so a wrong call that
 mypy no longer rejects (with that error code) fails the check too.
 """
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from typing_extensions import assert_type
 
-from torchdiffeq_localreg import LocalRegStats, odeint_adjoint_reg, odeint_reg, sdeint_adjoint_reg, sdeint_reg
+import torchdiffeq_localreg as localreg
+from torchdiffeq_localreg import (LocalRegStats, NFEBudget, odeint_adjoint_reg, odeint_event_reg, odeint_reg,
+                                  regularize, sdeint_adjoint_reg, sdeint_reg)
 
 Tensor = torch.Tensor
 func = torch.nn.Linear(2, 2)
@@ -57,6 +59,31 @@ stats = odeint_reg(func, y0, t, return_stats=True)[2]
 assert_type(stats.nfe_forward, int)
 assert_type(stats.error_estimates, List[float])
 
+# Weight control: a float weight, moved by update() from one stats or a list of them.
+budget = NFEBudget(target_nfe=40.0, rate=0.1)
+assert_type(budget.weight, float)
+assert_type(budget.update(stats), float)
+assert_type(budget.update([stats, stats]), float)
+assert_type(budget.state_dict(), Dict[str, Any])
+assert_type(budget.load_state_dict(budget.state_dict()), None)
+
+# One-import mode: the block yields itself; upstream's solvers return Any as upstream's do.
+with regularize(strategy="biased", num_samples=2) as block:
+    assert_type(block, regularize)
+    assert_type(localreg.odeint(func, y0, t, method="dopri5"), Any)
+    assert_type(localreg.odeint_adjoint(func, y0, t, adjoint_params=()), Any)
+    assert_type(localreg.sdeint(sde, ys0, ts, dt=0.1), Any)
+    assert_type(localreg.sdeint_adjoint(sde, ys0, ts, adaptive=True), Any)
+assert_type(block.reg, Tensor)
+assert_type(block.stats, List[LocalRegStats])
+assert_type(block.nfe_forward, int)
+budget.update(block.stats)
+
+# Event handling: the event time, the solution and reg (then stats), in a tuple.
+assert_type(odeint_event_reg(func, y0, t[0], event_fn=event_fn), Tuple[Any, ...])
+assert_type(odeint_event_reg(func, y0, t[0], event_fn=event_fn, odeint_interface=odeint_adjoint_reg,
+                             return_stats=True), Tuple[Any, ...])
+
 # Wrong calls that mypy must reject.
 odeint_reg(func, y0, t, strategy="unbaised")  # type: ignore[call-overload]
 odeint_reg(func, y0, t, num_samples=1.5)  # type: ignore[call-overload]
@@ -66,3 +93,13 @@ solution, reg = odeint_reg(func, y0, t, return_stats=True)  # type: ignore[misc]
 sdeint_reg(sde, ys0, ts, strategy="Global")  # type: ignore[call-overload]
 ys, reg = sdeint_reg(sde, ys0, ts, logqp=True)  # type: ignore[misc]
 stats.nfe_forwards  # type: ignore[attr-defined]
+NFEBudget(target_nfe=40.0, initial_weigth=0.1)  # type: ignore[call-arg]
+budget.weight = 0.5  # type: ignore[misc]
+regularize("biased")  # type: ignore[call-arg]
+regularize(num_samples="2")  # type: ignore[arg-type]
+block.stats.append(stats.nfe_forward)  # type: ignore[arg-type]
+localreg.odeint(func, y0, t, strategy="biased")  # type: ignore[call-arg]
+localreg.odeint_adjoint(func, y0, t, adjiont_rtol=1e-3)  # type: ignore[call-arg]
+localreg.odeint(func, y0, t, method=5)  # type: ignore[arg-type]
+localreg.odeint(func, y0, t, 1e-3)  # type: ignore[call-arg]
+odeint_event_reg(func, y0, t[0])  # type: ignore[call-arg]
