@@ -9,8 +9,10 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``budget``: unbiased local regularization, weight from ``NFEBudget`` with its default settings and
   ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), the rule the README recommends.
 - ``budget_biased``: the same with ``strategy="biased"``.
-- ``budget_noleak``: ``budget`` with ``leak=0``: plain dual ascent, the first candidate.
-- ``budget_slow``: ``budget`` with ``rate=0.02`` (less overshoot, slower to act).
+- ``budget_noleak``: ``budget`` with ``leak=0`` and ``hold=False``: plain dual ascent, the first candidate.
+- ``budget_nohold``: ``budget`` with ``hold=False`` (the weight may decay before the NFE first
+  exceeds the target), the second candidate.
+- ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
 
 Problems:
 
@@ -55,9 +57,11 @@ import quickstart  # noqa: E402
 from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak", "budget_slow")
+METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak", "budget_nohold",
+           "budget_slow")
 # Candidate settings of NFEBudget besides its defaults (the method name says which).
-CANDIDATES = {"budget_noleak": {"leak": 0.0}, "budget_slow": {"rate": 0.02}}
+CANDIDATES = {"budget_noleak": {"leak": 0.0, "hold": False}, "budget_nohold": {"hold": False},
+              "budget_slow": {"rate": 0.02, "hold": False}}
 TARGET_RATIO = 0.6
 FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
           "final_train_nfe", "train_time", "pred_time", "niters")
@@ -210,8 +214,9 @@ def pareto(summary: List[Dict], path: Path) -> None:
     problems = list(dict.fromkeys(s["problem"] for s in summary))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
     markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
-               "budget_noleak": "X", "budget_slow": "*"}
-    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:cyan")))
+               "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*"}
+    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:brown",
+                                "tab:cyan")))
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):
             ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],

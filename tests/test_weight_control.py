@@ -26,6 +26,17 @@ def test_weight_rises_above_target_and_falls_below():
     assert all(b < a for a, b in zip(tail, tail[1:]))
 
 
+def test_weight_is_held_until_the_nfe_first_exceeds_the_target():
+    budget = NFEBudget(target_nfe=30, initial_weight=0.2, smoothing=0.0)
+    for _ in range(50):
+        assert budget.update(stats(10)) == pytest.approx(0.2)  # a young, cheap model: nothing moves
+    assert budget.update(stats(45)) > 0.2
+    high = budget.weight
+    assert budget.update(stats(10)) < high  # once active, it decays within budget
+    free = NFEBudget(target_nfe=30, initial_weight=0.2, smoothing=0.0, hold=False)
+    assert free.update(stats(10)) < 0.2
+
+
 def test_without_leak_the_weight_is_stationary_at_target():
     budget = NFEBudget(target_nfe=30, initial_weight=0.5, leak=0.0)
     for _ in range(50):
@@ -36,12 +47,13 @@ def test_without_leak_the_weight_is_stationary_at_target():
 
 def test_leak_decays_the_weight_within_budget():
     """At or just under the target the weight keeps decaying by at least rate * leak per step."""
-    budget = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1)
+    budget = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1, smoothing=0.0)
+    budget.update(stats(60))  # activate: +0.05
     for _ in range(100):
         budget.update(stats(29))
-    assert budget.weight == pytest.approx(0.5 * math.exp(-100 * 0.05 * 0.1))
-    far_below = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1, smoothing=0.0)
-    assert far_below.update(stats(15)) == pytest.approx(0.5 * math.exp(-0.05 * 0.5))  # larger deficits count fully
+    assert budget.weight == pytest.approx(0.5 * math.exp(0.05 - 100 * 0.05 * 0.1))
+    budget.update(stats(15))  # larger deficits count fully
+    assert budget.weight == pytest.approx(0.5 * math.exp(0.05 - 100 * 0.05 * 0.1 - 0.05 * 0.5))
 
 
 def test_step_size_is_rate_times_clipped_excess():
@@ -50,7 +62,8 @@ def test_step_size_is_rate_times_clipped_excess():
     budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
     assert budget.update(stats(1000)) == pytest.approx(math.exp(0.1))  # excess clipped at +1
     budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
-    assert budget.update(stats(0)) == pytest.approx(math.exp(-0.1))
+    budget.update(stats(20))  # activate (+0.1)
+    assert budget.update(stats(0)) == pytest.approx(1.0)  # excess clipped at -1: -0.1
 
 
 def test_bias_corrected_average():
@@ -88,7 +101,7 @@ def test_several_solves_per_step_are_summed():
 
 
 def test_state_dict_round_trip_continues_identically():
-    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2, leak=0.2)
+    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2, leak=0.2, hold=False)
     for n in (40, 35, 50, 20, 33):
         budget.update(stats(n))
     state = copy.deepcopy(budget.state_dict())
@@ -117,6 +130,7 @@ def test_state_dict_round_trip_continues_identically():
     (dict(target_nfe=30, warmup_steps=2.0), TypeError, "warmup_steps"),
     (dict(target_nfe=30, leak=1.5), ValueError, "leak"),
     (dict(target_nfe=30, leak=-0.1), ValueError, "leak"),
+    (dict(target_nfe=30, hold=1), TypeError, "hold"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, exc, name):
     with pytest.raises(exc, match=name):
@@ -158,7 +172,8 @@ def test_works_with_ode_stats():
     budget = NFEBudget(target_nfe=st.nfe_forward / 2, initial_weight=1.0, smoothing=0.0)
     assert budget.update(st) > 1.0
     budget = NFEBudget(target_nfe=st.nfe_forward * 2, initial_weight=1.0, smoothing=0.0)
-    assert budget.update(st) < 1.0
+    budget.update(stats(st.nfe_forward * 4))
+    assert budget.update(st) < math.exp(0.05)
 
 
 class _SDE(torch.nn.Module):

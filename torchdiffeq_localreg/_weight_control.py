@@ -64,7 +64,10 @@ class NFEBudget:
     evaluations for dopri5), and the model answers a weight change only after many optimizer
     steps, so plain dual ascent overshoots and then sits at a weight larger than needed whenever
     the NFE lands on or just under the target. With the leak it settles at the smallest weight
-    that keeps the NFE at the target, which costs the least accuracy.
+    that keeps the NFE at the target, which costs the least accuracy. Before the averaged NFE
+    first exceeds the target the weight is held at ``initial_weight`` rather than decayed: a young
+    model is often cheaper than it will become, and a weight decayed to ``min_weight`` by then
+    would take hundreds of steps to climb back once the NFE grows.
 
     Choosing the target: the NFE the *trained* model should need per solve, at the training
     tolerance. A good default is about 0.6 x what the same model needs when trained without
@@ -88,6 +91,8 @@ class NFEBudget:
         leak: :math:`\delta`, the least relative excess by which the weight decays while the NFE is
             at or below the target, in [0, 1] (default 0.1: within budget, the weight halves in
             about 140 steps at the default rate; 0 is plain dual ascent).
+        hold: keep the weight at ``initial_weight`` until the averaged NFE first exceeds the
+            target (default True; False lets it decay from the first step).
 
     Raises:
         TypeError, ValueError: for arguments of the wrong type or out of range, naming the argument.
@@ -95,7 +100,7 @@ class NFEBudget:
 
     def __init__(self, target_nfe: float, *, initial_weight: float = 0.01, rate: float = 0.05,
                  smoothing: float = 0.9, min_weight: float = 1e-4, max_weight: float = 1e4,
-                 warmup_steps: int = 0, leak: float = 0.1) -> None:
+                 warmup_steps: int = 0, leak: float = 0.1, hold: bool = True) -> None:
         self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0)
         self.rate = _check_real("rate", rate, low=0.0)
         self.smoothing = _check_real("smoothing", smoothing, low=0.0, high=1.0, low_open=False)
@@ -111,9 +116,13 @@ class NFEBudget:
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps}.")
         self.warmup_steps = warmup_steps
+        if not isinstance(hold, bool):
+            raise TypeError(f"hold must be a bool, got {hold!r}.")
+        self.hold = hold
         self._log_weight = math.log(initial_weight)
         self._nfe_avg = 0.0
         self._steps = 0
+        self._active = False  # has the averaged NFE exceeded the target yet?
 
     @property
     def weight(self) -> float:
@@ -147,7 +156,13 @@ class NFEBudget:
         self._nfe_avg = self.smoothing * self._nfe_avg + (1.0 - self.smoothing) * nfe
         if self._steps > self.warmup_steps:
             excess = self.nfe / self.target_nfe - 1.0
-            excess = min(excess, 1.0) if excess > 0 else max(-1.0, min(excess, -self.leak))
+            self._active = self._active or excess > 0 or not self.hold
+            if not self._active:
+                excess = 0.0
+            elif excess > 0:
+                excess = min(excess, 1.0)
+            else:
+                excess = max(-1.0, min(excess, -self.leak))
             log_weight = self._log_weight + self.rate * excess
             self._log_weight = min(math.log(self.max_weight), max(math.log(self.min_weight), log_weight))
         return self.weight
@@ -167,8 +182,10 @@ class NFEBudget:
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: settings and the running state (plain Python numbers)."""
         return {"target_nfe": self.target_nfe, "rate": self.rate, "smoothing": self.smoothing, "leak": self.leak,
+                "hold": self.hold,
                 "min_weight": self.min_weight, "max_weight": self.max_weight, "warmup_steps": self.warmup_steps,
-                "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "steps": self._steps}
+                "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "steps": self._steps,
+                "active": self._active}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; validates every entry before changing anything."""
@@ -184,14 +201,17 @@ class NFEBudget:
         restored = NFEBudget(state_dict["target_nfe"], rate=state_dict["rate"], smoothing=state_dict["smoothing"],
                              min_weight=state_dict["min_weight"], max_weight=state_dict["max_weight"],
                              initial_weight=state_dict["min_weight"], warmup_steps=state_dict["warmup_steps"],
-                             leak=state_dict["leak"])
+                             leak=state_dict["leak"], hold=state_dict["hold"])
         log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-math.inf)
         if not math.log(restored.min_weight) - 1e-12 <= log_weight <= math.log(restored.max_weight) + 1e-12:
             raise ValueError(f"state_dict['log_weight'] must lie between log(min_weight) and log(max_weight), "
                              f"got {log_weight!r}.")
         nfe_avg = _check_real("state_dict['nfe_avg']", state_dict["nfe_avg"], low=0.0, low_open=False)
+        if not isinstance(state_dict["active"], bool):
+            raise ValueError(f"state_dict['active'] must be a bool, got {state_dict['active']!r}.")
         self.__dict__.update(restored.__dict__)
         self._log_weight, self._nfe_avg, self._steps = log_weight, nfe_avg, steps
+        self._active = state_dict["active"]
 
     def __repr__(self) -> str:
         return (f"NFEBudget(target_nfe={self.target_nfe:g}, weight={self.weight:.4g}, nfe={self.nfe:.1f}, "
