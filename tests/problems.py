@@ -1,4 +1,4 @@
-"""Small test problems shared by the ODE tests."""
+"""Small test problems shared by the ODE tests, and the fresh-interpreter check of upstream."""
 import functools
 from pathlib import Path
 
@@ -172,7 +172,8 @@ y0 = torch.randn(4, 3, dtype=torch.float64)
 def solve():
     out = []
     for m, o in [("dopri5", None), ("bosh3", None), ("rk4", {"step_size": 0.1})]:
-        out.append(torchdiffeq.odeint(lambda t, y: net(y), y0, torch.linspace(0, 1, 4, dtype=torch.float64), method=m, options=o))
+        t = torch.linspace(0, 1, 4, dtype=torch.float64)
+        out.append(torchdiffeq.odeint(lambda t, y: net(y), y0, t, method=m, options=o))
     return out
 
 def fingerprint():
