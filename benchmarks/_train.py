@@ -133,6 +133,8 @@ def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
            generator: Optional[torch.Generator] = None):
     kwargs = dict(rtol=args.tol, atol=args.tol, method="dopri5", strategy=strategy, stiffness_weight=stiffness_weight,
                   generator=generator, return_stats=True)
+    if strategy in ("unbiased", "biased") and getattr(args, "reg_batch_size", None):
+        kwargs["reg_batch_size"] = args.reg_batch_size  # the regularization step on that many rows
     if args.grad == "adjoint" and strategy != "global":
         return odeint_adjoint_reg(func, z0, t, **kwargs)
     return odeint_reg(func, z0, t, **kwargs)

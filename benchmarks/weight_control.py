@@ -13,6 +13,8 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``budget_nohold``: ``budget`` with ``hold=False`` (the weight may decay before the NFE first
   exceeds the target), the second candidate.
 - ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
+- ``budget_rows32``: ``budget`` with the regularization step on 32 random rows of the batch
+  (``reg_batch_size=32``), the cheap step of the cost-floor work.
 
 Problems:
 
@@ -58,7 +60,7 @@ from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
 METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak", "budget_nohold",
-           "budget_slow")
+           "budget_slow", "budget_rows32")
 # Candidate settings of NFEBudget besides its defaults (the method name says which).
 CANDIDATES = {"budget_noleak": {"leak": 0.0, "hold": False}, "budget_nohold": {"hold": False},
               "budget_slow": {"rate": 0.02, "hold": False}}
@@ -145,7 +147,8 @@ def append_rows(path: Path, rows: List[Dict], fields) -> None:
 def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, settings: Dict, done: List[Dict],
             pred_repeats: int, progress: bool) -> Dict:
     args = argparse.Namespace(**settings, grad="direct", stiffness_weight=0.0, eval_tol=None,
-                              pred_repeats=pred_repeats)
+                              pred_repeats=pred_repeats,
+                              reg_batch_size=min(32, settings["batch_size"]) if method == "budget_rows32" else None)
     control, weight, target = None, 0.0, float("nan")
     base = "none" if method == "vanilla" else "unbiased"
     if method.startswith("const@"):
@@ -214,9 +217,9 @@ def pareto(summary: List[Dict], path: Path) -> None:
     problems = list(dict.fromkeys(s["problem"] for s in summary))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
     markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
-               "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*"}
+               "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*", "budget_rows32": "v"}
     colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:brown",
-                                "tab:cyan")))
+                                "tab:cyan", "tab:blue")))
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):
             ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],
