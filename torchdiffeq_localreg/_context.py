@@ -11,7 +11,7 @@ the innermost block only), threads start outside any block, and asyncio tasks se
 was active when they were created.
 """
 import contextvars
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Union
 
 import torch
 import torchdiffeq
@@ -21,7 +21,7 @@ from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
 from ._stats import LocalRegStats
 from ._upstream import sde_misc as _sde_misc
-from ._validate import check_reg_args, check_reg_batch_size_value
+from ._validate import Strategy, check_reg_args, check_reg_batch_size_value
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -66,9 +66,9 @@ class regularize:
 
     _blocks = 0
 
-    def __init__(self, *, strategy: str = "unbiased", num_samples: int = 1, error_weight: float = 1.0,
+    def __init__(self, *, strategy: Strategy = "unbiased", num_samples: int = 1, error_weight: float = 1.0,
                  stiffness_weight: float = 0.0, generator: Optional[torch.Generator] = None,
-                 when_no_grad: str = "skip", reg_batch_size: Optional[int] = None) -> None:
+                 when_no_grad: Literal["skip", "regularize"] = "skip", reg_batch_size: Optional[int] = None) -> None:
         check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, False, False)
         check_reg_batch_size_value(reg_batch_size, strategy)
         self.reg_batch_size = reg_batch_size
