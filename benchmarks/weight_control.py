@@ -178,13 +178,16 @@ def summarize(out: Path, problems) -> List[Dict]:
         rows = read_rows(out / f"runs_{name}.csv")
         if not rows:
             continue
-        base = {m: statistics.fmean(float(r[m]) for r in rows if r["method"] == "vanilla")
-                for m in ("test_nfe", "pred_time", "train_time", "test_metric")} if any(
-            r["method"] == "vanilla" for r in rows) else None
         for method in METHODS:
             group = [r for r in rows if r["method"] == method]
             if not group:
                 continue
+            # Ratios against vanilla on the same seeds (paired), so that seeds run for some
+            # methods only do not tilt the comparison.
+            seeds = {r["seed"] for r in group}
+            vanilla = [r for r in rows if r["method"] == "vanilla" and r["seed"] in seeds]
+            base = {m: statistics.fmean(float(r[m]) for r in vanilla)
+                    for m in ("test_nfe", "pred_time", "train_time", "test_metric")} if vanilla else None
 
             def mean(key):
                 return statistics.fmean(float(r[key]) for r in group)
@@ -203,7 +206,8 @@ def summarize(out: Path, problems) -> List[Dict]:
             summary.append(s)
     if summary:
         _harness.write_csv(summary, out / "summary.csv")
-        text = "## Weight control protocol (means over seeds; ratios to vanilla of the same problem)\n\n"
+        text = ("## Weight control protocol (means over seeds; ratios and changes against vanilla of the same "
+                "problem on the same seeds)\n\n")
         text += _harness.markdown_table(summary)
         (out / "summary.md").write_text(text)
         print(text)
