@@ -5,9 +5,10 @@
 #
 # Usage: tools/check_floor.sh [--torch-floor] [pytest arguments...]
 #   --torch-floor  pin torch to its floor as well (with numpy<2: torch before 2.3 was built
-#                  against numpy 1). Without it pip picks the newest torch in range: an old torch
-#                  is a download of several GB, so by default only torchdiffeq and torchsde are
-#                  pinned.
+#                  against numpy 1; and setuptools<82: torch 2.0 imports pkg_resources, which
+#                  setuptools 82 removed). Without it pip picks the newest torch in range: an old
+#                  torch is a download of several GB, so by default only torchdiffeq and torchsde
+#                  are pinned.
 # Environment: PYTHON, the interpreter for the environment (default python3).
 # Prints the pinned versions, what was installed, the date, the machine and pytest's summary;
 # exits with pytest's status.
@@ -39,6 +40,9 @@ for name, floor in re.findall(r'"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][^,"]*)', block.
     print(f"{name}=={floor}")
     if name == "torch":
         print("numpy<2")
+        # torch 2.0's torch.utils.cpp_extension (imported by torch.utils.benchmark) does
+        # `from pkg_resources import packaging`; setuptools 82 removed pkg_resources.
+        print("setuptools<82")
 PY
 echo "== floors (pip constraints)"
 cat "$tmp/floors.txt"
