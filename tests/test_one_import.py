@@ -295,3 +295,39 @@ def test_sdeint_unknown_keyword_warns_like_torchsde():
         warnings.simplefilter("always")
         localreg.sdeint(sde, y0, ts, bm=bm, dt=0.5, method="euler", bogus=1)
     assert any("Unexpected arguments {'bogus': 1}" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("strategy", ["unbiased", "biased", "global"])
+def test_odeint_reg_skips_the_regularization_step_without_gradients(mode, strategy):
+    func, y0 = Counted(MLPField()), state()
+    expected = torchdiffeq.odeint(func, y0, T)
+    plain = func.count
+    func.count = 0
+    ctx = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with ctx:
+        y, reg, st = localreg.odeint_reg(func, y0, T, strategy=strategy, return_stats=True)
+    assert torch.equal(y, expected) and reg.item() == 0.0
+    assert st.skipped and st.nfe_reg == 0 and st.strategy == strategy
+    assert func.count == plain == st.nfe_forward
+    _, reg, st = localreg.odeint_reg(func, y0, T, strategy=strategy, return_stats=True)
+    assert not st.skipped and reg.requires_grad
+
+
+def test_sdeint_reg_skips_the_regularization_step_without_gradients():
+    sde = SDE()
+    y0 = torch.zeros(3, 2, dtype=torch.float64)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+    def bm():
+        return torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(3, 2), dtype=torch.float64, entropy=5)
+
+    expected = torchsde.sdeint(sde, y0, ts, bm=bm(), dt=0.1, method="euler")
+    with torch.no_grad():
+        ys, reg, st = localreg.sdeint_reg(sde, y0, ts, bm=bm(), dt=0.1, method="euler", return_stats=True)
+    assert torch.equal(ys, expected) and reg.item() == 0.0 and st.skipped and st.nfe_reg == 0
+
+
+def test_bad_method_is_refused_even_without_gradients():
+    with torch.no_grad(), pytest.raises(ValueError, match="not supported"):
+        localreg.odeint_reg(MLPField(), state(), T, method="explicit_adams")

@@ -60,9 +60,13 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     check_times("t", t)
     check_real_state(y0, strategy)
     batch = check_reg_batch_size(reg_batch_size, y0, strategy)
-    stats = LocalRegStats(strategy=strategy, method=str(method_name))
+    # Without gradients (evaluation) a regularization step could not train anything: skip it.
+    skipped = strategy != "none" and not torch.is_grad_enabled()
+    stats = LocalRegStats(strategy=strategy, method=str(method_name), skipped=skipped)
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
+    if skipped:
+        strategy = "none"
 
     if strategy == "none" and method_name in OWN_METHODS:
         # Our own solver (tsit5 on a torchdiffeq without it), plainly: no recorder.
@@ -208,7 +212,9 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
     Returns:
         ``(solution, reg)``; with ``event_fn``, ``(event_t, solution, reg)``; with
         ``return_stats=True`` a :class:`LocalRegStats` is appended. ``reg`` is a scalar tensor of
-        the state's dtype and device (zero when the solve took no step).
+        the state's dtype and device (zero when the solve took no step). Under ``torch.no_grad()``
+        or ``torch.inference_mode()`` (evaluation) no regularization step is taken: the plain
+        solve runs at no extra cost, ``reg`` is zero and ``stats.skipped`` is True.
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite

@@ -91,7 +91,9 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
         raise ValueError('`sde` must be an instance of nn.Module to specify the adjoint parameters; alternatively '
                          'they can be specified explicitly via the `adjoint_params` argument. If there are no '
                          'parameters then it is allowable to set `adjoint_params=()`.')
-    stats = LocalRegStats(strategy=strategy, method=str(method))
+    # Without gradients (evaluation) a regularization step could not train anything: skip it.
+    skipped = strategy != "none" and not torch.is_grad_enabled()
+    stats = LocalRegStats(strategy=strategy, method=str(method), skipped=skipped)
     drift, diffusion = EvalCounter(stats, "nfe"), EvalCounter(stats, "nfe_diffusion")
     counted = _CountedSDE(sde, drift, diffusion, names)
 
@@ -109,7 +111,7 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
         raise ValueError(f"method {method!r} cannot solve an SDE of type {sde.sde_type!r} with noise type "
                          f"{sde.noise_type!r}; the methods that can: {methods_for(sde.sde_type, sde.noise_type)}.")
     recorder = None
-    if strategy != "none":
+    if strategy != "none" and not skipped:
         recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
                             counters=(drift, diffusion),
                             rows=None if batch is None else SDERows(batch, reg_batch_size))
@@ -291,7 +293,9 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
         What ``torchsde.sdeint`` returns, with ``reg`` appended: ``(ys, reg)``; with ``logqp=True``
         ``(ys, log_ratio, reg)``; with ``extra=True`` the extra solver state before ``reg``. With
         ``return_stats=True`` a :class:`LocalRegStats` comes last. ``reg`` is a scalar tensor of
-        ``ys``'s dtype and device (zero when the solve took no step).
+        ``ys``'s dtype and device (zero when the solve took no step). Under ``torch.no_grad()``
+        or ``torch.inference_mode()`` (evaluation) no regularization step is taken: the plain
+        solve runs at no extra cost, ``reg`` is zero and ``stats.skipped`` is True.
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite

@@ -51,7 +51,7 @@ class regularize:
         when_no_grad: what a solve does while gradients are off (``torch.no_grad()``,
             ``torch.inference_mode()``, evaluation): ``"skip"`` (default) runs the plain upstream
             solve, with no regularization step and nothing recorded; ``"regularize"`` regularizes
-            it anyway.
+            it anyway, with gradients switched on for that solve (not under inference mode).
 
     Attributes:
         reg: the sum of the ``reg`` of every regularized solve in the block, a scalar tensor
@@ -165,7 +165,8 @@ def odeint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol: Any = 
     kwargs = dict(rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
     if block is None:
         return torchdiffeq.odeint(func, y0, t, **kwargs)
-    return _unwrap(block._record(odeint_reg(func, y0, t, **kwargs, **block._kwargs(False))))
+    with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
+        return _unwrap(block._record(odeint_reg(func, y0, t, **kwargs, **block._kwargs(False))))
 
 
 def odeint_adjoint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol: Any = 1e-7, atol: Any = 1e-9,
@@ -181,7 +182,8 @@ def odeint_adjoint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol
                   adjoint_params=adjoint_params)
     if block is None:
         return torchdiffeq.odeint_adjoint(func, y0, t, **kwargs)
-    return _unwrap(block._record(odeint_adjoint_reg(func, y0, t, **kwargs, **block._kwargs(True))))
+    with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
+        return _unwrap(block._record(odeint_adjoint_reg(func, y0, t, **kwargs, **block._kwargs(True))))
 
 
 def sdeint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional[str] = None, dt: Any = 1e-3,
@@ -196,7 +198,8 @@ def sdeint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional
     if block is None:
         return torchsde.sdeint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint`")
-    return _unwrap(block._record(sdeint_reg(sde, y0, ts, **kwargs, **block._kwargs(False))))
+    with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
+        return _unwrap(block._record(sdeint_reg(sde, y0, ts, **kwargs, **block._kwargs(False))))
 
 
 def sdeint_adjoint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional[str] = None,
@@ -217,5 +220,6 @@ def sdeint_adjoint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: 
     if block is None:
         return torchsde.sdeint_adjoint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint_adjoint`")
-    return _unwrap(block._record(sdeint_adjoint_reg(sde, y0, ts, **kwargs, **block._kwargs(True))))
+    with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
+        return _unwrap(block._record(sdeint_adjoint_reg(sde, y0, ts, **kwargs, **block._kwargs(True))))
 

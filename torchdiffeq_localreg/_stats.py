@@ -31,6 +31,9 @@ class LocalRegStats:
         reg_rows: with ``reg_batch_size``, the rows of the batch (indices into the first dimension
             of ``y0``, increasing) that each sample's regularization step ran on, one list per
             sample; empty when ``reg_batch_size`` is None (the step ran on the whole batch).
+        skipped: True when gradients were disabled during the call (``torch.no_grad()``,
+            ``torch.inference_mode()``, as at evaluation): the plain solve ran, no regularization
+            step was taken and ``reg`` is 0.
     """
 
     strategy: str
@@ -50,6 +53,7 @@ class LocalRegStats:
     stiffness_estimates: List[float] = field(default_factory=list)
     reg: float = 0.0
     reg_rows: List[List[int]] = field(default_factory=list)
+    skipped: bool = False
 
     @property
     def nfe_total(self) -> int:
