@@ -118,12 +118,9 @@ class regularize:
     def nfe_backward(self) -> int:
         return sum(s.nfe_backward for s in self.stats)
 
-    def _kwargs(self, adjoint: bool) -> Dict[str, Any]:
-        strategy = self.strategy
-        if adjoint and strategy == "global":
-            raise ValueError("regularize(strategy='global') needs backpropagation through the solver; it cannot "
-                             "regularize odeint_adjoint/sdeint_adjoint calls. Use 'unbiased' or 'biased'.")
-        return dict(strategy=strategy, num_samples=self.num_samples, error_weight=self.error_weight,
+    def _kwargs(self) -> Dict[str, Any]:
+        # strategy='global' with an adjoint call is refused by the *_reg function's own check.
+        return dict(strategy=self.strategy, num_samples=self.num_samples, error_weight=self.error_weight,
                     stiffness_weight=self.stiffness_weight, generator=self.generator,
                     reg_batch_size=self.reg_batch_size, return_stats=True)
 
@@ -166,7 +163,7 @@ def odeint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol: Any = 
     if block is None:
         return torchdiffeq.odeint(func, y0, t, **kwargs)
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
-        return _unwrap(block._record(odeint_reg(func, y0, t, **kwargs, **block._kwargs(False))))
+        return _unwrap(block._record(odeint_reg(func, y0, t, **kwargs, **block._kwargs())))
 
 
 def odeint_adjoint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol: Any = 1e-7, atol: Any = 1e-9,
@@ -183,7 +180,7 @@ def odeint_adjoint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol
     if block is None:
         return torchdiffeq.odeint_adjoint(func, y0, t, **kwargs)
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
-        return _unwrap(block._record(odeint_adjoint_reg(func, y0, t, **kwargs, **block._kwargs(True))))
+        return _unwrap(block._record(odeint_adjoint_reg(func, y0, t, **kwargs, **block._kwargs())))
 
 
 def sdeint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional[str] = None, dt: Any = 1e-3,
@@ -199,7 +196,7 @@ def sdeint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional
         return torchsde.sdeint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint`")
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
-        return _unwrap(block._record(sdeint_reg(sde, y0, ts, **kwargs, **block._kwargs(False))))
+        return _unwrap(block._record(sdeint_reg(sde, y0, ts, **kwargs, **block._kwargs())))
 
 
 def sdeint_adjoint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional[str] = None,
@@ -221,5 +218,5 @@ def sdeint_adjoint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: 
         return torchsde.sdeint_adjoint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint_adjoint`")
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
-        return _unwrap(block._record(sdeint_adjoint_reg(sde, y0, ts, **kwargs, **block._kwargs(True))))
+        return _unwrap(block._record(sdeint_adjoint_reg(sde, y0, ts, **kwargs, **block._kwargs())))
 
