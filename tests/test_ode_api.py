@@ -161,11 +161,15 @@ def test_generator_reproducible_and_default_generator_used():
     runs = [odeint_reg(MLPField(), state(), T, return_stats=True, generator=torch.Generator().manual_seed(s))[2]
             for s in (5, 5, 6)]
     assert runs[0].t_samples == runs[1].t_samples != runs[2].t_samples
-    torch.manual_seed(11)
-    a = odeint_reg(MLPField(), state(), T, return_stats=True)[2]
-    torch.manual_seed(11)
-    b = odeint_reg(MLPField(), state(), T, return_stats=True)[2]
-    assert a.t_samples == b.t_samples
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return odeint_reg(MLPField(), state(), T, return_stats=True)[2].t_samples
+
+    # Without a generator the package's private one restarts when torch.initial_seed() changed
+    # since the previous solve (12 then 11: the last two runs restart, the first may not).
+    _, a, _, b = run(12), run(11), run(12), run(11)
+    assert a == b
 
 
 def test_single_time_point_gives_zero_reg():

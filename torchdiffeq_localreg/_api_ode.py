@@ -192,7 +192,12 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
             1 to 1024 (each is one extra solver step, taken one after another).
         error_weight: weight of ``E * |dt|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
-        generator: ``torch.Generator`` for the sampling; torch's default generator when None.
+        generator: ``torch.Generator`` for the sampling. None (default): the package's private CPU
+            generator, seeded from ``torch.initial_seed()`` and re-seeded whenever that changes, so
+            ``torch.manual_seed(s)`` makes runs reproducible while torch's global random stream is
+            never drawn from (the program's own later draws are as without this call). Calling
+            ``torch.manual_seed`` again with the same seed in one process does not restart it;
+            pass a generator for that.
         reg_batch_size: None (default): the regularization step runs on the whole state. An int b:
             the first dimension of ``y0`` (of every tensor of a tuple ``y0``) is the batch, of size
             B >= b, and each sample's step runs on b rows of y_s drawn from ``generator``

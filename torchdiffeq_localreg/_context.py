@@ -43,11 +43,12 @@ class regularize:
             ``"none"``.
         num_samples, error_weight, stiffness_weight, reg_batch_size: as in :func:`odeint_reg`
             (``reg_batch_size`` is checked against each solve's batch when it runs).
-        generator: ``torch.Generator`` for the sampling. When None, a generator private to this
-            block is used, seeded from ``torch.initial_seed()`` (plus a counter of blocks): the
-            block never draws from torch's global random stream, so swapping in the one-import
-            functions leaves the rest of a program's random draws unchanged, and a program that
-            calls ``torch.manual_seed`` draws the same samples on every run.
+        generator: ``torch.Generator`` for the sampling. When None, each solve draws from the
+            package's private generator, as :func:`odeint_reg` does without one (seeded from
+            ``torch.initial_seed()``, re-seeded when that changes): the block never draws from
+            torch's global random stream, so swapping in the one-import functions leaves the rest
+            of a program's random draws unchanged, and a program that calls ``torch.manual_seed``
+            draws the same samples on every run.
         when_no_grad: what a solve does while gradients are off (``torch.no_grad()``,
             ``torch.inference_mode()``, evaluation): ``"skip"`` (default) runs the plain upstream
             solve, with no regularization step and nothing recorded; ``"regularize"`` regularizes
@@ -64,8 +65,6 @@ class regularize:
     A weight control takes the list of stats: ``budget.update(r.stats)``.
     """
 
-    _blocks = 0
-
     def __init__(self, *, strategy: Strategy = "unbiased", num_samples: int = 1, error_weight: float = 1.0,
                  stiffness_weight: float = 0.0, generator: Optional[torch.Generator] = None,
                  when_no_grad: Literal["skip", "regularize"] = "skip", reg_batch_size: Optional[int] = None) -> None:
@@ -76,9 +75,6 @@ class regularize:
             raise ValueError(f"when_no_grad must be one of ('skip', 'regularize'), got {when_no_grad!r}.")
         self.strategy, self.num_samples = strategy, num_samples
         self.error_weight, self.stiffness_weight = error_weight, stiffness_weight
-        if generator is None:
-            regularize._blocks += 1
-            generator = torch.Generator().manual_seed((torch.initial_seed() + 7919 * regularize._blocks) % 2 ** 63)
         self.generator = generator
         self.when_no_grad = when_no_grad
         self.stats: List[LocalRegStats] = []

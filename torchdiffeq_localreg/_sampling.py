@@ -16,7 +16,12 @@ replacement.
 
 With ``reg_batch_size``, the rows of the batch each regularization step runs on are drawn here
 too (:meth:`StepSampler.rows`), after the solve, from the same generator.
+
+Without a caller's generator the draws come from :func:`private_generator`, never from torch's
+global random stream: swapping ``odeint`` for ``odeint_reg`` must not shift the user's own later
+draws (data order, dropout, initialisation).
 """
+import threading
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional
 
@@ -25,6 +30,35 @@ import torch
 LOCAL_STRATEGIES = ("unbiased", "biased")
 
 _BUFFER = 256
+
+# Mixed into torch.initial_seed() so that our stream is not the user's stream after the same seed
+# (torch.rand after torch.manual_seed(s) would otherwise repeat our uniforms).
+_SEED_OFFSET = 0x5DEECE66D
+_private_lock = threading.Lock()
+_private: Optional[torch.Generator] = None
+_private_seed: Optional[int] = None
+
+
+def private_generator() -> torch.Generator:
+    """The package's own CPU generator, used whenever the caller passes no ``generator``.
+
+    Seeded from ``torch.initial_seed()`` on first use, and re-seeded at a solve whenever that
+    differs from its value at the previous solve that used this generator (``torch.manual_seed(s)``
+    with a new ``s``, ``torch.seed()``), so a program that seeds torch draws the same samples on
+    every run, while torch's global stream is never consumed. Calling ``torch.manual_seed`` with
+    the seed that was in force at the previous solve does not restart it (``torch.initial_seed()``
+    looks unchanged, and nothing else tells a re-seed apart from ordinary use); a caller who
+    needs that passes its own generator. The check and re-seed happen under a
+    lock; torch serialises the draws on one generator, so threads share the stream safely (in an
+    order that depends on their scheduling).
+    """
+    global _private, _private_seed
+    seed = torch.initial_seed()
+    with _private_lock:
+        if _private is None or seed != _private_seed:
+            _private = torch.Generator().manual_seed((seed + _SEED_OFFSET) % 2 ** 64)
+            _private_seed = seed
+        return _private
 
 
 @dataclass
@@ -43,14 +77,13 @@ class Sample:
 class _Uniforms:
     """Uniform draws on [0, 1), fetched from ``generator`` in blocks to keep per-step cost low."""
 
-    def __init__(self, generator: Optional[torch.Generator]):
+    def __init__(self, generator: torch.Generator):
         self.generator = generator
         self.buffer: List[float] = []
 
     def next(self) -> float:
         if not self.buffer:
-            device = self.generator.device if self.generator is not None else "cpu"
-            draws = torch.rand(_BUFFER, generator=self.generator, dtype=torch.float64, device=device)
+            draws = torch.rand(_BUFFER, generator=self.generator, dtype=torch.float64, device=self.generator.device)
             self.buffer = draws.tolist()[::-1]
         return self.buffer.pop()
 
@@ -59,7 +92,8 @@ class StepSampler:
     """Keeps ``num_samples`` independent reservoir samples of the accepted steps of one solve.
 
     Times are plain floats in the solver's own (increasing) time. Call :meth:`observe` for every
-    accepted step in order, then :meth:`finish` once with the end of the span.
+    accepted step in order, then :meth:`finish` once with the end of the span. ``generator``
+    None draws from :func:`private_generator`.
     """
 
     def __init__(self, strategy: str, num_samples: int, generator: Optional[torch.Generator]):
@@ -67,7 +101,7 @@ class StepSampler:
             raise ValueError(f"StepSampler: strategy must be one of {LOCAL_STRATEGIES}, got {strategy!r}.")
         self.strategy = strategy
         self.num_samples = num_samples
-        self.uniforms = _Uniforms(generator)
+        self.uniforms = _Uniforms(generator if generator is not None else private_generator())
         self.t_start: Optional[float] = None
         self.total_weight = 0.0
         self.slots: List[Optional[Sample]] = [None] * num_samples
@@ -96,8 +130,8 @@ class StepSampler:
 
     def rows(self, batch: int, size: int) -> List[int]:
         """``size`` distinct rows of ``range(batch)``, uniformly without replacement, in increasing order."""
-        device = self.uniforms.generator.device if self.uniforms.generator is not None else "cpu"
-        drawn = torch.randperm(batch, generator=self.uniforms.generator, device=device)[:size]
+        generator = self.uniforms.generator
+        drawn = torch.randperm(batch, generator=generator, device=generator.device)[:size]
         return sorted(drawn.tolist())
 
     def _commit(self, step: Sample, t_end: float) -> None:
