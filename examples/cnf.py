@@ -9,26 +9,29 @@ to z at t = 0 together with the instantaneous change of variables,
 so that log p(x) = log N(z; 0, I) - logp(0) with logp(1) = 0. In 2-D the trace is exact: two
 autograd calls give the two diagonal entries of the Jacobian. The ODE state is the tuple (z, logp).
 Upstream's flags work as they are (``--adjoint``, ``--viz``, ``--gpu 0``). The change from the
-plain version:
+plain version (the solve keeps upstream's ``odeint`` call, one-import mode):
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +from torchdiffeq_localreg import odeint
+    +import torchdiffeq_localreg as localreg
+    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -z_t, logp_diff_t = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
+    +with localreg.regularize() as r:
+    +    z_t, logp_diff_t = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
+     ...
     -loss = -logp_x.mean(0)
-    +(z_t, logp_diff_t), reg, stats = odeint_reg(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol,
-    +                                            return_stats=True)
-    +loss = -logp_x.mean(0) + budget.weight * reg
+    +loss = -logp_x.mean(0) + budget.weight * r.reg
      loss.backward(); optimizer.step()
-    +budget.update(stats)
+    +budget.update(r.stats)
 
-(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
-weight so that the trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x
-the measured NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight
-instead; ``--reg none`` runs the same call with ``strategy="none"`` (the plain CNF). After training
-the held-out negative log-likelihood and the NFE of its plain solve (``stats.nfe_forward``) are the
-test metric and the test NFE.
+(with ``--adjoint``, the same with ``odeint_adjoint``). ``NFEBudget`` sets the weight so that the
+trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE
+of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
+none`` runs the same block with ``strategy="none"`` (the plain CNF). The log's NFE columns are the
+block's ``r.nfe_forward``, ``r.nfe_reg`` and ``r.nfe_backward``. After training the held-out
+negative log-likelihood and the NFE of its solve (plain under ``torch.no_grad()``, counted by the
+dynamics, ``CNF.nfe``) are the test metric and the test NFE.
 
     python examples/cnf.py --viz                   # regularized with NFEBudget
     python examples/cnf.py --reg none --viz        # the plain CNF, same settings
@@ -48,7 +51,8 @@ import time
 import torch
 import torch.nn as nn
 
-from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
+import torchdiffeq_localreg as localreg
+from torchdiffeq_localreg import odeint, odeint_adjoint
 
 try:
     from tqdm import tqdm
@@ -139,8 +143,10 @@ class CNF(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(3, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                  nn.Linear(hidden, 2))
+        self.nfe = 0
 
     def forward(self, t, state):
+        self.nfe += 1
         z, _ = state
         # Inside a no-grad solve (evaluation, the adjoint's forward pass) the trace still needs
         # autograd; its graph is kept only when the caller differentiates through the result.
@@ -163,17 +169,17 @@ def base_log_prob(z):
 def log_likelihood(func, x, args):
     """log p(x) by a plain solve from t = T1 to 0; returns (log p, NFE)."""
     t = torch.tensor([T1, 0.0]).to(x)
-    (z, logp_diff), _, stats = odeint_reg(func, (x, torch.zeros(x.shape[0], 1).to(x)), t, rtol=args.tol,
-                                          atol=args.tol, method=args.method, strategy="none", return_stats=True)
-    return base_log_prob(z[-1]) - logp_diff[-1, :, 0], stats.nfe_forward
+    func.nfe = 0
+    z, logp_diff = odeint(func, (x, torch.zeros(x.shape[0], 1).to(x)), t, rtol=args.tol, atol=args.tol,
+                          method=args.method)
+    return base_log_prob(z[-1]) - logp_diff[-1, :, 0], func.nfe
 
 
 @torch.no_grad()
 def sample(func, n, args, like):
     z0 = torch.randn(n, 2).to(like)
     t = torch.tensor([0.0, T1]).to(like)
-    (z, _), _ = odeint_reg(func, (z0, torch.zeros(n, 1).to(like)), t, rtol=args.tol, atol=args.tol,
-                           method=args.method, strategy="none")
+    z, _ = odeint(func, (z0, torch.zeros(n, 1).to(like)), t, rtol=args.tol, atol=args.tol, method=args.method)
     return z[-1]
 
 
@@ -242,14 +248,15 @@ def main(argv=None):
     torch.set_num_threads(1)  # the model is tiny: one thread is fastest
     torch.manual_seed(args.seed)
     device = torch.device('cuda:' + str(args.gpu) if torch.cuda.is_available() else 'cpu')
-    odeint = odeint_adjoint_reg if args.adjoint else odeint_reg
+    solve = odeint_adjoint if args.adjoint else odeint
     data_gen = torch.Generator().manual_seed(args.seed)
     test_x = sample_data(args.data, 512 if args.smoke else 2048, data_gen).to(device)
     sampler = torch.Generator().manual_seed(args.seed + 1)
     # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
     budget = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
+                                    min_weight=args.budget_min_weight)
     os.makedirs(args.results_dir, exist_ok=True)
     print(f"settings: {vars(args)}")
 
@@ -265,21 +272,20 @@ def main(argv=None):
         optimizer.zero_grad()
         x = sample_data(args.data, args.num_samples, data_gen).to(device)
         logp_diff_t1 = torch.zeros(args.num_samples, 1, device=device)
-        (z_t, logp_diff_t), reg, stats = odeint(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol,
-                                                method=args.method, strategy=args.reg,
-                                                stiffness_weight=args.stiffness_weight, generator=sampler,
-                                                return_stats=True)
+        with localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight, generator=sampler) as r:
+            z_t, logp_diff_t = solve(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol, method=args.method)
         logp_x = base_log_prob(z_t[-1]) - logp_diff_t[-1, :, 0]
-        loss = -logp_x.mean(0)
-        (loss + weight * reg).backward()
+        nll = -logp_x.mean(0)
+        loss = nll + weight * r.reg
+        loss.backward()
         optimizer.step()
         if budget is not None:
-            budget.update(stats)
-        rows.append({"itr": itr, "loss": loss.item(), "reg": reg.item(), "weight": weight,
-                     "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
-                     "nfe_backward": stats.nfe_backward, "time": time.perf_counter() - start})
+            budget.update(r.stats)
+        rows.append({"itr": itr, "loss": nll.item(), "reg": r.reg.item(), "weight": weight,
+                     "nfe_forward": r.nfe_forward, "nfe_reg": r.nfe_reg,
+                     "nfe_backward": r.nfe_backward, "time": time.perf_counter() - start})
         if tqdm and not args.smoke:
-            bar.set_postfix(nll=f"{loss.item():.3f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
+            bar.set_postfix(nll=f"{nll.item():.3f}", nfe=r.nfe_forward, weight=f"{weight:.3g}")
 
     write_csv(os.path.join(args.results_dir, "log.csv"), rows)
     test_logp, test_nfe = log_likelihood(func, test_x, args)
