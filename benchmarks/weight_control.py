@@ -9,11 +9,14 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``budget``: unbiased local regularization, weight from ``NFEBudget`` with its default settings and
   ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), the rule the README recommends.
 - ``budget_biased``: the same with ``strategy="biased"``.
-- ``budget_noleak``: ``budget`` with ``leak=0`` and ``hold=False``: plain dual ascent, the first candidate.
-- ``budget_nohold``: ``budget`` with ``hold=False`` (the weight may decay before the NFE first
+- ``budget_k4``: ``budget`` with ``anticipation=4`` (the trend extrapolated twice as far).
+- ``budget_notrend``: ``budget`` with ``anticipation=0``: reacts to the averaged NFE alone (the
+  default before the anticipation was added).
+- ``budget_noleak``: ``budget_notrend`` with ``leak=0`` and ``hold=False``: plain dual ascent, the first candidate.
+- ``budget_nohold``: ``budget_notrend`` with ``hold=False`` (the weight may decay before the NFE first
   exceeds the target), the second candidate.
 - ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
-- ``budget_rows32``: ``budget`` with the regularization step on 32 random rows of the batch
+- ``budget_rows32``: ``budget_notrend`` with the regularization step on 32 random rows of the batch
   (``reg_batch_size=32``), the cheap step of the cost-floor work.
 
 Problems:
@@ -59,11 +62,14 @@ import quickstart  # noqa: E402
 from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_noleak", "budget_nohold",
-           "budget_slow", "budget_rows32")
+METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_k4", "budget_notrend",
+           "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32")
 # Candidate settings of NFEBudget besides its defaults (the method name says which).
-CANDIDATES = {"budget_noleak": {"leak": 0.0, "hold": False}, "budget_nohold": {"hold": False},
-              "budget_slow": {"rate": 0.02, "hold": False}}
+CANDIDATES = {"budget_k4": {"anticipation": 4.0}, "budget_notrend": {"anticipation": 0.0},
+              "budget_noleak": {"leak": 0.0, "hold": False, "anticipation": 0.0},
+              "budget_nohold": {"hold": False, "anticipation": 0.0},
+              "budget_slow": {"rate": 0.02, "hold": False, "anticipation": 0.0},
+              "budget_rows32": {"anticipation": 0.0}}
 TARGET_RATIO = 0.6
 FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
           "final_train_nfe", "train_time", "pred_time", "niters")
@@ -221,8 +227,9 @@ def pareto(summary: List[Dict], path: Path) -> None:
     problems = list(dict.fromkeys(s["problem"] for s in summary))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
     markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
-               "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*", "budget_rows32": "v"}
-    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:purple", "tab:brown",
+               "budget_k4": "p", "budget_notrend": "*", "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*",
+               "budget_rows32": "v"}
+    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:pink", "tab:gray", "tab:purple", "tab:brown",
                                 "tab:cyan", "tab:blue")))
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):

@@ -47,7 +47,7 @@ def test_without_leak_the_weight_is_stationary_at_target():
 
 def test_leak_decays_the_weight_within_budget():
     """At or just under the target the weight keeps decaying by at least rate * leak per step."""
-    budget = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1, smoothing=0.0)
+    budget = NFEBudget(target_nfe=30, initial_weight=0.5, rate=0.05, leak=0.1, smoothing=0.0, anticipation=0.0)
     budget.update(stats(60))  # activate: +0.05
     for _ in range(100):
         budget.update(stats(29))
@@ -57,13 +57,52 @@ def test_leak_decays_the_weight_within_budget():
 
 
 def test_step_size_is_rate_times_clipped_excess():
-    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0, anticipation=0.0)
     assert budget.update(stats(15)) == pytest.approx(math.exp(0.1 * 0.5))
-    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0, anticipation=0.0)
     assert budget.update(stats(1000)) == pytest.approx(math.exp(0.1))  # excess clipped at +1
-    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0)
+    budget = NFEBudget(target_nfe=10, initial_weight=1.0, rate=0.1, smoothing=0.0, anticipation=0.0)
     budget.update(stats(20))  # activate (+0.1)
     assert budget.update(stats(0)) == pytest.approx(1.0)  # excess clipped at -1: -0.1
+
+
+def test_anticipation_extrapolates_the_trend():
+    """The excess is measured at nfe + anticipation * (fast - slow average), both bias-corrected."""
+    budget = NFEBudget(target_nfe=40, initial_weight=1.0, rate=0.1, smoothing=0.0, trend_smoothing=0.5,
+                       anticipation=2.0)
+    budget.update(stats(60))  # first step: both averages are 60, no trend; excess 0.5
+    assert budget.weight == pytest.approx(math.exp(0.1 * 0.5))
+    assert budget.nfe_trend == 0.0
+    budget.update(stats(48))  # slow: (0.5*0.5*60 + 0.5*48) / 0.75 = 52; trend -4; heading 40: excess 0 -> -leak
+    assert budget.nfe_trend == pytest.approx(-4.0)
+    assert budget.weight == pytest.approx(math.exp(0.1 * 0.5 - 0.1 * 0.1))
+
+
+def test_anticipation_stops_the_rise_while_the_nfe_falls_toward_the_target():
+    """Above the target but falling fast: the trend-following weight stops rising, the plain one does not."""
+    falling = [100 - 0.5 * k for k in range(100)]  # 100 -> 50.5, target 40
+    plain = NFEBudget(target_nfe=40, anticipation=0.0)
+    ahead = NFEBudget(target_nfe=40)
+    for n in [100] * 200 + falling:
+        plain.update(stats(round(n)))
+        ahead.update(stats(round(n)))
+    assert plain.nfe > 40 and ahead.nfe > 40
+    assert ahead.nfe_trend < 0
+    assert ahead.weight < plain.weight
+    before = ahead.weight
+    ahead.update(stats(50))
+    assert ahead.weight < before  # heading below the target: the weight decays already
+
+
+def test_anticipation_raises_the_weight_faster_while_the_nfe_grows():
+    growing = [30 + 0.2 * k for k in range(200)]  # plain training: 30 -> 70, target 35
+    plain = NFEBudget(target_nfe=35, anticipation=0.0)
+    ahead = NFEBudget(target_nfe=35)
+    for n in growing:
+        plain.update(stats(round(n)))
+        ahead.update(stats(round(n)))
+    assert ahead.nfe_trend > 0
+    assert ahead.weight > plain.weight > 0.01
 
 
 def test_bias_corrected_average():
@@ -101,7 +140,8 @@ def test_several_solves_per_step_are_summed():
 
 
 def test_state_dict_round_trip_continues_identically():
-    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2, leak=0.2, hold=False)
+    budget = NFEBudget(target_nfe=25, initial_weight=0.03, rate=0.07, smoothing=0.8, warmup_steps=2, leak=0.2, hold=False,
+                       anticipation=3.0, trend_smoothing=0.95)
     for n in (40, 35, 50, 20, 33):
         budget.update(stats(n))
     state = copy.deepcopy(budget.state_dict())
@@ -131,6 +171,10 @@ def test_state_dict_round_trip_continues_identically():
     (dict(target_nfe=30, leak=1.5), ValueError, "leak"),
     (dict(target_nfe=30, leak=-0.1), ValueError, "leak"),
     (dict(target_nfe=30, hold=1), TypeError, "hold"),
+    (dict(target_nfe=30, anticipation=-1.0), ValueError, "anticipation"),
+    (dict(target_nfe=30, anticipation=float("inf")), ValueError, "anticipation"),
+    (dict(target_nfe=30, trend_smoothing=1.0), ValueError, "trend_smoothing"),
+    (dict(target_nfe=30, trend_smoothing=0.5), ValueError, "trend_smoothing must be larger than smoothing"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, exc, name):
     with pytest.raises(exc, match=name):

@@ -50,13 +50,17 @@ class NFEBudget:
     .. math::
 
         \bar n \leftarrow \beta \bar n + (1 - \beta)\, n, \qquad
-        e = \begin{cases} \min(\hat n / n^* - 1,\ 1) & \hat n > n^* \\
-                           \min(\hat n / n^* - 1,\ -\delta) & \hat n \le n^* \end{cases}, \qquad
+        \bar m \leftarrow \beta_s \bar m + (1 - \beta_s)\, n, \qquad
+        p = \hat n + \kappa\,(\hat n - \hat m),
+
+        e = \begin{cases} \min(p / n^* - 1,\ 1) & p > n^* \\
+                           \max(\min(p / n^* - 1,\ -\delta), -1) & p \le n^* \end{cases}, \qquad
         \lambda \leftarrow \operatorname{clip}\big(\lambda \cdot e^{\eta e},
         \lambda_{\min}, \lambda_{\max}\big)
 
-    where :math:`\hat n` is the bias-corrected average (as in Adam), :math:`n^*` the target,
-    :math:`\eta` the rate and :math:`\delta` the leak. While the model costs more than the target
+    where :math:`\hat n` and :math:`\hat m` are the bias-corrected fast and slow averages (as in
+    Adam), :math:`p` the NFE extrapolated along its trend, :math:`n^*` the target, :math:`\eta`
+    the rate, :math:`\kappa` the anticipation and :math:`\delta` the leak. While the model costs more than the target
     the weight grows geometrically, so it finds the scale that a problem needs (0.01 on one, 100
     on another) without a sweep. It is the Lagrange multiplier of "minimise the task loss subject
     to NFE <= target", in log space. The leak makes the weight keep decaying while the model is
@@ -68,6 +72,17 @@ class NFEBudget:
     first exceeds the target the weight is held at ``initial_weight`` rather than decayed: a young
     model is often cheaper than it will become, and a weight decayed to ``min_weight`` by then
     would take hundreds of steps to climb back once the NFE grows.
+
+    The anticipation is the derivative term of this controller. A model answers a larger weight
+    only after tens to hundreds of optimizer steps, and then often all at once (a cheaper model
+    has larger steps, where the same weight pulls harder): a controller that reacts to the NFE
+    alone keeps raising the weight until the NFE has crossed the target, by then far too large,
+    and the NFE falls well below the target and stays there. With :math:`\kappa > 0` the weight
+    reacts to where the NFE is heading: it stops rising as soon as the NFE starts falling fast
+    enough to reach the target, and rises faster while plain training makes the NFE grow.
+    :math:`\hat n - \hat m` is about the NFE's change over the last
+    :math:`1/(1-\beta_s) - 1/(1-\beta)` steps (90 at the defaults), so :math:`\kappa = 2`
+    extrapolates the trend about 180 steps ahead.
 
     Choosing the target: the NFE the *trained* model should need per solve, at the training
     tolerance. A good default is about 0.6 x what the same model needs when trained without
@@ -93,6 +108,10 @@ class NFEBudget:
             about 140 steps at the default rate; 0 is plain dual ascent).
         hold: keep the weight at ``initial_weight`` until the averaged NFE first exceeds the
             target (default True; False lets it decay from the first step).
+        anticipation: :math:`\kappa`, how far the NFE's trend is extrapolated, a number >= 0
+            (default 2.0; 0 reacts to the averaged NFE alone).
+        trend_smoothing: :math:`\beta_s`, the EMA factor of the slow NFE average that the trend
+            is measured against, in (smoothing, 1) (default 0.99).
 
     Raises:
         TypeError, ValueError: for arguments of the wrong type or out of range, naming the argument.
@@ -100,11 +119,17 @@ class NFEBudget:
 
     def __init__(self, target_nfe: float, *, initial_weight: float = 0.01, rate: float = 0.05,
                  smoothing: float = 0.9, min_weight: float = 1e-4, max_weight: float = 1e4,
-                 warmup_steps: int = 0, leak: float = 0.1, hold: bool = True) -> None:
+                 warmup_steps: int = 0, leak: float = 0.1, hold: bool = True, anticipation: float = 2.0,
+                 trend_smoothing: float = 0.99) -> None:
         self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0)
         self.rate = _check_real("rate", rate, low=0.0)
         self.smoothing = _check_real("smoothing", smoothing, low=0.0, high=1.0, low_open=False)
         self.leak = _check_real("leak", leak, low=0.0, high=1.0, low_open=False, high_open=False)
+        self.anticipation = _check_real("anticipation", anticipation, low=0.0, low_open=False)
+        self.trend_smoothing = _check_real("trend_smoothing", trend_smoothing, low=0.0, high=1.0)
+        if self.trend_smoothing <= self.smoothing:
+            raise ValueError(f"trend_smoothing must be larger than smoothing (a slower average), got "
+                             f"trend_smoothing={self.trend_smoothing:g}, smoothing={self.smoothing:g}.")
         self.min_weight = _check_real("min_weight", min_weight, low=0.0)
         self.max_weight = _check_real("max_weight", max_weight, low=0.0)
         initial_weight = _check_real("initial_weight", initial_weight, low=0.0)
@@ -121,6 +146,7 @@ class NFEBudget:
         self.hold = hold
         self._log_weight = math.log(initial_weight)
         self._nfe_avg = 0.0
+        self._nfe_slow = 0.0
         self._steps = 0
         self._active = False  # has the averaged NFE exceeded the target yet?
 
@@ -139,6 +165,13 @@ class NFEBudget:
         return self._nfe_avg / (1.0 - self.smoothing ** self._steps)
 
     @property
+    def nfe_trend(self) -> float:
+        """The fast minus the slow NFE average (bias-corrected): > 0 while the NFE grows."""
+        if self._steps == 0:
+            return 0.0
+        return self.nfe - self._nfe_slow / (1.0 - self.trend_smoothing ** self._steps)
+
+    @property
     def steps(self) -> int:
         """Number of :meth:`update` calls so far."""
         return self._steps
@@ -154,9 +187,11 @@ class NFEBudget:
         nfe = self._forward_nfe(stats)
         self._steps += 1
         self._nfe_avg = self.smoothing * self._nfe_avg + (1.0 - self.smoothing) * nfe
+        self._nfe_slow = self.trend_smoothing * self._nfe_slow + (1.0 - self.trend_smoothing) * nfe
         if self._steps > self.warmup_steps:
-            excess = self.nfe / self.target_nfe - 1.0
-            self._active = self._active or excess > 0 or not self.hold
+            self._active = self._active or self.nfe > self.target_nfe or not self.hold
+            heading = self.nfe + self.anticipation * self.nfe_trend
+            excess = heading / self.target_nfe - 1.0
             if not self._active:
                 excess = 0.0
             elif excess > 0:
@@ -182,10 +217,10 @@ class NFEBudget:
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: settings and the running state (plain Python numbers)."""
         return {"target_nfe": self.target_nfe, "rate": self.rate, "smoothing": self.smoothing, "leak": self.leak,
-                "hold": self.hold,
+                "hold": self.hold, "anticipation": self.anticipation, "trend_smoothing": self.trend_smoothing,
                 "min_weight": self.min_weight, "max_weight": self.max_weight, "warmup_steps": self.warmup_steps,
-                "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "steps": self._steps,
-                "active": self._active}
+                "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "nfe_slow": self._nfe_slow,
+                "steps": self._steps, "active": self._active}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; validates every entry before changing anything."""
@@ -201,16 +236,18 @@ class NFEBudget:
         restored = NFEBudget(state_dict["target_nfe"], rate=state_dict["rate"], smoothing=state_dict["smoothing"],
                              min_weight=state_dict["min_weight"], max_weight=state_dict["max_weight"],
                              initial_weight=state_dict["min_weight"], warmup_steps=state_dict["warmup_steps"],
-                             leak=state_dict["leak"], hold=state_dict["hold"])
+                             leak=state_dict["leak"], hold=state_dict["hold"],
+                             anticipation=state_dict["anticipation"], trend_smoothing=state_dict["trend_smoothing"])
         log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-math.inf)
         if not math.log(restored.min_weight) - 1e-12 <= log_weight <= math.log(restored.max_weight) + 1e-12:
             raise ValueError(f"state_dict['log_weight'] must lie between log(min_weight) and log(max_weight), "
                              f"got {log_weight!r}.")
         nfe_avg = _check_real("state_dict['nfe_avg']", state_dict["nfe_avg"], low=0.0, low_open=False)
+        nfe_slow = _check_real("state_dict['nfe_slow']", state_dict["nfe_slow"], low=0.0, low_open=False)
         if not isinstance(state_dict["active"], bool):
             raise ValueError(f"state_dict['active'] must be a bool, got {state_dict['active']!r}.")
         self.__dict__.update(restored.__dict__)
-        self._log_weight, self._nfe_avg, self._steps = log_weight, nfe_avg, steps
+        self._log_weight, self._nfe_avg, self._nfe_slow, self._steps = log_weight, nfe_avg, nfe_slow, steps
         self._active = state_dict["active"]
 
     def __repr__(self) -> str:
