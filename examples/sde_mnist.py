@@ -4,29 +4,34 @@ The image is encoded linearly into a 32-dimensional state, which follows an Ito 
 noise (drift: an MLP with one tanh layer; diffusion: a linear layer) from t = 0 to 1; a linear
 classifier reads the end state. These are the sizes of the paper's MNIST neural SDE; its other
 settings (tolerance 0.14, weight 1000, batch 512, 4000 steps) are scaled for one CPU thread below.
-The change from the plain torchsde script:
+The change from the plain torchsde script (the model code keeps torchsde's ``sdeint`` call,
+one-import mode):
 
     -from torchsde import sdeint, sdeint_adjoint
-    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +from torchdiffeq_localreg import sdeint, sdeint_adjoint
+    +import torchdiffeq_localreg as localreg
+    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
-    -ys = sdeint(self.sde, h0, self.ts, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=tol, atol=tol)
-    +ys, reg, stats = sdeint_reg(self.sde, h0, self.ts, bm=bm, method=method, dt=dt, adaptive=adaptive,
-    +                            rtol=tol, atol=tol, return_stats=True)
-    ...
+    -logits = model(x, bm)
     -loss = criterion(logits, y)
-    +loss = criterion(logits, y) + budget.weight * reg
+    +with localreg.regularize() as r:          # the sdeint inside model(x, bm)
+    +    logits = model(x, bm)
+    +loss = criterion(logits, y) + budget.weight * r.reg
      loss.backward(); optimizer.step()
-    +budget.update(stats)
+    +budget.update(r.stats)
 
-``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight so
-that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured
-NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
-none`` is the plain neural SDE. Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass
-solves plainly (strategy "none") with one Brownian sample per batch; its mean drift NFE per batch
-is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``), ``--viz``/``--visualize`` and
-``--gpu N`` take upstream's forms. ``--viz`` draws test digits with their class probabilities over
-several Brownian samples, and the NFE over training.
+(with ``--adjoint``, the same with ``sdeint_adjoint``). ``NFEBudget`` reads ``nfe_forward`` of
+``r.stats``, the drift evaluations of the solve, and sets the weight so that the trained model
+needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured NFE of the plain run
+at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg none`` runs the same
+block with ``strategy="none"`` (the plain neural SDE). The log's NFE columns are the block's
+``r.nfe_forward``, ``r.nfe_reg``, ``r.nfe_backward`` and the diffusion's ``nfe_diffusion_forward``
+summed over ``r.stats``. Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass runs
+the same ``sdeint`` under ``torch.no_grad()``, where the solve is plain (no regularization step, no
+extra cost), with one Brownian sample per batch; its mean drift NFE per batch, counted by the SDE
+itself (``SDEFunc.nfe``), is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``),
+``--viz``/``--visualize`` and ``--gpu N`` take upstream's forms. ``--viz`` draws test digits with
+their class probabilities over several Brownian samples, and the NFE over training.
 
 The defaults (adaptive Milstein, tolerance 0.02, first step 1.0: the error estimate, not the first
 step, limits the step size) let the solver take as few steps as the dynamics allow. MNIST comes
@@ -52,7 +57,8 @@ import torch
 import torch.nn as nn
 import torchsde
 
-from torchdiffeq_localreg import NFEBudget, sdeint_adjoint_reg, sdeint_reg
+import torchdiffeq_localreg as localreg
+from torchdiffeq_localreg import sdeint, sdeint_adjoint
 
 try:
     from mnist_data import get_mnist  # optional: builds MNIST offline when the download fails
@@ -131,32 +137,38 @@ class SDEFunc(nn.Module):
         super().__init__()
         self.drift = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
         self.diffusion = nn.Linear(dim, dim)
+        self.nfe, self.nfe_diffusion = 0, 0  # drift and diffusion evaluations since the last reset
 
     def f(self, t, y):
+        self.nfe += 1
         return self.drift(y)
 
     def g(self, t, y):
+        self.nfe_diffusion += 1
         return self.diffusion(y)
 
 
 class SDEClassifier(nn.Module):
-    def __init__(self, args, generator):
+    """Encoder, SDE solve from t = 0 to 1 (regularized inside a ``localreg.regularize()`` block), classifier."""
+
+    def __init__(self, args):
         super().__init__()
         self.encoder = nn.Linear(28 * 28, args.state_dim)
         self.sde = SDEFunc(args.state_dim, args.hidden)
         self.classifier = nn.Linear(args.state_dim, 10)
         self.register_buffer("ts", torch.tensor([0.0, 1.0]))
-        self.args, self.generator = args, generator
+        self.args = args
 
-    def forward(self, x, bm, strategy):
+    def forward(self, x, bm):
         args = self.args
         h0 = self.encoder(x.flatten(1))
-        kwargs = {"adjoint_params": tuple(self.sde.parameters())} if args.adjoint else {}
-        solve = sdeint_adjoint_reg if args.adjoint else sdeint_reg
-        ys, reg, stats = solve(self.sde, h0, self.ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
-                               rtol=args.tol, atol=args.tol, strategy=strategy, stiffness_weight=args.stiffness_weight,
-                               generator=self.generator, return_stats=True, **kwargs)
-        return self.classifier(ys[-1]), reg, stats
+        if args.adjoint:
+            ys = sdeint_adjoint(self.sde, h0, self.ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
+                                rtol=args.tol, atol=args.tol, adjoint_params=tuple(self.sde.parameters()))
+        else:
+            ys = sdeint(self.sde, h0, self.ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
+                        rtol=args.tol, atol=args.tol)
+        return self.classifier(ys[-1])
 
 
 def brownian(x, args, seeds):
@@ -169,14 +181,16 @@ def brownian(x, args, seeds):
 
 @torch.no_grad()
 def evaluate(model, loader, device, seeds):
-    """Test accuracy (one Brownian sample per image) and the mean drift NFE per batch of the plain solve."""
+    """Test accuracy (one Brownian sample per image) and the mean drift NFE per batch of the plain solve
+    (outside any ``regularize()`` block and without gradients: upstream's ``sdeint``)."""
     correct, total, nfe, batches = 0, 0, 0, 0
     for x, y in loader:
         x = x.to(device)
-        logits, _, stats = model(x, brownian(x, model.args, seeds), "none")
+        model.sde.nfe = 0
+        logits = model(x, brownian(x, model.args, seeds))
         correct += (logits.argmax(1).cpu() == y).sum().item()
         total += len(y)
-        nfe += stats.nfe_forward
+        nfe += model.sde.nfe
         batches += 1
     return correct / total, nfe / max(batches, 1)
 
@@ -227,7 +241,7 @@ def save_probabilities(model, loader, device, seeds, path, n=8, samples=16):
     plt = pyplot()
     x, y = next(iter(loader))
     x, y = x[:n].to(device), y[:n]
-    probs = torch.stack([model(x, brownian(x, model.args, seeds), "none")[0].softmax(-1).cpu()
+    probs = torch.stack([model(x, brownian(x, model.args, seeds)).softmax(-1).cpu()
                          for _ in range(samples)])
     fig, axes = plt.subplots(2, len(x), figsize=(1.6 * len(x), 3.4), squeeze=False)
     classes = torch.arange(10)
@@ -274,11 +288,12 @@ def main(argv=None):
     train_loader, test_loader = mnist_loaders(args)
     generator = torch.Generator().manual_seed(args.seed)
     train_seeds, test_seeds = torch.Generator().manual_seed(args.seed + 1), torch.Generator()
-    model = SDEClassifier(args, generator).to(device)
+    model = SDEClassifier(args).to(device)
     # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
     budget = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
+                                    min_weight=args.budget_min_weight)
     print(f"settings: {vars(args)}")
     print("paper's settings: Linear 784->32, drift 32->64 (tanh)->32, diffusion Linear 32->32, classifier 32->10, "
           "rtol = atol = 0.14, weight 1000, Adam lr 0.01 with inverse decay, batch 512, 4000 steps")
@@ -295,29 +310,33 @@ def main(argv=None):
             x, y = x.to(device), y.to(device)
             start = time.perf_counter()
             weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
-            logits, reg, stats = model(x, brownian(x, args, train_seeds), args.reg)
-            loss = criterion(logits, y)
+            bm = brownian(x, args, train_seeds)
+            with localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight,
+                                     generator=generator) as r:
+                logits = model(x, bm)
+            task_loss = criterion(logits, y)
+            loss = task_loss + weight * r.reg
             optimizer.zero_grad()
-            (loss + weight * reg).backward()
+            loss.backward()
             optimizer.step()
             scheduler.step()
             if budget is not None:
-                budget.update(stats)
+                budget.update(r.stats)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            rows.append({"itr": itr, "epoch": epoch, "loss": loss.item(), "reg": reg.item(), "weight": weight,
-                         "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
-                         "nfe_backward": stats.nfe_backward, "nfe_diffusion_forward": stats.nfe_diffusion_forward,
+            rows.append({"itr": itr, "epoch": epoch, "loss": task_loss.item(), "reg": r.reg.item(), "weight": weight,
+                         "nfe_forward": r.nfe_forward, "nfe_reg": r.nfe_reg, "nfe_backward": r.nfe_backward,
+                         "nfe_diffusion_forward": sum(s.nfe_diffusion_forward for s in r.stats),
                          "time": time.perf_counter() - start})
             if tqdm and not args.smoke:
-                bar.set_postfix(loss=f"{loss.item():.3f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
+                bar.set_postfix(loss=f"{task_loss.item():.3f}", nfe=r.nfe_forward, weight=f"{weight:.3g}")
         test_seeds.manual_seed(args.seed + 2)  # the same test Brownian paths every epoch
         test_acc, test_nfe = evaluate(model, test_loader, device, test_seeds)
         test_rows.append({"epoch": epoch, "train_acc": correct / seen, "test_acc": test_acc, "test_nfe": test_nfe,
                           "epoch_time": time.perf_counter() - epoch_start})
         print(f"Epoch {epoch:03d} | Time {test_rows[-1]['epoch_time']:.1f}s | Train Acc {correct / seen:.4f} | "
-              f"Test Acc {test_acc:.4f} | Test NFE {test_nfe:.1f} | last batch: loss {loss.item():.4f} "
-              f"reg {reg.item():.4f} weight {weight:.3g} NFE-F {stats.nfe_forward} NFE-B {stats.nfe_backward}",
+              f"Test Acc {test_acc:.4f} | Test NFE {test_nfe:.1f} | last batch: loss {task_loss.item():.4f} "
+              f"reg {r.reg.item():.4f} weight {weight:.3g} NFE-F {r.nfe_forward} NFE-B {r.nfe_backward}",
               flush=True)
     torch.save({"state_dict": model.state_dict(), "args": vars(args)}, os.path.join(args.save, "model.pt"))
 

@@ -178,3 +178,32 @@ def test_mnist_examples_keep_the_offline_helper_optional():
         text = (EXAMPLES / f"{name}.py").read_text()
         assert "except ImportError:\n    get_mnist = None" in text
         assert "datasets.MNIST(args.data_root, train=train, transform=" in text and "download=True" in text
+
+
+def test_sde_mnist_one_import_mode():
+    """The model calls torchsde's sdeint signature imported from torchdiffeq_localreg; training wraps the
+    forward in regularize(); the test NFE, counted by the SDE itself, equals the drift NFE of the plain solve."""
+    import torch
+
+    from torchdiffeq_localreg import sdeint_reg
+
+    text = (EXAMPLES / "sde_mnist.py").read_text()
+    assert "from torchdiffeq_localreg import sdeint, sdeint_adjoint" in text
+    assert "with localreg.regularize(" in text and "budget.update(r.stats)" in text
+    assert "sdeint_reg" not in text and "sdeint_adjoint_reg" not in text and "\nfrom torchsde import" not in text
+    module = load_example("sde_mnist")
+    args = module.parser.parse_args(["--smoke"])
+    args.dt, args.tol = 0.25, 0.5
+    torch.manual_seed(0)
+    model = module.SDEClassifier(args)
+    x = torch.rand(8, 1, 28, 28)
+    with module.localreg.regularize(generator=torch.Generator().manual_seed(0)) as r:
+        logits = model(x, module.brownian(x, args, torch.Generator().manual_seed(5)))
+    assert logits.shape == (8, 10) and len(r.stats) == 1 and r.reg.item() > 0 and r.nfe_reg > 0
+    accuracy, test_nfe = module.evaluate(model, [(x, torch.zeros(8, dtype=torch.long))], "cpu",
+                                         torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        h0, bm = model.encoder(x.flatten(1)), module.brownian(x, args, torch.Generator().manual_seed(5))
+        *_, stats = sdeint_reg(model.sde, h0, model.ts, bm=bm, method=args.method, dt=args.dt, adaptive=True,
+                               rtol=args.tol, atol=args.tol, strategy="none", return_stats=True)
+    assert 0 <= accuracy <= 1 and test_nfe == stats.nfe_forward > 0
