@@ -142,7 +142,7 @@ def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
 
 def training_step(problem: Problem, model: nn.Module, batch, method: str, weight: float, args,
                   generator: torch.Generator):
-    """Loss of one iteration of ``method`` and the stats of its solve."""
+    """Task loss and weighted penalty of one iteration of ``method``, and the stats of its solve."""
     z0, t, extra = problem.initial(model, batch, generator)
     func = model.func
     penalty = torch.zeros((), dtype=z0.dtype, device=z0.device)
@@ -159,7 +159,45 @@ def training_step(problem: Problem, model: nn.Module, batch, method: str, weight
         zs, reg, stats = _solve(func, z0, t, args, strategy, stiffness, generator)
         if strategy != "none":
             penalty = weight * reg
-    return problem.loss(model, zs, batch) + extra + penalty, stats
+    return problem.loss(model, zs, batch) + extra, penalty, stats
+
+
+COMBINE = ("sum", "project", "cap")
+
+
+def combined_backward(params: Sequence[torch.Tensor], task: torch.Tensor, penalty: torch.Tensor, mode: str) -> None:
+    """Sets ``.grad`` of ``params`` to the gradient of ``task`` plus that of ``penalty``, combined by ``mode``.
+
+    The local regularizer's graph is separate from the solve's, so its gradient comes apart from
+    the task's at the price of one more (cheap) backward pass. ``"sum"``: the plain gradient of
+    ``task + penalty``. ``"project"``: when the two gradients conflict (negative inner product),
+    the component of the penalty's gradient along the task's is removed (PCGrad, Yu et al. 2020),
+    so the regularization never opposes the task to first order. ``"cap"``: the penalty's gradient
+    is scaled down to at most the task gradient's norm, so no weight can drown the task.
+    """
+    if mode not in COMBINE:
+        raise ValueError(f"mode must be one of {COMBINE}, got {mode!r}.")
+    params = [p for p in params if p.requires_grad]
+    if mode == "sum" or not penalty.requires_grad:
+        grads = torch.autograd.grad(task + penalty, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+        return
+    g_task = [torch.zeros_like(p) if g is None else g
+              for p, g in zip(params, torch.autograd.grad(task, params, allow_unused=True))]
+    g_reg = [torch.zeros_like(p) if g is None else g
+             for p, g in zip(params, torch.autograd.grad(penalty, params, allow_unused=True))]
+    dot = sum((a * b).sum() for a, b in zip(g_task, g_reg))
+    task_sq = sum((a * a).sum() for a in g_task)
+    if mode == "project":
+        if dot < 0 and task_sq > 0:
+            g_reg = [b - (dot / task_sq) * a for a, b in zip(g_task, g_reg)]
+    else:
+        reg_norm = sum((b * b).sum() for b in g_reg).sqrt()
+        scale = torch.clamp(task_sq.sqrt() / reg_norm, max=1.0) if reg_norm > 0 else 1.0
+        g_reg = [b * scale for b in g_reg]
+    for p, a, b in zip(params, g_task, g_reg):
+        p.grad = a + b
 
 
 @torch.no_grad()
@@ -206,9 +244,10 @@ def train_run(problem: Problem, label: str, method: str, weight: float, seed: in
         start = time.perf_counter()
         if control is not None:
             weight = control.weight
-        loss, stats = training_step(problem, model, batch, method, weight, args, sampling)
+        task, penalty, stats = training_step(problem, model, batch, method, weight, args, sampling)
+        loss = task.detach() + penalty.detach()
         optimizer.zero_grad()
-        loss.backward()
+        combined_backward(list(model.parameters()), task, penalty, getattr(args, "combine", "sum"))
         optimizer.step()
         if control is not None:
             control.update(stats)

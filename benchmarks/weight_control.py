@@ -21,6 +21,9 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
 - ``budget_rows32``: ``budget_notrend`` with the regularization step on 32 random rows of the batch
   (``reg_batch_size=32``), the cheap step of the cost-floor work.
+- ``budget_project``: ``budget`` with the gradient of ``weight * reg`` projected off the task
+  gradient where they conflict (PCGrad); ``budget_cap``: ``budget`` with the gradient of
+  ``weight * reg`` scaled to at most the task gradient's norm (``_train.combined_backward``).
 
 Problems:
 
@@ -66,7 +69,7 @@ from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
 METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_gentle", "budget_r02", "budget_notrend",
-           "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32")
+           "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32", "budget_project", "budget_cap")
 # Candidate settings of NFEBudget besides its defaults (the method name says which).
 CANDIDATES = {"budget_gentle": {"anticipation": 4.0, "rate": 0.03}, "budget_r02": {"rate": 0.02},
               "budget_notrend": {"anticipation": 0.0},
@@ -156,8 +159,9 @@ def append_rows(path: Path, rows: List[Dict], fields) -> None:
 
 def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, settings: Dict, done: List[Dict],
             pred_repeats: int, progress: bool) -> Dict:
+    combine = {"budget_project": "project", "budget_cap": "cap"}.get(method, "sum")
     args = argparse.Namespace(**settings, grad="direct", stiffness_weight=0.0, eval_tol=None,
-                              pred_repeats=pred_repeats,
+                              pred_repeats=pred_repeats, combine=combine,
                               reg_batch_size=min(32, settings["batch_size"]) if method == "budget_rows32" else None)
     control, weight, target = None, 0.0, float("nan")
     base = "none" if method == "vanilla" else "unbiased"
@@ -237,9 +241,9 @@ def pareto(summary: List[Dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
     markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
                "budget_gentle": "p", "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*",
-               "budget_rows32": "v"}
+               "budget_rows32": "v", "budget_project": "^", "budget_cap": "<"}
     colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:pink", "tab:gray",
-                                "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold")))
+                                "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold", "navy", "teal")))
     for ax, name in zip(axes[0], problems):
         for s in (s for s in summary if s["problem"] == name):
             ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],

@@ -201,3 +201,43 @@ def test_rnode_needs_probe():
     dyn = regs.RNODEDynamics(_Linear(torch.eye(2)))
     with pytest.raises(RuntimeError, match="resample"):
         dyn(torch.tensor(0.0), dyn.initial_state(torch.zeros(1, 2)))
+
+
+def _two_losses():
+    """Two quadratic losses of the same parameters whose gradients conflict (negative inner product)."""
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
+    task = ((w - torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)) ** 2).sum()  # grad (-2, 4, -2)
+    penalty = 3.0 * (w * torch.tensor([2.0, -1.0, 3.0], dtype=torch.float64)).sum()  # grad (6, -3, 9)
+    return w, task, penalty
+
+
+@pytest.mark.parametrize("mode", ["sum", "project", "cap"])
+def test_combined_backward(mode):
+    w, task, penalty = _two_losses()
+    g_task = torch.autograd.grad(task, w, retain_graph=True)[0]
+    g_reg = torch.autograd.grad(penalty, w, retain_graph=True)[0]
+    train_mod.combined_backward([w], task, penalty, mode)
+    if mode == "sum":
+        torch.testing.assert_close(w.grad, g_task + g_reg)
+    elif mode == "project":
+        assert (g_task @ g_reg) < 0  # the case the projection is for
+        reg_part = w.grad - g_task
+        assert float(reg_part @ g_task) == pytest.approx(0.0, abs=1e-12)  # the conflicting part is gone
+        torch.testing.assert_close(reg_part, g_reg - (g_task @ g_reg) / (g_task @ g_task) * g_task)
+    else:
+        reg_part = w.grad - g_task
+        assert float(reg_part.norm()) == pytest.approx(float(g_task.norm()))  # capped at the task's norm
+        torch.testing.assert_close(reg_part / reg_part.norm(), g_reg / g_reg.norm())
+
+
+def test_combined_backward_leaves_agreeing_gradients_alone_and_refuses_unknown_modes():
+    w = nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    task, penalty = (w ** 2).sum(), 0.1 * (w ** 2).sum()  # same direction, small penalty
+    train_mod.combined_backward([w], task, penalty, "project")
+    torch.testing.assert_close(w.grad, 2.2 * w.detach())
+    w.grad = None
+    train_mod.combined_backward([w], (w ** 2).sum(), 0.1 * (w ** 2).sum(), "cap")
+    torch.testing.assert_close(w.grad, 2.2 * w.detach())
+    with pytest.raises(ValueError, match="mode must be one of"):
+        train_mod.combined_backward([w], (w ** 2).sum(), (w ** 2).sum(), "average")
