@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchsde
 
-from torchdiffeq_localreg import LocalRegStats, NFEBudget, odeint_reg, sdeint_reg
+from torchdiffeq_localreg import LocalRegStats, NFEBudget, odeint_adjoint_reg, odeint_reg, sdeint_reg
 
 
 def stats(nfe):
@@ -245,3 +245,105 @@ def test_works_with_sde_stats_counting_drift_evaluations():
     budget = NFEBudget(target_nfe=st.nfe_forward / 2, initial_weight=1.0, smoothing=0.0)
     assert budget.update(st) > 1.0
     assert budget.nfe == st.nfe_forward
+
+
+def _conflicting_losses():
+    """A task loss and a weighted penalty of the same parameters whose gradients conflict."""
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64))
+    other = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))  # reached by the task only
+    task = ((w - torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64)) ** 2).sum() + other ** 2  # grad w: (-2, 4, -2)
+    reg = (w * torch.tensor([2.0, -1.0, 3.0], dtype=torch.float64)).sum()  # grad: (2, -1, 3), conflicts
+    return w, other, task, reg
+
+
+def test_backward_project_removes_the_conflicting_component():
+    budget = NFEBudget(target_nfe=10, initial_weight=2.0)
+    assert budget.combine == "project"
+    w, other, task, reg = _conflicting_losses()
+    g_t = torch.autograd.grad(task, w, retain_graph=True)[0]
+    g_r = 2.0 * torch.autograd.grad(reg, w, retain_graph=True)[0]
+    assert float(g_t @ g_r) < 0
+    g_other = torch.tensor(1.0, dtype=torch.float64)  # d task / d other; reg does not reach `other`
+    budget.backward(task, reg, [w, other])
+    # The projection is taken over all parameters as one vector, `other` included.
+    coef = (g_t @ g_r) / (g_t @ g_t + g_other ** 2)
+    torch.testing.assert_close(w.grad, g_t + g_r - coef * g_t)
+    torch.testing.assert_close(other.grad, g_other - coef * g_other)
+    reg_part = torch.cat([w.grad - g_t, (other.grad - g_other).reshape(1)])
+    assert float(reg_part @ torch.cat([g_t, g_other.reshape(1)])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_backward_sum_and_agreeing_gradients_are_the_plain_backward():
+    w, other, task, reg = _conflicting_losses()
+    NFEBudget(target_nfe=10, initial_weight=2.0, combine="sum").backward(task, reg, [w, other])
+    plain_w, plain_other, task2, reg2 = _conflicting_losses()
+    (task2 + 2.0 * reg2).backward()
+    torch.testing.assert_close(w.grad, plain_w.grad)
+    torch.testing.assert_close(other.grad, plain_other.grad)
+    # No conflict: "project" changes nothing either.
+    v = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    NFEBudget(target_nfe=10, initial_weight=0.5).backward((v ** 2).sum(), (v ** 2).sum(), [v])
+    torch.testing.assert_close(v.grad, 3.0 * v.detach())
+
+
+def test_backward_accumulates_like_backward():
+    budget = NFEBudget(target_nfe=10, initial_weight=2.0)
+    w, other, task, reg = _conflicting_losses()
+    w.grad = torch.ones(3, dtype=torch.float64)
+    budget.backward(task, reg, iter([w, other]))  # a generator, as model.parameters() is
+    first = w.grad.clone()
+    w2, other2, task2, reg2 = _conflicting_losses()
+    budget.backward(task2, reg2, [w2, other2])
+    torch.testing.assert_close(first, 1.0 + w2.grad)
+
+
+@pytest.mark.parametrize("solve", ["direct", "adjoint"])
+def test_backward_on_a_real_solve_never_opposes_the_task(solve):
+    torch.manual_seed(0)
+    func = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    y0 = torch.randn(8, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    if solve == "direct":
+        ys, reg = odeint_reg(lambda t, y: func(y), y0, t, rtol=1e-6, atol=1e-6, generator=gen)
+    else:
+        class Field(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = func
+
+            def forward(self, t, y):
+                return self.net(y)
+        ys, reg = odeint_adjoint_reg(Field(), y0, t, rtol=1e-6, atol=1e-6, generator=gen)
+    task = ((ys[-1] - 1.0) ** 2).mean()
+    params = list(func.parameters())
+    g_t = torch.autograd.grad(task, params, retain_graph=True)
+    g_r = torch.autograd.grad(100.0 * reg, params, retain_graph=True)
+    budget = NFEBudget(target_nfe=10, initial_weight=100.0)
+    budget.backward(task, reg, params)
+    flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])  # noqa: E731
+    reg_part = flat([q.grad for q in params]) - flat(g_t)
+    dot = float(flat(g_t) @ flat(g_r))
+    assert float(reg_part @ flat(g_t)) >= -1e-12 * float(flat(g_t).norm() * reg_part.norm())
+    if dot >= 0:  # no conflict: the plain sum
+        torch.testing.assert_close(reg_part, flat(g_r))
+    else:
+        torch.testing.assert_close(reg_part, flat(g_r) - dot / float(flat(g_t) @ flat(g_t)) * flat(g_t))
+
+
+def test_backward_refuses_bad_input_and_several_processes(monkeypatch):
+    with pytest.raises(ValueError, match="combine"):
+        NFEBudget(target_nfe=10, combine="average")
+    budget = NFEBudget(target_nfe=10)
+    w, other, task, reg = _conflicting_losses()
+    with pytest.raises(TypeError, match="task_loss"):
+        budget.backward(torch.stack([task, task]), reg, [w])
+    with pytest.raises(TypeError, match="reg"):
+        budget.backward(task, 3.0, [w])
+    with pytest.raises(TypeError, match="parameters"):
+        budget.backward(task, reg, [w, "bias"])
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    with pytest.raises(RuntimeError, match="combine='sum'"):
+        budget.backward(task, reg, [w])
+    NFEBudget(target_nfe=10, combine="sum").backward(task, reg, [w])  # the plain sum works there

@@ -4,7 +4,7 @@ Each ``assert_type`` fails the check if mypy infers another type for the call. E
 carries a ``# type: ignore[code]``; mypy runs with ``--warn-unused-ignores``, so a wrong call that
 mypy no longer rejects (with that error code) fails the check too.
 """
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Literal, Tuple
 
 import torch
 from typing_extensions import assert_type
@@ -66,6 +66,9 @@ assert_type(budget.update(stats), float)
 assert_type(budget.update([stats, stats]), float)
 assert_type(budget.state_dict(), Dict[str, Any])
 assert_type(budget.load_state_dict(budget.state_dict()), None)
+solution, reg = odeint_reg(func, y0, t)
+assert_type(budget.backward(solution.sum(), reg, [y0]), None)
+assert_type(NFEBudget(target_nfe=40.0, combine="sum").combine, Literal["project", "sum"])
 
 # One-import mode: the block yields itself; upstream's solvers return Any as upstream's do.
 with regularize(strategy="biased", num_samples=2) as block:
@@ -94,6 +97,7 @@ sdeint_reg(sde, ys0, ts, strategy="Global")  # type: ignore[call-overload]
 ys, reg = sdeint_reg(sde, ys0, ts, logqp=True)  # type: ignore[misc]
 stats.nfe_forwards  # type: ignore[attr-defined]
 NFEBudget(target_nfe=40.0, initial_weigth=0.1)  # type: ignore[call-arg]
+NFEBudget(target_nfe=40.0, combine="average")  # type: ignore[arg-type]
 budget.weight = 0.5  # type: ignore[misc]
 regularize("biased")  # type: ignore[call-arg]
 regularize(num_samples="2")  # type: ignore[arg-type]

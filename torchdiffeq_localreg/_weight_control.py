@@ -7,11 +7,15 @@ that the trained model should need, and adjusts ``lam`` by dual ascent on the me
 """
 import math
 from numbers import Real
-from typing import Any, Dict, Iterable, Union
+from typing import Any, Dict, Iterable, List, Literal, Optional, Union, get_args
+
+import torch
 
 from ._stats import LocalRegStats
 
 StatsLike = Union[LocalRegStats, Iterable[LocalRegStats]]
+Combine = Literal["project", "sum"]
+COMBINE_MODES = get_args(Combine)
 
 
 def _check_real(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = True,
@@ -40,6 +44,12 @@ class NFEBudget:
         pred, reg, stats = odeint_reg(func, x, t, return_stats=True)
         loss = task_loss + budget.weight * reg
         loss.backward(); optimizer.step()
+        budget.update(stats)
+
+    or, so that the regularization never works against the task (see :meth:`backward`)::
+
+        budget.backward(task_loss, reg, model.parameters())   # instead of loss.backward()
+        optimizer.step()
         budget.update(stats)
 
     After each training step, :meth:`update` reads the forward NFE of the step's solve(s)
@@ -112,6 +122,10 @@ class NFEBudget:
             (default 2.0; 0 reacts to the averaged NFE alone).
         trend_smoothing: :math:`\beta_s`, the EMA factor of the slow NFE average that the trend
             is measured against, in (smoothing, 1) (default 0.99).
+        combine: how :meth:`backward` combines the gradients of ``task_loss`` and
+            ``weight * reg``: ``"project"`` (default) drops the part of the regularization's
+            gradient that opposes the task's; ``"sum"`` is the plain gradient of their sum. It
+            does not change ``weight`` or a ``loss.backward()`` you call yourself.
 
     Raises:
         TypeError, ValueError: for arguments of the wrong type or out of range, naming the argument.
@@ -120,7 +134,7 @@ class NFEBudget:
     def __init__(self, target_nfe: float, *, initial_weight: float = 0.01, rate: float = 0.05,
                  smoothing: float = 0.9, min_weight: float = 1e-4, max_weight: float = 1e4,
                  warmup_steps: int = 0, leak: float = 0.1, hold: bool = True, anticipation: float = 2.0,
-                 trend_smoothing: float = 0.99) -> None:
+                 trend_smoothing: float = 0.99, combine: Combine = "project") -> None:
         self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0)
         self.rate = _check_real("rate", rate, low=0.0)
         self.smoothing = _check_real("smoothing", smoothing, low=0.0, high=1.0, low_open=False)
@@ -144,6 +158,9 @@ class NFEBudget:
         if not isinstance(hold, bool):
             raise TypeError(f"hold must be a bool, got {hold!r}.")
         self.hold = hold
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}.")
+        self.combine = combine
         self._log_weight = math.log(initial_weight)
         self._nfe_avg = 0.0
         self._nfe_slow = 0.0
@@ -202,6 +219,79 @@ class NFEBudget:
             self._log_weight = min(math.log(self.max_weight), max(math.log(self.min_weight), log_weight))
         return self.weight
 
+    def backward(self, task_loss: torch.Tensor, reg: torch.Tensor, parameters: Iterable[torch.Tensor]) -> None:
+        r"""Accumulates into ``.grad`` the gradient of ``task_loss + weight * reg``, combined by ``combine``.
+
+        Call it where you would call ``(task_loss + budget.weight * reg).backward()``. The local
+        regularizer is computed by one extra solver step from a recorded, detached state, so its
+        graph is separate from the solve's and its gradient :math:`g_r` (of ``weight * reg``) comes
+        apart from the task's :math:`g_t` for one cheap backward pass through that step. With
+        ``combine="project"``, when the two conflict (:math:`g_t \cdot g_r < 0`, taken over all
+        ``parameters`` as one vector), the component of :math:`g_r` along :math:`g_t` is removed
+        (as in PCGrad, Yu et al. 2020):
+
+        .. math::
+
+            g = g_t + g_r - \min(0,\ g_t \cdot g_r)\, g_t / \lVert g_t 
+Vert^2,
+
+        so to first order a step never makes the task loss worse for the sake of fewer
+        evaluations: the model gets cheaper along the directions the task does not care about.
+        On our protocol this kept a regression's error at (or below) the unregularized model's
+        where the plain sum cost it, at the same NFE. ``combine="sum"`` is
+        ``(task_loss + weight * reg).backward()``.
+
+        Args:
+            task_loss: the scalar loss of the task (everything but the regularization term).
+            reg: the ``reg`` of this step's solve(s), a scalar (``odeint_reg``, ``regularize().reg``).
+            parameters: the parameters the optimizer steps, e.g. ``model.parameters()``. With
+                ``"project"`` the gradients of these are combined; other leaves of ``task_loss``'s
+                graph get its gradient as with ``backward()``, but the regularization's gradient
+                reaches only these.
+
+        Raises:
+            TypeError, ValueError: for a non-scalar or non-tensor loss, or parameters that are not
+                tensors.
+            RuntimeError: ``combine="project"`` under ``torch.distributed`` with more than one
+                process: each process would project against its own gradient; use ``"sum"``.
+        """
+        for name, value in (("task_loss", task_loss), ("reg", reg)):
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise TypeError(f"{name} must be a scalar tensor, got "
+                                f"{type(value).__name__ if not isinstance(value, torch.Tensor) else tuple(value.shape)}.")
+        if isinstance(parameters, torch.Tensor):
+            parameters = [parameters]
+        params = list(parameters)
+        if not all(isinstance(q, torch.Tensor) for q in params):
+            raise TypeError("parameters must be an iterable of tensors, e.g. model.parameters().")
+        weight = self.weight
+        if self.combine == "sum" or weight == 0.0 or not reg.requires_grad:
+            (task_loss + weight * reg).backward()
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            raise RuntimeError("NFEBudget(combine='project').backward is not supported with several torch.distributed "
+                               "processes (each would project against its own gradient); use combine='sum' there.")
+        params = [q for q in params if q.requires_grad]
+        before = [q.grad for q in params]
+        for q in params:
+            q.grad = None
+        # retain_graph: with strategy="global" reg shares the solve's graph.
+        task_loss.backward(retain_graph=True)
+        g_task: List[Optional[torch.Tensor]] = [q.grad for q in params]
+        g_reg = torch.autograd.grad(weight * reg, params, allow_unused=True)
+        dot = sum(((a * b).sum() for a, b in zip(g_task, g_reg) if a is not None and b is not None),
+                  torch.zeros((), dtype=reg.dtype, device=reg.device))
+        task_sq = sum(((a * a).sum() for a in g_task if a is not None),
+                      torch.zeros((), dtype=reg.dtype, device=reg.device))
+        coef = torch.where((dot < 0) & (task_sq > 0), dot / task_sq.clamp_min(torch.finfo(task_sq.dtype).tiny),
+                           torch.zeros_like(dot))
+        for q, old, a, b in zip(params, before, g_task, g_reg):
+            if a is not None:  # the projection acts on the whole vector, where reg does not reach too
+                b = -coef * a if b is None else b - coef * a
+            parts = [g for g in (old, a, b) if g is not None]
+            q.grad = None if not parts else sum(parts[1:], parts[0])
+
     @staticmethod
     def _forward_nfe(stats: StatsLike) -> int:
         if isinstance(stats, LocalRegStats):
@@ -218,6 +308,7 @@ class NFEBudget:
         """Everything needed to resume: settings and the running state (plain Python numbers)."""
         return {"target_nfe": self.target_nfe, "rate": self.rate, "smoothing": self.smoothing, "leak": self.leak,
                 "hold": self.hold, "anticipation": self.anticipation, "trend_smoothing": self.trend_smoothing,
+                "combine": self.combine,
                 "min_weight": self.min_weight, "max_weight": self.max_weight, "warmup_steps": self.warmup_steps,
                 "log_weight": self._log_weight, "nfe_avg": self._nfe_avg, "nfe_slow": self._nfe_slow,
                 "steps": self._steps, "active": self._active}
@@ -237,7 +328,8 @@ class NFEBudget:
                              min_weight=state_dict["min_weight"], max_weight=state_dict["max_weight"],
                              initial_weight=state_dict["min_weight"], warmup_steps=state_dict["warmup_steps"],
                              leak=state_dict["leak"], hold=state_dict["hold"],
-                             anticipation=state_dict["anticipation"], trend_smoothing=state_dict["trend_smoothing"])
+                             anticipation=state_dict["anticipation"], trend_smoothing=state_dict["trend_smoothing"],
+                             combine=state_dict["combine"])
         log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-math.inf)
         if not math.log(restored.min_weight) - 1e-12 <= log_weight <= math.log(restored.max_weight) + 1e-12:
             raise ValueError(f"state_dict['log_weight'] must lie between log(min_weight) and log(max_weight), "
