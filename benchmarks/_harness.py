@@ -1,8 +1,9 @@
-"""Plumbing shared by the benchmark scripts: machine report, timing, seed aggregation, tables, plots.
+"""Plumbing shared by the benchmark scripts: machine report, settings, timing, the results writer.
 
-Every benchmark prints its settings and the machine it ran on, and writes its raw rows (one per
-method and seed) and its summary (mean and spread over seeds, ratios to vanilla) as CSV and
-markdown, plus PNG plots, under ``benchmarks/results/<name>/``.
+Every benchmark prints its settings beside the paper's and the machine it runs on, appends one row
+per finished run to ``runs.csv`` (so that a rerun skips what is there), and writes its summary
+(mean and spread over seeds, ratios to vanilla on the same seeds) as ``summary.csv`` and
+``summary.md`` under ``benchmarks/results/<name>/``. Plots are in :mod:`_plots`.
 """
 import csv
 import json
@@ -13,9 +14,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from torch.utils.benchmark import Timer
+
+try:  # serialises appends of concurrent processes (--jobs); absent on Windows, where runs are sequential
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -25,16 +32,8 @@ if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
 
 
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (figures go to files; no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def machine_info() -> Dict[str, str]:
-    """CPU model, cores, threads and library versions of this run."""
+def machine_info(device: str = "cpu") -> Dict[str, str]:
+    """CPU model, cores, threads, GPU, library versions, and ``device`` when it is not the CPU."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -55,38 +54,98 @@ def machine_info() -> Dict[str, str]:
         "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
         "torchsde": getattr(torchsde, "__version__", "?"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        **({} if device == "cpu" else {"device": device}),
     }
 
 
-def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, out_dir: Optional[str] = None) -> Path:
+def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, out_dir: Optional[str] = None,
+              selection: Optional[Dict] = None, device: str = "cpu") -> Path:
     """Prints the settings (beside the paper's) and the machine; creates and returns the results folder.
 
-    The settings and machine are also saved as ``settings.json`` in that folder.
+    Without ``selection``, ``settings.json`` in that folder holds the settings, the paper's, the
+    machine and the command. With ``selection`` (the runs this command asks for: a resumable
+    benchmark), it holds the settings, the paper's, and one entry per command that wrote to the
+    folder (command, ``selection``, machine, date); a folder with runs under other ``settings`` is
+    refused, as its rows would not be comparable.
     """
     out = Path(out_dir) if out_dir else RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
+    machine = machine_info(device)
     print(f"== benchmark {name} ==")
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
     if paper_settings:
         print("paper:    " + ", ".join(f"{k}={v}" for k, v in paper_settings.items()))
+    if selection:
+        print("runs:     " + ", ".join(f"{k}={v}" for k, v in selection.items()))
     print("machine:  " + ", ".join(f"{k}={v}" for k, v in machine.items()))
-    with open(out / "settings.json", "w") as f:
-        json.dump({"settings": settings, "paper_settings": paper_settings or {}, "machine": machine,
-                   "command": " ".join(sys.argv)}, f, indent=2, default=str)
+    path = out / "settings.json"
+    if selection is None:
+        content = {"settings": settings, "paper_settings": paper_settings or {}, "machine": machine,
+                   "command": " ".join(sys.argv)}
+    else:
+        settings = json.loads(json.dumps(settings, default=str))  # as it reads back from the file
+        sessions = []
+        if path.exists() and (out / "runs.csv").exists():
+            old = json.loads(path.read_text())
+            changed = sorted(k for k in set(old["settings"]) | set(settings)
+                             if old["settings"].get(k) != settings.get(k))
+            if changed:
+                key = changed[0]
+                raise ValueError(f"{out} holds runs with other settings ({key}: {old['settings'].get(key)!r} "
+                                 f"there, {settings.get(key)!r} now); pass another --out or remove that folder.")
+            sessions = old.get("sessions", [])
+        sessions.append({"command": " ".join(sys.argv), "runs": selection, "machine": machine,
+                         "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+        content = {"settings": settings, "paper_settings": paper_settings or {}, "sessions": sessions}
+    path.write_text(json.dumps(content, indent=2, default=str) + ("" if selection is None else "\n"))
     return out
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def time_prediction(fn: Callable[[], object], repeats: int) -> Tuple[float, float]:
+    """Median and interquartile range (seconds) of ``repeats`` timed calls of ``fn()``, after one untimed call.
+
+    Timed with ``torch.utils.benchmark.Timer``, which synchronises CUDA before reading the clock, so
+    the times are those of the computation on any device, not of the kernel launches.
+    """
+    fn()
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    times = [timer.timeit(1).raw_times[0] for _ in range(repeats)]
+    return statistics.median(times), iqr(times)
+
+
+def iqr(values: Sequence[float]) -> float:
+    """Interquartile range (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def read_rows(path: Path) -> List[Dict]:
+    """The rows of a CSV file (values as strings); none when it does not exist."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_rows(path: Path, rows: Iterable[Dict], fields: Sequence[str]) -> None:
+    """Appends ``rows`` (the columns ``fields``) to a CSV file, writing the header if the file is new.
+
+    Several processes may append to the same file (``--jobs``): the file is locked while written.
+    """
+    with open(path, "a", newline="") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            writer = csv.DictWriter(f, fieldnames=list(fields))
+            if f.tell() == 0:
+                writer.writeheader()
+            writer.writerows({k: row[k] for k in fields} for row in rows)
+            f.flush()
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def write_csv(rows: Sequence[Dict], path: Path) -> Path:
@@ -114,59 +173,39 @@ def markdown_table(rows: Sequence[Dict], columns: Optional[Sequence[str]] = None
     return "\n".join(lines) + "\n"
 
 
-def summarize(rows: Sequence[Dict], metrics: Sequence[str], group: str = "method",
-              baseline: Optional[str] = "vanilla", ratios: Sequence[str] = ()) -> List[Dict]:
-    """Mean and standard deviation of ``metrics`` over the rows of each ``group`` value (the seeds).
+def summarize_runs(rows: Sequence[Dict], group: Sequence[str] = ("method", "weight"),
+                   means: Sequence[str] = ()) -> List[Dict]:
+    """One summary row per value of the ``group`` columns of ``rows`` (the runs of ``runs.csv``), in
+    order of appearance.
 
-    For each metric in ``ratios``, adds ``<metric>_ratio``: the group's mean over the baseline
-    group's mean (NaN when there is no baseline row).
+    Columns: the group's, ``seeds``, ``metric_name``, mean and standard deviation of ``test_metric``
+    and ``test_nfe``, the mean of each of ``means``, and against vanilla (method ``vanilla``) on the
+    same seeds (paired, so that seeds run for some methods only do not tilt the comparison):
+    ``nfe_ratio``, ``pred_time_ratio``, ``train_time_ratio`` (ratios of the means) and
+    ``metric_change`` (difference of the means); NaN without vanilla rows on those seeds.
     """
-    groups: Dict[str, List[Dict]] = {}
+    groups: Dict[Tuple, List[Dict]] = {}
     for row in rows:
-        groups.setdefault(row[group], []).append(row)
-    means = {g: {m: statistics.fmean(float(r[m]) for r in rs) for m in metrics} for g, rs in groups.items()}
-    out = []
-    for g, rs in groups.items():
-        summary = {group: g, "seeds": len(rs)}
-        for m in metrics:
-            values = [float(r[m]) for r in rs]
-            summary[f"{m}_mean"] = means[g][m]
-            summary[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        for m in ratios:
-            base = means.get(baseline, {}).get(m) if baseline else None
-            summary[f"{m}_ratio"] = means[g][m] / base if base else float("nan")
-        out.append(summary)
-    return out
+        groups.setdefault(tuple(row[k] for k in group), []).append(row)
+    summary = []
+    for key, runs in groups.items():
+        seeds = {str(r["seed"]) for r in runs}
+        vanilla = [r for r in rows if r["method"] == "vanilla" and str(r["seed"]) in seeds]
 
+        def mean(column, of=runs):
+            return statistics.fmean(float(r[column]) for r in of)
 
-def write_results(out: Path, rows: Sequence[Dict], summary: Sequence[Dict], columns: Optional[Sequence[str]] = None,
-                  title: str = "") -> str:
-    """Writes ``runs.csv`` (raw rows), ``summary.csv`` and ``summary.md``; prints and returns the markdown."""
-    write_csv(rows, out / "runs.csv")
-    write_csv(summary, out / "summary.csv")
-    table = markdown_table(summary, columns)
-    text = (f"## {title}\n\n" if title else "") + table
-    (out / "summary.md").write_text(text)
-    print(text)
-    return text
+        def std(column):
+            return statistics.stdev(float(r[column]) for r in runs) if len(runs) > 1 else 0.0
 
-
-def pareto_plot(points: Sequence[Dict], x: str, y: str, path: Path, label: str = "method",
-                xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
-    """Scatter of ``y`` against ``x`` (e.g. test accuracy against test NFE), one labelled point per row,
-    with error bars from ``<x>_std`` / ``<y>_std`` when present."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for p in points:
-        ax.errorbar(p[f"{x}_mean"], p[f"{y}_mean"], xerr=p.get(f"{x}_std", 0.0), yerr=p.get(f"{y}_std", 0.0),
-                    fmt="o", capsize=3)
-        ax.annotate(str(p[label]), (p[f"{x}_mean"], p[f"{y}_mean"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=7)
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        s = {**dict(zip(group, key)), "seeds": len(runs), "metric_name": runs[0]["metric_name"],
+             "test_metric_mean": mean("test_metric"), "test_metric_std": std("test_metric"),
+             "test_nfe_mean": mean("test_nfe"), "test_nfe_std": std("test_nfe")}
+        for column in means:
+            s[f"{column}_mean"] = mean(column)
+        for column, name in (("test_nfe", "nfe_ratio"), ("pred_time", "pred_time_ratio"),
+                             ("train_time", "train_time_ratio")):
+            s[name] = mean(column) / mean(column, vanilla) if vanilla else float("nan")
+        s["metric_change"] = mean("test_metric") - mean("test_metric", vanilla) if vanilla else float("nan")
+        summary.append(s)
+    return summary

@@ -1,19 +1,19 @@
-"""Training and evaluation shared by the neural SDE benchmarks (``mnist_sde.py``, ``spiral_sde.py``).
+"""The neural SDE side of the benchmarks: :class:`SDEProblem` for the one training loop of
+``_train.py``, and the pieces of RNODE for an SDE.
 
 Every method trains the same model (same initialisation, same data order, same Brownian paths,
 same optimiser and number of iterations for a given seed) with ``sdeint_reg`` and direct backprop
 through torchsde's adaptive solve; only the extra loss term differs:
 
 - ``vanilla``: none (``strategy="none"``: the plain solve, no extra evaluation);
-- ``unbiased`` / ``biased``: local regularization (ours), ``reg_weight * reg``;
+- ``unbiased`` / ``biased`` / ``budget``: local regularization (ours), ``weight * reg``;
 - ``global``: the 2021 baseline, ``strategy="global"``: the step-doubling error of every accepted
   step, backpropagated through the solve;
 - ``steer``: STEER's random end time (``steer_times``), no loss term;
 - ``rnode``: RNODE for an SDE, see :class:`RNODESDE`.
 
 After training each model predicts with plain ``torchsde.sdeint`` (adaptive, same tolerances) on
-a ``BrownianInterval`` with a fixed seed; the test NFE counts drift evaluations of that solve and
-the prediction time is its median wall time.
+a ``BrownianInterval`` with a fixed seed; the test NFE counts drift evaluations of that solve.
 
 Same noise: every Brownian motion here is a ``BrownianInterval`` seeded by ``entropy`` (per seed
 and iteration in training, one fixed value in evaluation), so all methods draw the same increment
@@ -24,10 +24,7 @@ it made the prediction solve 5-8x slower in our measurement, which would swamp t
 times this benchmark is about.
 """
 import argparse
-import statistics
-import time
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -35,13 +32,11 @@ import torch.nn.functional as F
 import torchsde
 from torchsde import BaseBrownian, BrownianInterval
 
-from _harness import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
 from _regularizers import RNODEDynamics, steer_times
+from _train import Task
 from torchdiffeq_localreg import sdeint_reg
 
-METHODS = ("vanilla", "unbiased", "biased", "global", "steer", "rnode")
-LOCAL = ("unbiased", "biased")
-_STRATEGY = {"unbiased": "unbiased", "biased": "biased", "global": "global"}
+METHODS = ("vanilla", "unbiased", "biased", "budget", "global", "steer", "rnode")
 SDE_METHODS = ("euler", "milstein", "srk")
 # Seeds of the Brownian motions: training iteration ``itr`` of seed ``s`` uses _TRAIN_BM * s + itr;
 # every evaluation uses _EVAL_BM (the same noise for every method and seed).
@@ -162,27 +157,16 @@ def brownian(t0: float, t1: float, like: torch.Tensor, entropy: int, sde_method:
                             levy_area_approximation="space-time" if sde_method == "srk" else "none")
 
 
-class SDETask:
-    """What a benchmark provides; :func:`train` and :func:`run` do the rest.
+class SDEProblem(Task):
+    """A neural SDE problem for :func:`_train.train_run`.
 
-    Attributes set by subclasses: ``name``, ``ts`` (output times of a solve, a 1-D tensor),
-    ``metrics`` (names of the evaluation metrics, besides ``test_nfe`` and ``pred_time``),
-    ``pareto_y`` (the metric drawn against the test NFE) and ``pareto_ylabel``.
+    Subclasses set ``ts`` (output times of a solve, a 1-D tensor) and implement :meth:`make_model`
+    (a fresh model with an ``sde`` attribute, a :class:`NeuralSDE`), :meth:`batch`, :meth:`initial`,
+    :meth:`loss`, :meth:`test_initial` and :meth:`metrics`. Reads ``args.sde_method, dt, tol,
+    steer_b`` (the Brownian motions of every method span the longest STEER solve).
     """
 
-    name: str
     ts: torch.Tensor
-    metrics: Sequence[str]
-    pareto_y: str
-    pareto_ylabel: str
-
-    def make_model(self) -> nn.Module:
-        """A fresh model with an ``sde`` attribute (a :class:`NeuralSDE`)."""
-        raise NotImplementedError
-
-    def batch(self, generator: torch.Generator):
-        """The next training batch (drawn with ``generator``: the data order)."""
-        raise NotImplementedError
 
     def initial(self, model: nn.Module, batch) -> torch.Tensor:
         """The SDE's initial state ``(batch, d)`` for ``batch``."""
@@ -192,206 +176,74 @@ class SDETask:
         """The task loss of the solution ``ys`` (shape ``(len(ts), batch, d)``)."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, predict: Callable[[torch.Tensor], torch.Tensor],
-                 ys_test: torch.Tensor) -> Dict[str, float]:
-        """The task metrics, given ``ys_test`` (the prediction from :meth:`test_initial`);
-        ``predict(y0)`` solves from other initial states on the same evaluation Brownian motion."""
-        raise NotImplementedError
-
     def test_initial(self, model: nn.Module) -> torch.Tensor:
         """The initial states of the test set (the prediction that is timed and whose NFE is counted)."""
         raise NotImplementedError
 
+    def metrics(self, model: nn.Module, predict: Callable[[torch.Tensor], torch.Tensor],
+                ys_test: torch.Tensor) -> Dict[str, float]:
+        """``train_metric``, ``test_metric`` and the ``extra_metrics``, given ``ys_test`` (the prediction
+        from :meth:`test_initial`); ``predict(y0)`` solves from other initial states on the same
+        evaluation Brownian motion."""
+        raise NotImplementedError
 
-def add_sde_args(parser: argparse.ArgumentParser, *, niters: int, batch_size: int, lr: float, tol: float,
-                 dt: float, sigma_max: float, reg_weight: float, sweep_weights: Sequence[float],
-                 rnode_weight: float, steer_b: float, sde_method: str = "milstein") -> argparse.ArgumentParser:
-    """The arguments common to both SDE benchmarks (the defaults are each benchmark's calibrated ones)."""
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--niters", type=int, default=niters, help="training iterations per run")
-    parser.add_argument("--batch_size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
-    parser.add_argument("--lr_decay", type=float, default=1e-5, help="inverse decay: lr / (1 + lr_decay * itr)")
+    def training_step(self, model, batch, method, weight, args, generator, itr=0, seed=0):
+        ts = self.ts
+        y0 = self.initial(model, batch)
+        t1 = float(ts[-1]) + max(args.steer_b, weight if method == "steer" else 0.0)
+        bm = brownian(float(ts[0]), t1, y0, _TRAIN_BM * seed + itr, args.sde_method)
+        solve_ts = steer_times(ts, weight, generator) if method == "steer" else ts
+        kwargs = dict(method=args.sde_method, dt=args.dt, adaptive=True, rtol=args.tol, atol=args.tol,
+                      generator=generator, return_stats=True)
+        if method == "rnode":
+            augmented = RNODESDE(model.sde)
+            augmented.resample(y0, generator)
+            ys, _, stats = sdeint_reg(augmented, augmented.initial_state(y0), solve_ts, bm=PaddedBrownian(bm, 2),
+                                      strategy="none", **kwargs)
+            return self.loss(model, ys[:, :, :-2], batch), weight * ys[-1, :, -2:].sum(1).mean(), stats
+        strategy = {"vanilla": "none", "steer": "none"}.get(method, method)
+        ys, reg, stats = sdeint_reg(model.sde, y0, solve_ts, bm=bm, strategy=strategy, **kwargs)
+        penalty = weight * reg if strategy != "none" else torch.zeros((), dtype=ys.dtype, device=ys.device)
+        return self.loss(model, ys, batch), penalty, stats
+
+    def _predict(self, model: nn.Module, args) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``predict(y0)``: plain ``torchsde.sdeint`` from ``y0`` on the fixed evaluation Brownian motion."""
+        ts = self.ts
+
+        def predict(y0):
+            bm = brownian(float(ts[0]), float(ts[-1]), y0, _EVAL_BM, args.sde_method)
+            return torchsde.sdeint(model.sde, y0, ts, bm=bm, method=args.sde_method, dt=args.dt, adaptive=True,
+                                   rtol=args.tol, atol=args.tol)
+        return predict
+
+    @torch.no_grad()
+    def evaluate(self, model, args):
+        predict = self._predict(model, args)
+        model.sde.nfe = 0
+        ys_test = predict(self.test_initial(model))
+        return {**self.metrics(model, predict, ys_test), "test_nfe": model.sde.nfe}
+
+    def predictor(self, model, args):
+        predict = self._predict(model, args)
+
+        @torch.no_grad()
+        def timed():
+            return predict(self.test_initial(model))
+
+        return timed
+
+
+def add_sde_args(parser: argparse.ArgumentParser, *, dt: float, sigma_max: float,
+                 sde_method: str = "milstein") -> argparse.ArgumentParser:
+    """The flags of the SDE benchmarks only."""
     parser.add_argument("--sde_method", choices=SDE_METHODS, default=sde_method, help="torchsde method")
-    parser.add_argument("--tol", type=float, default=tol, help="rtol = atol of the adaptive solves")
     parser.add_argument("--dt", type=float, default=dt, help="initial step of the adaptive solves")
     parser.add_argument("--sigma_max", type=float, default=sigma_max, help="bound of the learned diffusion")
-    parser.add_argument("--reg_weight", type=float, default=reg_weight,
-                        help="weight of reg for unbiased, biased and global")
-    parser.add_argument("--sweep", action="store_true",
-                        help="also train unbiased and biased at each --sweep_weights (for the Pareto plot)")
-    parser.add_argument("--sweep_weights", type=float, nargs="+", default=list(sweep_weights))
-    parser.add_argument("--sweep_seeds", type=int, default=None, help="seeds of the sweep runs (default: --seeds)")
-    parser.add_argument("--rnode_weight", type=float, default=rnode_weight,
-                        help="weight of the kinetic and of the Jacobian term of RNODE")
-    parser.add_argument("--steer_b", type=float, default=steer_b, help="STEER: end time drawn from T +- b")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the prediction (median)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=str, default=None, help="results folder (default benchmarks/results/<name>/)")
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
     return parser
 
 
 def check_sde_args(args: argparse.Namespace) -> None:
-    """Raises ``ValueError`` naming the argument for out-of-range values."""
-    positive = {"seeds": args.seeds, "niters": args.niters, "batch_size": args.batch_size, "lr": args.lr,
-                "tol": args.tol, "dt": args.dt, "sigma_max": args.sigma_max, "repeats": args.repeats,
-                "threads": args.threads}
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"--{name} must be > 0, got {value}.")
-    for name in ("reg_weight", "rnode_weight", "steer_b", "lr_decay"):
-        if not getattr(args, name) >= 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
-    if any(not w >= 0 for w in args.sweep_weights):
-        raise ValueError(f"--sweep_weights must all be >= 0, got {args.sweep_weights}.")
-    if args.sweep_seeds is not None and args.sweep_seeds < 1:
-        raise ValueError(f"--sweep_seeds must be >= 1, got {args.sweep_seeds}.")
-
-
-def train(task: SDETask, method: str, weight: float, seed: int, args: argparse.Namespace,
-          log: Optional[List[Dict]] = None) -> Tuple[nn.Module, float]:
-    """Trains a fresh model of ``task`` with ``method``; returns it and the training wall time (s).
-
-    ``weight`` is the weight of ``reg`` (unbiased, biased, global); RNODE uses ``args.rnode_weight``
-    and STEER ``args.steer_b``. One row per iteration (drift evaluations of the solve and of the
-    regularization, losses) is appended to ``log``.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    torch.manual_seed(seed)
-    model = task.make_model().to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 / (1.0 + args.lr_decay * i))
-    order = torch.Generator().manual_seed(seed)
-    sampler = torch.Generator().manual_seed(seed + 1)
-    other = torch.Generator().manual_seed(seed + 2)  # STEER's end times, RNODE's probes
-    ts = task.ts.to(args.device)
-    t1 = float(ts[-1]) + args.steer_b  # every method draws the same Brownian path, long enough for STEER
-    augmented = RNODESDE(model.sde) if method == "rnode" else None
-    start = time.perf_counter()
-    for itr in range(1, args.niters + 1):
-        batch = task.batch(order)
-        y0 = task.initial(model, batch)
-        bm = brownian(float(ts[0]), t1, y0, _TRAIN_BM * seed + itr, args.sde_method)
-        solve_ts = steer_times(ts, args.steer_b, other) if method == "steer" else ts
-        kwargs = dict(method=args.sde_method, dt=args.dt, adaptive=True, rtol=args.tol, atol=args.tol,
-                      generator=sampler, return_stats=True)
-        if augmented is not None:
-            augmented.resample(y0, other)
-            ys, reg, stats = sdeint_reg(augmented, augmented.initial_state(y0), solve_ts, bm=PaddedBrownian(bm, 2),
-                                        strategy="none", **kwargs)
-            penalty = args.rnode_weight * ys[-1, :, -2:].sum(1).mean()
-            ys = ys[:, :, :-2]
-        else:
-            ys, reg, stats = sdeint_reg(model.sde, y0, solve_ts, bm=bm, strategy=_STRATEGY.get(method, "none"),
-                                        **kwargs)
-            penalty = weight * reg
-        task_loss = task.loss(model, ys, batch)
-        optimizer.zero_grad()
-        (task_loss + penalty).backward()
-        optimizer.step()
-        schedule.step()
-        if log is not None:
-            log.append({"itr": itr, "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
-                        "loss": task_loss.item(), "penalty": penalty.item()})
-    return model, time.perf_counter() - start
-
-
-def _predictor(model: nn.Module, ts: torch.Tensor, args: argparse.Namespace):
-    """``predict(y0)``: plain ``torchsde.sdeint`` from ``y0`` on the fixed evaluation Brownian motion."""
-    def predict(y0):
-        bm = brownian(float(ts[0]), float(ts[-1]), y0, _EVAL_BM, args.sde_method)
-        return torchsde.sdeint(model.sde, y0, ts, bm=bm, method=args.sde_method, dt=args.dt, adaptive=True,
-                               rtol=args.tol, atol=args.tol)
-    return predict
-
-
-@torch.no_grad()
-def evaluate(task: SDETask, model: nn.Module, args: argparse.Namespace) -> Dict[str, float]:
-    """Task metrics, test NFE (drift evaluations of one plain adaptive solve of the test set) and
-    prediction time (median over ``args.repeats``) of that solve."""
-    ts = task.ts.to(args.device)
-    predict = _predictor(model, ts, args)
-    model.sde.nfe = 0
-    ys_test = predict(task.test_initial(model))
-    nfe = model.sde.nfe
-    result = dict(task.evaluate(model, predict, ys_test))
-    result["test_nfe"] = nfe
-    result["pred_time"] = median_time(lambda: predict(task.test_initial(model)), repeats=args.repeats)
-    return result
-
-
-def _runs(args: argparse.Namespace) -> List[Tuple[str, str, float, int]]:
-    """(label, method, weight, seed) of every training run, main methods first, then the sweep."""
-    runs = [(m, m, args.reg_weight if m in _STRATEGY else 0.0, s) for s in range(args.seeds) for m in args.methods]
-    if args.sweep:
-        seeds = args.sweep_seeds or args.seeds
-        for w in args.sweep_weights:
-            if w == args.reg_weight:
-                continue
-            for m in LOCAL:
-                runs += [(f"{m} w={w:g}", m, w, s) for s in range(seeds)]
-    return runs
-
-
-def plot_training_nfe(logs: Dict[str, List[Dict]], path: Path, title: str, window: int = 10) -> Path:
-    """Drift evaluations of the training solve over the iterations, one line per method (moving average)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, rows in logs.items():
-        nfe = [r["nfe_forward"] for r in rows]
-        smooth = [statistics.fmean(nfe[max(0, i - window + 1):i + 1]) for i in range(len(nfe))]
-        ax.plot([r["itr"] for r in rows], smooth, label=label)
-    ax.set_xlabel("training iteration")
-    ax.set_ylabel(f"drift evaluations per solve (mean of {window})")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def run(task: SDETask, args: argparse.Namespace, settings: Dict, paper_settings: Dict,
-        notes: str = "") -> Tuple[List[Dict], List[Dict]]:
-    """Trains and evaluates every (method, seed) and sweep run; writes the results; returns (rows, summary)."""
-    out = start_run(task.name, settings, paper_settings, args.out)
-    rows, logs = [], {}
-    for label, method, weight, seed in _runs(args):
-        log: List[Dict] = []
-        model, train_time = train(task, method, weight, seed, args, log)
-        model.eval()
-        row = {"method": label, "strategy": method, "reg_weight": weight, "seed": seed, "train_time": train_time,
-               "train_nfe_first": statistics.fmean(r["nfe_forward"] for r in log[:10]),
-               "train_nfe_last": statistics.fmean(r["nfe_forward"] for r in log[-10:]),
-               **evaluate(task, model, args)}
-        rows.append(row)
-        write_csv(rows, out / "runs.csv")  # partial results survive an interrupted run
-        if seed == 0:
-            logs[label] = log
-        print(f"  {label:<18} seed {seed}  " + "  ".join(
-            f"{k} {row[k]:.4g}" for k in ("train_time", "train_nfe_first", "train_nfe_last", *task.metrics,
-                                           "test_nfe", "pred_time")), flush=True)
-    write_csv([{"method": k, **r} for k, rs in logs.items() for r in rs], out / "train_log.csv")
-    metrics = ["train_time", "train_nfe_first", "train_nfe_last", *task.metrics, "test_nfe", "pred_time"]
-    summary = summarize(rows, metrics, baseline="vanilla" if "vanilla" in args.methods else None,
-                        ratios=("test_nfe", "pred_time", "train_time"))
-    columns = ["method", "seeds", *(f"{m}_{s}" for m in metrics for s in ("mean", "std")),
-               "test_nfe_ratio", "pred_time_ratio", "train_time_ratio"]
-    write_results(out, rows, summary, columns, title=f"{task.name} ({settings_line(settings)})")
-    if notes:
-        with open(out / "summary.md", "a") as f:
-            f.write("\n" + notes + "\n")
-        print(notes)
-    pareto_plot(summary, "test_nfe", task.pareto_y, out / "pareto.png", xlabel="test NFE (drift evaluations)",
-                ylabel=task.pareto_ylabel, title=f"{task.name}: {task.pareto_ylabel} against test NFE")
-    plot_training_nfe(logs, out / "nfe_training.png", title=f"{task.name}: NFE during training (seed 0)")
-    return rows, summary
-
-
-def settings_line(settings: Dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
+    """Raises ``ValueError`` naming the flag for out-of-range values."""
+    for name in ("dt", "sigma_max"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}.")

@@ -1,63 +1,112 @@
-"""Training and evaluation shared by the ODE benchmarks (MNIST neural ODE, latent ODE on spirals).
+"""The one training loop and runner of every benchmark, ODE and SDE.
 
-A benchmark describes its problem with a :class:`Problem` (model, data, how a batch becomes an
-initial state and a loss); this module trains it once per (method, seed) with the same model
-initialisation, data order, optimiser and budget, evaluates it with plain ``torchdiffeq.odeint``,
-and writes the tables and plots. The methods:
+A benchmark describes its problem with a :class:`Task` (model, data, one training solve, the
+evaluation): :class:`Problem` for a neural ODE (solved with ``odeint_reg`` / ``odeint_adjoint_reg``,
+evaluated with plain ``torchdiffeq.odeint``), ``_sde.SDEProblem`` for a neural SDE. :func:`train_run`
+trains it once per (method, weight, seed) with the same model initialisation, data order, optimiser
+and budget, and :func:`run_benchmark` runs every (method, weight, seed) a command asks for,
+appending each finished run's row to ``runs.csv`` (a rerun skips what is there), one process at a
+time or ``--jobs`` at once, then writes the summary and the plots. The methods:
 
 - ``vanilla``: no regularization.
-- ``unbiased``, ``biased``: local regularization (ours), ``loss + reg_weight * reg``.
+- ``unbiased``, ``biased``: local regularization (ours), ``loss + weight * reg``, at every weight
+  of ``--reg_weights``.
 - ``unbiased_stiff``: as ``unbiased`` with the stiffness estimate inside reg (``stiffness_weight``).
+- ``budget``: ``unbiased`` with the weight set by ``NFEBudget`` (its default settings), target
+  ``--budget_ratio`` (0.6) x vanilla's test NFE of the same seed; its ``weight`` column is that ratio.
 - ``global``: the 2021 baseline, ``strategy="global"``; it backpropagates through the solver, so it
   always uses direct backprop, whatever ``--grad`` says.
-- ``steer``: STEER's random end time.
+- ``steer``: STEER's random end time (``weight`` is its half-width b).
 - ``rnode``: RNODE's kinetic energy and Jacobian Frobenius norm as an augmented state.
 
-Every training solve goes through ``odeint_reg`` / ``odeint_adjoint_reg`` (with ``strategy="none"``
-for the methods that do not use reg, which is the plain upstream solve) so that NFE is counted the
-same way for all methods.
+Every training solve goes through the package's entry points (with ``strategy="none"`` for the
+methods that do not use reg, which is the plain upstream solve) so that NFE is counted the same way
+for all methods.
 """
 import argparse
 import math
 import statistics
+import subprocess
+import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torchdiffeq
 from tqdm import tqdm
 
-from _harness import median_time, pareto_plot, pyplot, start_run, summarize, write_csv, write_results
+import _plots
+from _harness import RESULTS, append_rows, markdown_table, read_rows, start_run, summarize_runs, time_prediction, write_csv
 from _regularizers import RNODEDynamics, steer_times
-from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
 
-METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "global", "steer", "rnode")
-LOCAL = ("unbiased", "biased")
+METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "global", "steer", "rnode")
+REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
                 "through Taylor-mode automatic differentiation, which PyTorch does not have.")
-METRICS = ("train_metric", "test_metric", "train_time", "pred_time", "test_nfe", "final_train_nfe")
+# The columns of runs.csv (a problem's extra_metrics follow) and of curves.csv.
+FIELDS = ("method", "weight", "seed", "metric_name", "train_metric", "test_metric", "test_nfe", "final_train_nfe",
+          "target_nfe", "final_weight", "train_time", "pred_time", "pred_time_iqr", "niters")
+CURVE_FIELDS = ("method", "weight", "seed", "itr", "loss", "penalty", "nfe_forward", "nfe_backward", "nfe_reg",
+                "current_weight")
+CURVE_POINTS = 100  # rows of curves.csv per run (every niters // 100 iterations)
+TIMINGS = ("train_time", "pred_time", "pred_time_iqr")  # the columns that differ between two identical runs
 
 
-class Problem:
-    """What a benchmark provides. ``metric_name`` names the metric (``accuracy`` or ``mse``).
+class Task:
+    """What the runner needs of a benchmark problem.
 
-    Subclasses implement :meth:`make_model` (an ``nn.Module`` with the vector field as ``.func``),
-    :meth:`batch` (the training batch of one iteration, drawn with ``generator``),
-    :meth:`initial` (batch -> initial state, output times and an extra loss term, e.g. a KL),
-    :meth:`loss` (solution -> task loss) and :meth:`metric` (solution -> metric, a float averaged over the batch).
-    ``train_eval`` and ``test`` are the evaluation sets (tuples of tensors, batch first).
+    ``metric_name`` names the metric (``accuracy``, or an error: lower is better); ``extra_metrics``
+    names further per-run columns that :meth:`evaluate` returns.
     """
 
     metric_name = "metric"
-    train_eval: Tuple[torch.Tensor, ...] = ()
-    test: Tuple[torch.Tensor, ...] = ()
+    extra_metrics: Tuple[str, ...] = ()
 
     def make_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> Tuple[torch.Tensor, ...]:
+    def batch(self, batch_size: int, generator: torch.Generator):
+        """The training batch of one iteration, drawn with ``generator`` (the data order)."""
         raise NotImplementedError
+
+    def training_step(self, model: nn.Module, batch, method: str, weight: float, args, generator: torch.Generator,
+                      itr: int, seed: int):
+        """``(task_loss, weighted_penalty, stats)`` of iteration ``itr`` of ``method`` at ``weight``;
+        ``generator`` draws every sample of the method (reg samples, STEER times, RNODE probes)."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, args) -> Dict[str, float]:
+        """``train_metric``, ``test_metric``, ``test_nfe`` (the NFE of the prediction of the test set) and
+        the ``extra_metrics``."""
+        raise NotImplementedError
+
+    def predictor(self, model: nn.Module, args) -> Callable[[], object]:
+        """The prediction of the test set with the plain upstream solver, as timed."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> None:
+        """Moves the problem's tensors (and tuples of tensors) to ``device``."""
+        for name, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, tuple) and value and all(torch.is_tensor(v) for v in value):
+                setattr(self, name, tuple(v.to(device) for v in value))
+
+
+class Problem(Task):
+    """A neural ODE problem. Subclasses implement :meth:`make_model` (an ``nn.Module`` with the vector
+    field as ``.func``), :meth:`batch`, :meth:`initial` (batch -> initial state, output times and an
+    extra loss term, e.g. a KL), :meth:`loss` (solution -> task loss) and :meth:`metric` (solution ->
+    metric, a float averaged over the batch). ``train_eval`` and ``test`` are the evaluation sets
+    (tuples of tensors, batch first).
+    """
+
+    train_eval: Tuple[torch.Tensor, ...] = ()
+    test: Tuple[torch.Tensor, ...] = ()
 
     def initial(self, model: nn.Module, batch, generator: Optional[torch.Generator]):
         """Returns ``(z0, t, extra_loss)``; ``generator`` is None at evaluation (no sampling)."""
@@ -69,64 +118,49 @@ class Problem:
     def metric(self, model: nn.Module, zs: torch.Tensor, batch) -> float:
         raise NotImplementedError
 
+    def training_step(self, model, batch, method, weight, args, generator, itr=0, seed=0):
+        z0, t, extra = self.initial(model, batch, generator)
+        penalty = torch.zeros((), dtype=z0.dtype, device=z0.device)
+        if method == "rnode":
+            dynamics = RNODEDynamics(model.func)
+            dynamics.resample(z0, generator)
+            (zs, kinetic, jacobian), _, stats = _solve(dynamics, RNODEDynamics.initial_state(z0), t, args, "none")
+            penalty = weight * (kinetic[-1].mean() + jacobian[-1].mean())
+        else:
+            if method == "steer":
+                t = steer_times(t, weight, generator)
+            strategy = {"vanilla": "none", "steer": "none", "unbiased_stiff": "unbiased"}.get(method, method)
+            stiffness = args.stiffness_weight if method == "unbiased_stiff" else 0.0
+            zs, reg, stats = _solve(model.func, z0, t, args, strategy, stiffness, generator)
+            if strategy != "none":
+                penalty = weight * reg
+        return self.loss(model, zs, batch) + extra, penalty, stats
 
-def add_args(parser: argparse.ArgumentParser, *, niters: int, batch_size: int, lr: float, tol: float,
-             reg_weight: float, stiffness_weight: float, global_weight: float, steer_b: float,
-             rnode_weight: float, sweep_weights: Sequence[float]) -> argparse.ArgumentParser:
-    """The flags every ODE benchmark has, with the benchmark's own defaults."""
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--niters", type=int, default=niters, help="training iterations per run")
-    parser.add_argument("--batch_size", type=int, default=batch_size)
-    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
-    parser.add_argument("--tol", type=float, default=tol, help="rtol = atol of the training solves")
-    parser.add_argument("--eval_tol", type=float, default=None, help="rtol = atol of the prediction solve (default: --tol)")
-    parser.add_argument("--grad", choices=("direct", "adjoint"), default="direct",
-                        help="gradient of the solve: backprop through the solver or odeint_adjoint "
-                             "(global always uses direct)")
-    parser.add_argument("--reg_weight", type=float, default=reg_weight, help="weight of reg for the local strategies")
-    parser.add_argument("--stiffness_weight", type=float, default=stiffness_weight,
-                        help="weight of the stiffness estimate inside reg for unbiased_stiff")
-    parser.add_argument("--global_weight", type=float, default=global_weight, help="weight of the global reg")
-    parser.add_argument("--steer_b", type=float, default=steer_b, help="STEER: end time drawn from [T-b, T+b]")
-    parser.add_argument("--rnode_weight", type=float, default=rnode_weight,
-                        help="RNODE: weight of the kinetic and of the Jacobian term (the same for both)")
-    parser.add_argument("--sweep", action="store_true", help="also train the local strategies at --sweep_weights")
-    parser.add_argument("--sweep_weights", nargs="+", type=float, default=list(sweep_weights))
-    parser.add_argument("--pred_repeats", type=int, default=5, help="repeats of the timed prediction solve")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", type=str, default=None, help="results folder (default benchmarks/results/<name>/)")
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
-    return parser
+    def _count(self, model: nn.Module, data, tol: float) -> Tuple[float, int]:
+        """Metric and NFE of the prediction solve of ``data`` (``odeint_reg(strategy="none")``, whose solve
+        is bit-identical to the plain one)."""
+        z0, t, _ = self.initial(model, data, None)
+        zs, _, stats = odeint_reg(model.func, z0, t, rtol=tol, atol=tol, method="dopri5", strategy="none",
+                                  return_stats=True)
+        return self.metric(model, zs, data), stats.nfe_forward
 
+    @torch.no_grad()
+    def evaluate(self, model, args):
+        tol = args.eval_tol or args.tol
+        train_metric, _ = self._count(model, self.train_eval, tol)
+        test_metric, nfe = self._count(model, self.test, tol)
+        return {"train_metric": train_metric, "test_metric": test_metric, "test_nfe": nfe}
 
-def check_args(args: argparse.Namespace) -> None:
-    for name in ("niters", "batch_size", "pred_repeats", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    for name in ("lr", "tol"):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}.")
-    for name in ("reg_weight", "stiffness_weight", "global_weight", "steer_b", "rnode_weight"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"--{name} must be a finite number >= 0, got {value}.")
-    if any(not (math.isfinite(w) and w >= 0) for w in args.sweep_weights):
-        raise ValueError(f"--sweep_weights must be finite numbers >= 0, got {args.sweep_weights}.")
-    if not args.seeds:
-        raise ValueError("--seeds needs at least one seed.")
+    def predictor(self, model, args):
+        tol = args.eval_tol or args.tol
 
+        @torch.no_grad()
+        def predict():
+            z0, t, _ = self.initial(model, self.test, None)
+            zs = torchdiffeq.odeint(model.func, z0, t, rtol=tol, atol=tol, method="dopri5")
+            return self.metric(model, zs, self.test)
 
-def run_specs(args: argparse.Namespace) -> List[Tuple[str, str, float]]:
-    """``(label, method, weight)`` of every run: each method at its default weight, then the sweep."""
-    weights = {"vanilla": 0.0, "unbiased": args.reg_weight, "biased": args.reg_weight,
-               "unbiased_stiff": args.reg_weight, "global": args.global_weight, "steer": args.steer_b,
-               "rnode": args.rnode_weight}
-    specs = [(m, m, weights[m]) for m in args.methods]
-    if args.sweep:
-        for method in LOCAL:
-            specs += [(f"{method}@{w:g}", method, w) for w in args.sweep_weights if w != args.reg_weight]
-    return specs
+        return predict
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
@@ -138,28 +172,6 @@ def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
     if args.grad == "adjoint" and strategy != "global":
         return odeint_adjoint_reg(func, z0, t, **kwargs)
     return odeint_reg(func, z0, t, **kwargs)
-
-
-def training_step(problem: Problem, model: nn.Module, batch, method: str, weight: float, args,
-                  generator: torch.Generator):
-    """Task loss and weighted penalty of one iteration of ``method``, and the stats of its solve."""
-    z0, t, extra = problem.initial(model, batch, generator)
-    func = model.func
-    penalty = torch.zeros((), dtype=z0.dtype, device=z0.device)
-    if method == "rnode":
-        dynamics = RNODEDynamics(func)
-        dynamics.resample(z0, generator)
-        (zs, kinetic, jacobian), _, stats = _solve(dynamics, RNODEDynamics.initial_state(z0), t, args, "none")
-        penalty = weight * (kinetic[-1].mean() + jacobian[-1].mean())
-    else:
-        if method == "steer":
-            t = steer_times(t, weight, generator)
-        strategy = {"vanilla": "none", "steer": "none", "unbiased_stiff": "unbiased"}.get(method, method)
-        stiffness = args.stiffness_weight if method == "unbiased_stiff" else 0.0
-        zs, reg, stats = _solve(func, z0, t, args, strategy, stiffness, generator)
-        if strategy != "none":
-            penalty = weight * reg
-    return problem.loss(model, zs, batch) + extra, penalty, stats
 
 
 COMBINE = ("sum", "project", "cap")
@@ -200,138 +212,337 @@ def combined_backward(params: Sequence[torch.Tensor], task: torch.Tensor, penalt
         p.grad = a + b
 
 
-@torch.no_grad()
-def evaluate(problem: Problem, model: nn.Module, data, tol: float, repeats: int = 0) -> Dict[str, float]:
-    """Metric and NFE of the prediction solve of ``data`` (one batch) at ``tol``; with ``repeats > 0``
-    also the median wall time of the prediction (encoder, plain ``torchdiffeq.odeint``, read-out).
+def train_run(problem: Task, label: str, method: str, weight: float, seed: int, args,
+              control=None, progress: bool = False, position: int = 0) -> Tuple[Dict, List[Dict]]:
+    """Trains one model and evaluates it; returns its result row and its per-iteration curve.
 
-    NFE is read from ``odeint_reg(strategy="none")``, whose solve is bit-identical to the plain one.
+    ``method`` is one of :data:`METHODS` but ``budget``. With ``control`` (an object with a float
+    ``weight`` and ``update(stats)``, such as :class:`torchdiffeq_localreg.NFEBudget`), the weight of
+    each iteration is ``control.weight`` and ``control.update(stats)`` follows each optimizer step;
+    ``weight`` is then ignored. ``progress`` shows a tqdm bar over the iterations (on line
+    ``position``). Reads ``args.niters, batch_size, lr`` and, if present, ``lr_decay`` (inverse
+    decay ``lr / (1 + lr_decay * itr)``), ``combine`` (:func:`combined_backward`), ``device`` and
+    ``pred_repeats``; the problem reads the rest.
     """
-    z0, t, _ = problem.initial(model, data, None)
-    zs, _, stats = odeint_reg(model.func, z0, t, rtol=tol, atol=tol, method="dopri5", strategy="none",
-                              return_stats=True)
-    out = {"metric": problem.metric(model, zs, data), "nfe": stats.nfe_forward}
-
-    def predict():
-        z0, t, _ = problem.initial(model, data, None)
-        return problem.metric(model, torchdiffeq.odeint(model.func, z0, t, rtol=tol, atol=tol, method="dopri5"), data)
-
-    if repeats > 0:  # the counting solve above was the warm-up
-        out["time"] = median_time(predict, repeats=repeats, warmup=0)
-    return out
-
-
-def train_run(problem: Problem, label: str, method: str, weight: float, seed: int, args,
-              control=None, progress: bool = False) -> Tuple[Dict, List[Dict]]:
-    """Trains one model; returns its result row and its per-iteration curve.
-
-    With ``control`` (an object with a float ``weight`` and ``update(stats)``, such as
-    :class:`torchdiffeq_localreg.NFEBudget`), the weight of each iteration is ``control.weight``
-    and ``control.update(stats)`` follows each optimizer step; ``weight`` is then ignored.
-    ``progress`` shows a tqdm bar over the iterations.
-    """
+    if method not in METHODS or method == "budget":
+        raise ValueError(f"method must be one of {tuple(m for m in METHODS if m != 'budget')}, got {method!r}.")
+    device = torch.device(getattr(args, "device", "cpu"))
+    problem.to(device)
     torch.manual_seed(seed)
-    model = problem.make_model()
+    model = problem.make_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    lr_decay = getattr(args, "lr_decay", 0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 / (1.0 + lr_decay * i)) if lr_decay else None
     data_order = torch.Generator().manual_seed(seed)       # the same batches for every method
     sampling = torch.Generator().manual_seed(10_000 + seed)  # reg samples, STEER times, RNODE probes
     curve = []
     train_time = 0.0
-    iterations = range(1, args.niters + 1)
-    bar = tqdm(iterations, desc=f"{label} seed {seed}", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(1, args.niters + 1), desc=f"{label} seed {seed}", disable=not progress, leave=False,
+               dynamic_ncols=True, position=position)
     for itr in bar:
         batch = problem.batch(args.batch_size, data_order)
         start = time.perf_counter()
         if control is not None:
             weight = control.weight
-        task, penalty, stats = training_step(problem, model, batch, method, weight, args, sampling)
+        task, penalty, stats = problem.training_step(model, batch, method, weight, args, sampling, itr=itr, seed=seed)
         loss = task.detach() + penalty.detach()
         optimizer.zero_grad()
         combined_backward(list(model.parameters()), task, penalty, getattr(args, "combine", "sum"))
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if control is not None:
             control.update(stats)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         train_time += time.perf_counter() - start
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3g}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"{label} seed {seed}: loss is {loss.item()} at iteration {itr}.")
-        curve.append({"method": label, "seed": seed, "itr": itr, "loss": loss.item(), "nfe_forward": stats.nfe_forward,
-                      "nfe_backward": stats.nfe_backward, "nfe_reg": stats.nfe_reg, "weight": weight})
+        curve.append({"method": label, "seed": seed, "itr": itr, "loss": loss.item(), "penalty": penalty.item(),
+                      "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward, "nfe_reg": stats.nfe_reg,
+                      "weight": weight})
+    bar.close()
     model.eval()
-    eval_tol = args.eval_tol or args.tol
-    train_eval = evaluate(problem, model, problem.train_eval, eval_tol)
-    test_eval = evaluate(problem, model, problem.test, eval_tol, repeats=args.pred_repeats)
+    result = problem.evaluate(model, args)
+    pred_time, pred_iqr = time_prediction(problem.predictor(model, args), getattr(args, "pred_repeats", 3))
     tail = curve[-max(1, len(curve) // 10):]
-    row = {"method": label, "base_method": method, "weight": weight, "seed": seed,
-           "train_metric": train_eval["metric"], "test_metric": test_eval["metric"], "train_time": train_time,
-           "pred_time": test_eval["time"], "test_nfe": test_eval["nfe"],
+    row = {"method": label, "base_method": method, "weight": weight, "seed": seed, **result, "train_time": train_time,
+           "pred_time": pred_time, "pred_time_iqr": pred_iqr,
            "final_train_nfe": statistics.fmean(r["nfe_forward"] for r in tail)}
-    print(f"  {label:>16s} seed {seed}: train {problem.metric_name} {row['train_metric']:.4f}  "
-          f"test {problem.metric_name} {row['test_metric']:.4f}  test NFE {row['test_nfe']}  "
-          f"train NFE (last 10%) {row['final_train_nfe']:.1f}  train {train_time:.1f}s  "
-          f"predict {row['pred_time'] * 1e3:.1f}ms", flush=True)
     return row, curve
 
 
-def plot_training_nfe(curves: Sequence[Dict], path, title: str = ""):
-    """Forward NFE over training, averaged over seeds and smoothed, one line per method."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    by_method: Dict[str, Dict[int, List[float]]] = {}
-    for r in curves:
-        by_method.setdefault(r["method"], {}).setdefault(r["itr"], []).append(r["nfe_forward"])
-    for method, per_itr in by_method.items():
-        itrs = sorted(per_itr)
-        means = [statistics.fmean(per_itr[i]) for i in itrs]
-        window = max(1, len(means) // 20)
-        smooth = [statistics.fmean(means[max(0, i - window + 1):i + 1]) for i in range(len(means))]
-        ax.plot(itrs, smooth, label=method, lw=1.2)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("forward NFE (training solve)")
-    ax.set_title(title or "NFE over training")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+# ---- the command line --------------------------------------------------------------------------
+
+def add_args(parser: argparse.ArgumentParser, *, methods: Sequence[str], niters: int, batch_size: int, lr: float,
+             tol: float, reg_weights: Sequence[float], global_weight: float, steer_b: float, rnode_weight: float,
+             lr_decay: float = 0.0, pred_repeats: int = 3) -> argparse.ArgumentParser:
+    """The flags every benchmark has, with the benchmark's own defaults (``methods``: the default
+    ``--methods``, also the allowed ones besides ``unbiased_stiff`` for an ODE)."""
+    parser.add_argument("--methods", nargs="+", default=list(methods), metavar="METHOD",
+                        help=f"methods to train, of {' '.join(METHODS)} (default: %(default)s)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of every method")
+    parser.add_argument("--reg_weights", nargs="+", type=float, default=list(reg_weights),
+                        help="weights of reg for the local strategies (each is a run)")
+    parser.add_argument("--global_weight", type=float, default=global_weight, help="weight of the global reg")
+    parser.add_argument("--steer_b", type=float, default=steer_b, help="STEER: end time drawn from [T-b, T+b]")
+    parser.add_argument("--rnode_weight", type=float, default=rnode_weight,
+                        help="RNODE: weight of the kinetic and of the Jacobian term (the same for both)")
+    parser.add_argument("--budget_ratio", type=float, default=0.6,
+                        help="budget: NFEBudget's target as a fraction of vanilla's test NFE of the same seed")
+    parser.add_argument("--niters", type=int, default=niters, help="training iterations per run")
+    parser.add_argument("--batch_size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    parser.add_argument("--lr_decay", type=float, default=lr_decay, help="inverse decay: lr / (1 + lr_decay * itr)")
+    parser.add_argument("--tol", type=float, default=tol, help="rtol = atol of the solves")
+    parser.add_argument("--pred_repeats", type=int, default=pred_repeats,
+                        help="timed repeats of the prediction of the test set (median and IQR)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each process")
+    parser.add_argument("--device", type=str, default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--out", type=str, default=None,
+                        help="results folder (default benchmarks/results/<name>/, <name>_smoke/ with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
+    parser.add_argument("--run", nargs=3, default=None, metavar=("METHOD", "WEIGHT", "SEED"),
+                        help="internal (--jobs): train this one run, append its row, and exit")
+    parser.add_argument("--slot", type=int, default=0, help="internal (--jobs): line of the progress bar")
+    return parser
 
 
-def run_benchmark(name: str, problem: Problem, args, settings: Dict, paper_settings: Dict, title: str) -> Dict:
-    """Trains every (method, seed), writes runs.csv, summary.csv/.md, training.csv and the plots."""
-    settings = {**settings, "methods": " ".join(args.methods), "seeds": " ".join(map(str, args.seeds)),
-                "niters": args.niters, "batch_size": args.batch_size, "lr": args.lr, "optimizer": "Adam",
-                "solver": "dopri5", "rtol=atol": args.tol, "eval_tol": args.eval_tol or args.tol, "dtype": "float32",
-                "grad": args.grad + (" (global: direct, it backpropagates through the solver)"
-                                     if args.grad == "adjoint" else ""),
-                "reg_weight": args.reg_weight, "stiffness_weight": args.stiffness_weight,
-                "global_weight": args.global_weight, "steer_b": args.steer_b, "rnode_weight": args.rnode_weight,
-                "sweep_weights": " ".join(map(str, args.sweep_weights)) if args.sweep else "off",
-                "pred_repeats": args.pred_repeats, "threads": torch.get_num_threads(), "smoke": args.smoke}
-    out = start_run(name, settings, paper_settings, args.out)
+def add_ode_args(parser: argparse.ArgumentParser, stiffness_weight: float = 0.1) -> argparse.ArgumentParser:
+    """The flags of the ODE benchmarks only."""
+    parser.add_argument("--eval_tol", type=float, default=None, help="rtol = atol of the prediction solve (default: --tol)")
+    parser.add_argument("--grad", choices=("direct", "adjoint"), default="direct",
+                        help="gradient of the solve: backprop through the solver or odeint_adjoint "
+                             "(global always uses direct)")
+    parser.add_argument("--stiffness_weight", type=float, default=stiffness_weight,
+                        help="weight of the stiffness estimate inside reg for unbiased_stiff")
+    parser.add_argument("--reg_batch_size", type=int, default=None,
+                        help="rows of the batch in the local regularization step (default: all)")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], smoke: Mapping) -> argparse.Namespace:
+    """Parses ``argv``; with ``--smoke`` the defaults are first replaced by ``smoke`` (flags given still win)."""
+    args = parser.parse_args(argv)
+    if args.smoke:
+        defaults = {k: parser.get_default(k) for k in smoke}
+        parser.set_defaults(**smoke)
+        try:
+            args = parser.parse_args(argv)
+        finally:
+            parser.set_defaults(**defaults)
+    return args
+
+
+def settings_of(args: argparse.Namespace) -> Dict:
+    """The training settings of the command (what a rerun into the same folder must not change); the
+    run selection (methods, weights, seeds) and the process settings (threads, jobs) are not in it."""
+    settings = {"niters": args.niters, "batch_size": args.batch_size, "optimizer": "Adam", "lr": args.lr,
+                "lr_decay": args.lr_decay, "rtol=atol": args.tol, "dtype": "float32",
+                "device": torch.device(args.device).type, "smoke": args.smoke}
+    if hasattr(args, "grad"):  # an ODE benchmark
+        settings.update(solver="dopri5", eval_tol=args.eval_tol or args.tol,
+                        grad=args.grad + (" (global: direct, it backpropagates through the solver)"
+                                          if args.grad == "adjoint" else ""),
+                        stiffness_weight=args.stiffness_weight, reg_batch_size=args.reg_batch_size or "all")
+    if hasattr(args, "sde_method"):  # an SDE benchmark
+        settings.update(sde_method=f"{args.sde_method} (adaptive, step doubling)", dt0=args.dt,
+                        sigma_max=args.sigma_max)
+    return settings
+
+
+def check_args(args: argparse.Namespace, allowed: Sequence[str] = METHODS) -> None:
+    """Raises ``ValueError`` naming the flag for a value out of range."""
+    unknown = [m for m in args.methods if m not in allowed]
+    if unknown:
+        raise ValueError(f"--methods must be among {' '.join(allowed)}, got {' '.join(unknown)}.")
+    for name in ("niters", "batch_size", "pred_repeats", "threads", "jobs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    for name in ("lr", "tol", "budget_ratio"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}.")
+    for name in ("global_weight", "steer_b", "rnode_weight", "lr_decay", "stiffness_weight"):
+        value = getattr(args, name, 0.0)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{name} must be a finite number >= 0, got {value}.")
+    if not args.reg_weights or any(not (math.isfinite(w) and w >= 0) for w in args.reg_weights):
+        raise ValueError(f"--reg_weights must be finite numbers >= 0, got {args.reg_weights}.")
+    if not args.seeds:
+        raise ValueError("--seeds needs at least one seed.")
+    if getattr(args, "reg_batch_size", None) is not None and args.reg_batch_size < 1:
+        raise ValueError(f"--reg_batch_size must be >= 1, got {args.reg_batch_size}.")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here.")
+
+
+# ---- the runner --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spec:
+    """One run: a method at a weight on a seed."""
+
+    method: str
+    weight: float
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return self.method if self.method == "vanilla" else f"{self.method}@{self.weight:g}"
+
+    @property
+    def key(self) -> Tuple[str, str, int]:
+        return self.method, f"{self.weight:g}", self.seed
+
+
+def _key(row: Mapping) -> Tuple[str, str, int]:
+    return row["method"], f"{float(row['weight']):g}", int(row["seed"])
+
+
+def run_specs(args: argparse.Namespace) -> List[Spec]:
+    """Every run of the command: vanilla first (the budget's target needs it; it is added when the
+    budget is asked for), then each method at its weights, seed by seed."""
+    weights = {"vanilla": [0.0], "budget": [args.budget_ratio], "global": [args.global_weight],
+               "steer": [args.steer_b], "rnode": [args.rnode_weight]}
+    methods = list(dict.fromkeys(args.methods))
+    if "budget" in methods or "vanilla" in methods:
+        methods = ["vanilla"] + [m for m in methods if m != "vanilla"]
+    return [Spec(m, w, s) for m in methods for w in dict.fromkeys(weights.get(m, args.reg_weights))
+            for s in args.seeds]
+
+
+def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Dict:
+    """Trains one run, appends its curve to ``curves.csv`` and then its row to ``runs.csv``, prints a
+    one-line summary; returns the row."""
+    control, target, method = None, float("nan"), spec.method
+    if spec.method == "budget":
+        vanilla = [r for r in read_rows(out / "runs.csv") if _key(r) == ("vanilla", "0", spec.seed)]
+        if not vanilla:
+            raise RuntimeError(f"budget seed {spec.seed} needs the vanilla row of the same seed in {out / 'runs.csv'}.")
+        target = spec.weight * float(vanilla[0]["test_nfe"])
+        control, method = NFEBudget(target_nfe=target), "unbiased"
+    result, curve = train_run(problem, spec.label, method, spec.weight, spec.seed, args, control=control,
+                              progress=not args.smoke, position=position)
+    every = max(1, args.niters // CURVE_POINTS)
+    append_rows(out / "curves.csv", ({**c, "method": spec.method, "weight": spec.weight, "current_weight": c["weight"]}
+                                     for c in curve if c["itr"] % every == 0), CURVE_FIELDS)
+    row = {**result, "method": spec.method, "weight": spec.weight, "metric_name": problem.metric_name,
+           "target_nfe": target, "final_weight": control.weight if control else spec.weight, "niters": args.niters}
+    append_rows(out / "runs.csv", [row], FIELDS + tuple(problem.extra_metrics))
+    print(f"  {spec.label:>18s} seed {spec.seed}: train {problem.metric_name} {row['train_metric']:.4f}  "
+          f"test {problem.metric_name} {row['test_metric']:.4f}  test NFE {row['test_nfe']}  "
+          f"train NFE (last 10%) {row['final_train_nfe']:.1f}  train {row['train_time']:.1f}s  "
+          f"predict {row['pred_time'] * 1e3:.1f}ms (IQR {row['pred_time_iqr'] * 1e3:.1f})", flush=True)
+    return row
+
+
+def _run_parallel(todo: List[Spec], args: argparse.Namespace, out: Path, command: List[str]) -> None:
+    """Runs ``todo`` as ``args.jobs`` processes at a time, each ``command --run METHOD WEIGHT SEED``
+    with one torch thread; a budget run starts once its seed's vanilla row is in ``runs.csv``."""
+    pending, running, slots = list(todo), {}, list(range(args.jobs))
+    try:
+        while pending or running:
+            done = {_key(r) for r in read_rows(out / "runs.csv")}
+            for spec in list(pending):
+                if len(running) == args.jobs:
+                    break
+                if spec.method == "budget" and ("vanilla", "0", spec.seed) not in done:
+                    continue
+                slot = slots.pop(0)
+                running[spec] = (subprocess.Popen([*command, "--threads", "1", "--run", spec.method, repr(spec.weight),
+                                                   str(spec.seed), "--slot", str(slot)]), slot)
+                pending.remove(spec)
+            if not running:
+                raise RuntimeError(f"no run can start: {', '.join(s.label for s in pending)} need vanilla rows.")
+            time.sleep(0.2)
+            for spec, (process, slot) in list(running.items()):
+                if process.poll() is not None:
+                    del running[spec]
+                    slots.append(slot)
+                    if process.returncode != 0:
+                        raise RuntimeError(f"run {spec.label} seed {spec.seed} failed (exit code {process.returncode}).")
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+            process.wait()
+
+
+def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Namespace, argv: Optional[Sequence[str]],
+                  script: str, settings: Dict, paper_settings: Dict, title: str, notes: str = "") -> Dict:
+    """Trains every (method, weight, seed) of the command that ``runs.csv`` does not have yet, then
+    writes ``summary.csv``, ``summary.md``, ``pareto.png`` and ``nfe_training.png`` from all of its rows.
+
+    ``make_problem`` builds the problem (only where runs are trained); ``script`` and ``argv`` are
+    the command, which ``--jobs`` reruns once per run in its own process.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else RESULTS / (name + "_smoke" * args.smoke)
+    if args.run is not None:  # one run of --jobs: the parent wrote settings.json
+        method, weight, seed = args.run
+        execute(make_problem(), Spec(method, float(weight), int(seed)), args, out, position=args.slot)
+        return {}
+    specs = run_specs(args)
+    selection = {"methods": " ".join(dict.fromkeys(s.method for s in specs)), "seeds": " ".join(map(str, args.seeds)),
+                 "reg_weights": " ".join(map(str, args.reg_weights)), "global_weight": args.global_weight,
+                 "steer_b": args.steer_b, "rnode_weight": args.rnode_weight, "budget_ratio": args.budget_ratio,
+                 "jobs": args.jobs}
+    out = start_run(name, settings, paper_settings, str(out), selection=selection, device=args.device)
     print(TAYNODE_NOTE)
-    rows, curves = [], []
+    if notes:
+        print(notes)
+    done = {_key(r) for r in read_rows(out / "runs.csv")}
+    todo = [s for s in specs if s.key not in done]
+    for spec in specs:
+        if spec.key in done:
+            print(f"  {spec.label:>18s} seed {spec.seed}: in runs.csv, skipped")
+    print(f"{len(todo)} runs to train, {len(specs) - len(todo)} already in {out / 'runs.csv'}", flush=True)
     wall = time.perf_counter()
-    for label, method, weight in run_specs(args):
-        for seed in args.seeds:
-            row, curve = train_run(problem, label, method, weight, seed, args)
-            rows.append(row)
-            curves += curve
+    if args.jobs > 1 and len(todo) > 1:
+        _run_parallel(todo, args, out, [sys.executable, script, *argv])
+    elif todo:
+        problem = make_problem()
+        for spec in todo:
+            execute(problem, spec, args, out)
     print(f"total wall time {time.perf_counter() - wall:.1f}s")
-    summary = summarize(rows, METRICS, ratios=("test_nfe", "pred_time", "train_time"))
-    for s in summary:
-        s["weight"] = next(r["weight"] for r in rows if r["method"] == s["method"])
-    m = problem.metric_name
-    columns = ["method", "weight", "seeds", "train_metric_mean", "test_metric_mean", "test_metric_std", "test_nfe_mean",
-               "test_nfe_std", "test_nfe_ratio", "pred_time_mean", "pred_time_ratio", "train_time_mean",
-               "train_time_ratio", "final_train_nfe_mean"]
-    text = write_results(out, rows, summary, columns, title=f"{title} (metric: {m})")
-    with open(out / "summary.md", "a") as f:
-        f.write(f"\n{TAYNODE_NOTE}\n")
-    write_csv(curves, out / "training.csv")
-    plot_training_nfe(curves, out / "nfe_training.png", title=f"{title}: NFE over training")
-    pareto_plot(summary, "test_nfe", "test_metric", out / "pareto.png", xlabel="test NFE (plain odeint)",
-                ylabel=f"test {m}", title=f"{title}: test {m} vs test NFE")
-    return {"rows": rows, "summary": summary, "curves": curves, "out": out, "markdown": text}
+    return write_summary(out, title, notes)
 
+
+SUMMARY_COLUMNS = ("label", "method", "weight", "seeds", "metric_name", "train_metric_mean", "test_metric_mean",
+                   "test_metric_std", "metric_change", "test_nfe_mean", "test_nfe_std", "nfe_ratio", "pred_time_mean",
+                   "pred_time_iqr_mean", "pred_time_ratio", "train_time_mean", "train_time_ratio",
+                   "final_train_nfe_mean", "target_nfe_mean", "final_weight_mean")
+
+
+def write_summary(out: Path, title: str, notes: str = "") -> Dict:
+    """``summary.csv`` / ``summary.md`` (one row per method and weight) and the plots, from all rows of
+    ``runs.csv`` and ``curves.csv``; returns the rows, the summary and the curves."""
+    rows, curves = read_rows(out / "runs.csv"), read_rows(out / "curves.csv")
+    extra = [k for k in (rows[0] if rows else {}) if k not in FIELDS]
+    summary = summarize_runs(rows, means=("train_metric", "pred_time", "pred_time_iqr", "train_time",
+                                          "final_train_nfe", "target_nfe", "final_weight", *extra))
+    summary.sort(key=lambda s: (METHODS.index(s["method"]), float(s["weight"])))
+    for s in summary:
+        s["label"] = Spec(s["method"], float(s["weight"]), 0).label
+    write_csv(summary, out / "summary.csv")
+    text = (f"## {title}\n\nMeans over seeds (`seeds` runs each); `nfe_ratio`, `pred_time_ratio`, "
+            f"`train_time_ratio` and `metric_change` against vanilla on the same seeds. `pred_time`: median of "
+            f"the timed predictions of the test set (`torch.utils.benchmark.Timer`), measured right after training "
+            f"in the run's own process, so with `--jobs` > 1 beside another run; `budget`: weight = target / "
+            f"vanilla's test NFE.\n\n" + markdown_table(summary, SUMMARY_COLUMNS) + f"\n{TAYNODE_NOTE}\n")
+    if notes:
+        text += f"\n{notes}\n"
+    (out / "summary.md").write_text(text)
+    print(text)
+    if summary:
+        _plots.pareto(summary, out / "pareto.png", title=title, xlabel="test NFE (plain solve of the test set)")
+        _plots.training_nfe([{**c, "label": Spec(c["method"], float(c["weight"]), 0).label} for c in curves],
+                            out / "nfe_training.png", title=f"{title}: NFE over training")
+    return {"rows": rows, "summary": summary, "curves": curves, "out": out, "markdown": text}

@@ -8,9 +8,9 @@ their mask backwards in time and gives q(z0); a latent ODE carries z0 over the g
 the latent path back to the plane. Training maximises an ELBO on the observed points; the metric is
 the test MSE against the clean spiral at the grid times the encoder did not see (interpolation).
 
-Methods, measurements and outputs as in ``mnist_node.py`` (without the stiffness variant by default):
+Methods, measurements, resumption and outputs as in ``mnist_node.py``:
 
-    python benchmarks/latent_ode_spirals.py --sweep      # the full run (sized for about 12 minutes on one idle thread)
+    python benchmarks/latent_ode_spirals.py --jobs 2     # every method, seeds 0 1 2
     python benchmarks/latent_ode_spirals.py --smoke      # a few seconds
 """
 import argparse
@@ -32,11 +32,16 @@ PAPER = {"data": "PhysioNet (37 channels, irregular, with mask)", "encoder": "GR
          "KL": "warmed up"}
 
 
+METHODS = ("vanilla", "unbiased", "biased", "budget", "global", "steer", "rnode")
+SMOKE = dict(niters=3, batch_size=16, n_train=32, n_test=16, n_times=12, tol=1e-3, seeds=[0], reg_weights=[1.0],
+             pred_repeats=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _train.add_args(parser, niters=250, batch_size=64, lr=1e-2, tol=1e-5, reg_weight=10.0, stiffness_weight=0.1,
-                    global_weight=1.0, steer_b=0.02, rnode_weight=0.01, sweep_weights=(1.0, 100.0))
-    parser.set_defaults(methods=[m for m in _train.METHODS if m != "unbiased_stiff"])
+    _train.add_args(parser, methods=METHODS, niters=250, batch_size=64, lr=1e-2, tol=1e-5,
+                    reg_weights=(0.3, 1.0, 3.0, 10.0), global_weight=1.0, steer_b=0.02, rnode_weight=0.01)
+    _train.add_ode_args(parser, stiffness_weight=0.1)
     parser.add_argument("--n_train", type=int, default=512, help="training trajectories")
     parser.add_argument("--n_test", type=int, default=256, help="test trajectories")
     parser.add_argument("--n_times", type=int, default=50, help="grid times per trajectory")
@@ -132,12 +137,8 @@ class SpiralProblem(_train.Problem):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = _train.parse_args(build_parser(), argv, SMOKE)
     _train.check_args(args)
-    if args.smoke:
-        args.niters, args.batch_size, args.n_train, args.n_test, args.n_times = 3, 16, 32, 16, 12
-        args.seeds, args.pred_repeats, args.tol = args.seeds[:1], 1, 1e-3
-        args.sweep_weights = args.sweep_weights[:1]
     for name in ("n_train", "n_test", "latent", "hidden"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
@@ -147,23 +148,26 @@ def main(argv=None):
         raise ValueError(f"--observed must be in (0, 1], got {args.observed}.")
     if not args.noise > 0:
         raise ValueError(f"--noise must be > 0, got {args.noise}.")
-    torch.set_num_threads(args.threads)
     t = torch.linspace(0.0, 2.0, args.n_times)
     last = float(t[-1] - t[-2])
     if "steer" in args.methods and not args.steer_b < last:
         raise ValueError(f"--steer_b must be < the last grid interval {last:g} (STEER moves only the end time), "
                          f"got {args.steer_b}.")
-    data = torch.Generator().manual_seed(1234)  # the same data set for every seed and method
-    train = make_spirals(args.n_train, t, args.observed, args.noise, data)
-    test = make_spirals(args.n_test, t, args.observed, args.noise, data)
-    problem = SpiralProblem(args, t, train, test)
+
+    def make_problem():
+        data = torch.Generator().manual_seed(1234)  # the same data set for every seed and method
+        train = make_spirals(args.n_train, t, args.observed, args.noise, data)
+        test = make_spirals(args.n_test, t, args.observed, args.noise, data)
+        return SpiralProblem(args, t, train, test)
+
     settings = {"data": f"Archimedean spirals, {args.n_times} grid times on [0, 2], {args.observed:g} observed, "
                         f"noise {args.noise:g}", "n_train": args.n_train, "n_test": args.n_test,
                 "encoder": f"GRU hidden {args.hidden} (backwards, with mask)", "latent": args.latent,
                 "field": f"MLP {args.latent}-{args.hidden}-{args.hidden}-{args.latent} (tanh), autonomous",
-                "metric": "test MSE at the unobserved grid times against the clean spiral",
-                "note": "STEER can move only the last output time (by < one grid interval)"}
-    return _train.run_benchmark("latent_ode_spirals", problem, args, settings, PAPER, "Latent ODE, spirals")
+                "metric": "test MSE at the unobserved grid times against the clean spiral", **_train.settings_of(args)}
+    notes = "STEER can move only the last output time (by less than one grid interval)."
+    return _train.run_benchmark("latent_ode_spirals", make_problem, args, argv, __file__, settings, PAPER,
+                                "Latent ODE, spirals", notes)
 
 
 if __name__ == "__main__":

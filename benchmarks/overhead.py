@@ -28,7 +28,6 @@ variants. Written to ``training_step.csv`` and ``training_step.md``.
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -39,7 +38,8 @@ from torch.utils.benchmark import Timer
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import markdown_table, pyplot, start_run, write_csv, write_results  # noqa: E402
+import _plots  # noqa: E402
+from _harness import iqr, markdown_table, start_run, write_csv  # noqa: E402
 from latent_ode_spirals import LatentODE  # noqa: E402
 from mnist_node import MNISTNODE, ODEFunc  # noqa: E402
 from torchdiffeq_localreg import odeint_adjoint_reg, odeint_reg  # noqa: E402
@@ -111,6 +111,22 @@ def make_call(variant: str, adjoint: bool, backward: bool, func: nn.Module, y0, 
     return call
 
 
+def interleaved(calls: Dict[str, Callable], warmup: int, repeats: int) -> Dict[str, List[float]]:
+    """Seconds of ``repeats`` calls of each of ``calls`` after ``warmup`` untimed rounds, round-robin in a
+    rotating order (machine drift spreads evenly), each timed by ``torch.utils.benchmark.Timer``."""
+    names = list(calls)
+    timers = {v: Timer(stmt="call()", globals={"call": calls[v]}, num_threads=torch.get_num_threads())
+              for v in names}
+    times: Dict[str, List[float]] = {v: [] for v in names}
+    for r in range(warmup + repeats):
+        shift = r % len(names)
+        for v in names[shift:] + names[:shift]:
+            seconds = timers[v].timeit(1).raw_times[0]
+            if r >= warmup:
+                times[v].append(seconds)
+    return times
+
+
 def measure_group(problem: str, adjoint: bool, backward: bool, func, y0, t, args) -> List[Dict]:
     calls = {v: make_call(v, adjoint, backward, func, y0, t, args.tol) for v in VARIANTS}
     counted = {v: calls[v](count=True) for v in VARIANTS}
@@ -121,14 +137,7 @@ def measure_group(problem: str, adjoint: bool, backward: bool, func, y0, t, args
         raise RuntimeError(f"{label}: strategy='none' used {none_nfe} evaluations, upstream {base_nfe}.")
     if not torch.equal(none_sol, base_sol):
         raise RuntimeError(f"{label}: strategy='none' changed the solution.")
-    times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
-    for r in range(args.warmup + args.repeats):
-        shift = r % len(VARIANTS)
-        for v in VARIANTS[shift:] + VARIANTS[:shift]:
-            start = time.perf_counter()
-            calls[v]()
-            if r >= args.warmup:
-                times[v].append(time.perf_counter() - start)
+    times = interleaved({v: calls[v] for v in VARIANTS}, args.warmup, args.repeats)
     base_time = statistics.median(times["torchdiffeq"])
     rows = []
     for v in VARIANTS:
@@ -136,8 +145,7 @@ def measure_group(problem: str, adjoint: bool, backward: bool, func, y0, t, args
         rows.append({"problem": problem, "grad": "adjoint" if adjoint else "direct",
                      "mode": "forward+backward" if backward else "forward", "variant": v, "nfe": counted[v][0],
                      "nfe_ratio": counted[v][0] / base_nfe, "time_ms": 1e3 * median, "time_ratio": median / base_time,
-                     "time_iqr_ms": 1e3 * (statistics.quantiles(times[v], n=4)[2] - statistics.quantiles(times[v], n=4)[0])
-                     if len(times[v]) > 1 else 0.0})
+                     "time_iqr_ms": 1e3 * iqr(times[v])})
     print(f"  {label}: " + "  ".join(f"{r['variant']} {r['time_ratio']:.3f}x (NFE {r['nfe']})" for r in rows),
           flush=True)
     return rows
@@ -181,25 +189,16 @@ def measure_training_step(args) -> List[Dict]:
     for v, (stats, sol) in checked.items():
         if stats.nfe_forward != base_stats.nfe_forward or not torch.equal(sol, base_sol):
             raise RuntimeError(f"training step: the solve of {v!r} differs from the one without regularization.")
-    timers = {v: Timer(stmt="step()", globals={"step": steps[v]}, num_threads=torch.get_num_threads(),
-                       label="MNIST NODE training iteration", sub_label=v) for v in TRAIN_VARIANTS}
-    times: Dict[str, List[float]] = {v: [] for v in TRAIN_VARIANTS}
-    for r in range(args.warmup + args.train_repeats):
-        shift = r % len(TRAIN_VARIANTS)
-        for v in TRAIN_VARIANTS[shift:] + TRAIN_VARIANTS[:shift]:
-            measurement = timers[v].timeit(1)
-            if r >= args.warmup:
-                times[v].append(measurement.raw_times[0])
+    times = interleaved(steps, args.warmup, args.train_repeats)
     base = statistics.median(times["no reg"])
     rows = []
     for v in TRAIN_VARIANTS:
         median = statistics.median(times[v])
-        quartiles = statistics.quantiles(times[v], n=4) if len(times[v]) > 1 else [median, median, median]
         stats = checked[v][0]
         rows.append({"variant": v, "rows": args.train_batch if v == "full batch" else
                      (args.reg_batch_size if v == "reg_batch_size" else 0),
                      "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg, "time_ms": 1e3 * median,
-                     "time_iqr_ms": 1e3 * (quartiles[2] - quartiles[0]), "time_ratio": median / base,
+                     "time_iqr_ms": 1e3 * iqr(times[v]), "time_ratio": median / base,
                      "reg_share": (median - base) / median})
     print("  MNIST NODE training iteration, batch {}: ".format(args.train_batch) + "  ".join(
         f"{r['variant']} {r['time_ms']:.1f} ms (reg share {100 * r['reg_share']:.1f}%)" for r in rows), flush=True)
@@ -207,25 +206,11 @@ def measure_training_step(args) -> List[Dict]:
 
 
 def plot_ratios(rows: List[Dict], path) -> Path:
-    plt = pyplot()
     groups = list(dict.fromkeys((r["problem"], r["grad"], r["mode"]) for r in rows))
-    variants = VARIANTS[1:]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4))
-    width = 0.8 / len(variants)
-    for i, v in enumerate(variants):
-        values = [next(r["time_ratio"] for r in rows if (r["problem"], r["grad"], r["mode"]) == g and r["variant"] == v)
-                  for g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=v)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(groups))])
-    ax.set_xticklabels(["\n".join(g) for g in groups], fontsize=7)
-    ax.set_ylabel("median time / plain torchdiffeq")
-    ax.set_title("Overhead of odeint_reg / odeint_adjoint_reg")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    series = {v: [next(r["time_ratio"] for r in rows if (r["problem"], r["grad"], r["mode"]) == g and r["variant"] == v)
+                  for g in groups] for v in VARIANTS[1:]}
+    return _plots.bars(groups, series, path, ylabel="median time / plain torchdiffeq",
+                       title="Overhead of odeint_reg / odeint_adjoint_reg")
 
 
 def main(argv=None):
@@ -259,8 +244,12 @@ def main(argv=None):
             for backward in (False, True):
                 rows += measure_group(problem, adjoint, backward, func, y0, t, args)
     if rows:
-        write_results(out, rows, rows, title="Overhead: time and NFE relative to plain torchdiffeq (median of "
-                                             f"{args.repeats} interleaved repeats)")
+        write_csv(rows, out / "runs.csv")
+        write_csv(rows, out / "summary.csv")
+        table = ("## Overhead: time and NFE relative to plain torchdiffeq (median of "
+                 f"{args.repeats} interleaved repeats)\n\n" + markdown_table(rows))
+        (out / "summary.md").write_text(table)
+        print(table)
         plot_ratios(rows, out / "overhead.png")
     train_rows = measure_training_step(args)
     write_csv(train_rows, out / "training_step.csv")

@@ -11,9 +11,10 @@ diagonal-noise neural SDE, drift ``MLP(u^3)`` 2 -> 64 (tanh) -> 2, diffusion
 of the variance over ``--batch_size`` model samples against those of the training paths, at the
 training times (every other time). Test metric: the same errors against the held-out paths at
 the held-out times (the times in between), from a larger model sample on a fixed Brownian seed.
-Methods and measurements as in ``mnist_sde.py``.
+Methods, measurements, resumption and outputs as in ``mnist_sde.py``; the metric (lower is better) is
+the test error, the sum of the two.
 
-    python benchmarks/spiral_sde.py --sweep    # the full run (under 15 minutes on one CPU thread)
+    python benchmarks/spiral_sde.py --jobs 2   # every method, seeds 0 1 2
     python benchmarks/spiral_sde.py --smoke    # a few seconds
 """
 import argparse
@@ -24,8 +25,10 @@ import torch
 import torch.nn as nn
 import torchsde
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _sde_train import NeuralSDE, SDETask, add_sde_args, check_sde_args, run  # noqa: E402
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _train  # noqa: E402
+from _sde import METHODS, NeuralSDE, SDEProblem, add_sde_args, check_sde_args  # noqa: E402
 
 PAPER = {"data": "stochastic spiral (not given in method.md)", "loss": "mean and variance over time",
          "solver": "adaptive SDE solver", "note": "the paper reports test NFE 0.556-0.733x across experiments"}
@@ -38,8 +41,11 @@ parser.add_argument("--data_dt", type=float, default=1e-3, help="fixed step of t
 parser.add_argument("--eval_samples", type=int, default=512, help="model samples for the test statistics")
 # Calibrated on a 2-core CPU (one thread): with these settings vanilla's NFE grows from about 20 to 49
 # drift evaluations per solve over 200 iterations and a run takes about 15 s.
-add_sde_args(parser, niters=200, batch_size=64, lr=1e-2, tol=0.05, dt=0.1, sigma_max=0.5, reg_weight=3.0,
-             sweep_weights=[1.0, 10.0], rnode_weight=0.01, steer_b=0.02)
+_train.add_args(parser, methods=METHODS, niters=200, batch_size=64, lr=1e-2, lr_decay=1e-5, tol=0.05,
+                reg_weights=(0.3, 1.0, 3.0), global_weight=3.0, steer_b=0.02, rnode_weight=0.01)
+add_sde_args(parser, dt=0.1, sigma_max=0.5)
+SMOKE = dict(niters=2, batch_size=16, n_paths=64, eval_samples=32, data_dt=1e-2, seeds=[0], reg_weights=[1.0],
+             pred_repeats=1)
 
 TRUE_A = [[-0.1, 2.0], [-2.0, -0.1]]
 
@@ -78,10 +84,9 @@ def moments_error(ys: torch.Tensor, mean: torch.Tensor, var: torch.Tensor):
     return (ys.mean(1) - mean).pow(2).mean(), (ys.var(1) - var).pow(2).mean()
 
 
-class SpiralTask(SDETask):
-    name = "spiral_sde"
-    metrics = ("train_mean_err", "train_var_err", "test_mean_err", "test_var_err", "test_err")
-    pareto_y, pareto_ylabel = "test_err", "test error (mean + variance)"
+class SpiralTask(SDEProblem):
+    metric_name = "error"
+    extra_metrics = ("train_mean_err", "train_var_err", "test_mean_err", "test_var_err")
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -96,7 +101,7 @@ class SpiralTask(SDETask):
     def make_model(self):
         return _SpiralModel(self.args.sigma_max)
 
-    def batch(self, generator):
+    def batch(self, batch_size, generator):
         return None  # every iteration starts all samples at u(0); only the Brownian paths change
 
     def initial(self, model, batch):
@@ -109,12 +114,12 @@ class SpiralTask(SDETask):
     def test_initial(self, model):
         return self.u0.expand(self.args.eval_samples, 2)
 
-    def evaluate(self, model, predict, ys_test):
+    def metrics(self, model, predict, ys_test):
         train_mean, train_var = moments_error(ys_test[self.train_idx], self.train_mean, self.train_var)
         test_mean, test_var = moments_error(ys_test[self.test_idx], self.test_mean, self.test_var)
         return {"train_mean_err": train_mean.item(), "train_var_err": train_var.item(),
                 "test_mean_err": test_mean.item(), "test_var_err": test_var.item(),
-                "test_err": (test_mean + test_var).item()}
+                "train_metric": (train_mean + train_var).item(), "test_metric": (test_mean + test_var).item()}
 
 
 class _SpiralModel(nn.Module):
@@ -125,11 +130,8 @@ class _SpiralModel(nn.Module):
 
 
 def main(argv=None):
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.niters, args.batch_size, args.seeds, args.repeats = 2, 16, 1, 1
-        args.n_paths, args.eval_samples, args.data_dt = min(args.n_paths, 64), min(args.eval_samples, 32), 1e-2
-        args.sweep_weights = args.sweep_weights[:1]
+    args = _train.parse_args(parser, argv, SMOKE)
+    _train.check_args(args, METHODS)
     check_sde_args(args)
     for name, low in (("n_paths", 4), ("n_times", 3), ("eval_samples", 2)):
         if getattr(args, name) < low:
@@ -138,23 +140,18 @@ def main(argv=None):
         raise ValueError(f"--noise must be >= 0, got {args.noise}.")
     if not args.data_dt > 0:
         raise ValueError(f"--data_dt must be > 0, got {args.data_dt}.")
-    torch.set_num_threads(args.threads)
-    task = SpiralTask(args)
     settings = {"data": f"cubic spiral, noise {args.noise}*u, {args.n_paths // 2} training + {args.n_paths // 2} "
-                        f"held-out paths, {args.n_times} times on [0, 1] (even: training, odd: test)",
+                        f"held-out paths, {args.n_times} times on [0, 1] (even: training, odd: test), "
+                        f"simulated with srk at dt {args.data_dt}",
                 "model": "drift MLP(u^3) 2-64(tanh)-2, diffusion sigma_max*sigmoid(Linear 2-2)",
-                "sde_method": f"{args.sde_method} (adaptive, step doubling)", "tol": args.tol, "dt0": args.dt,
-                "sigma_max": args.sigma_max, "reg_weight": args.reg_weight,
-                "sweep_weights": args.sweep_weights if args.sweep else "-", "rnode_weight": args.rnode_weight,
-                "steer_b": args.steer_b, "optimizer": f"Adam lr {args.lr}, inverse decay {args.lr_decay}",
-                "samples per iteration": args.batch_size, "eval_samples": args.eval_samples,
-                "niters": args.niters, "seeds": args.seeds, "methods": args.methods,
-                "threads": torch.get_num_threads(), "device": args.device}
-    notes = ("TayNODE is not included: it needs Taylor-mode automatic differentiation, which PyTorch lacks. "
-             "RNODE regularizes the drift only (kinetic energy and Jacobian norm integrated along each sample path "
+                "metric": "error of the mean + error of the variance at the held-out times",
+                "eval_samples": args.eval_samples, **_train.settings_of(args)}
+    notes = ("RNODE regularizes the drift only (kinetic energy and Jacobian norm integrated along each sample path "
              "as two zero-diffusion state columns); it has no term for the diffusion. STEER's end time must stay "
-             "inside the last observation interval (b < 1/(n_times-1)), so it only perturbs the last time.")
-    return run(task, args, settings, PAPER, notes)
+             "inside the last observation interval (b < 1/(n_times-1)), so it only perturbs the last time. "
+             "batch_size is the number of model samples per iteration.")
+    return _train.run_benchmark("spiral_sde", lambda: SpiralTask(args), args, argv, __file__, settings, PAPER,
+                                "Spiral SDE", notes)
 
 
 if __name__ == "__main__":

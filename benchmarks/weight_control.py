@@ -47,7 +47,6 @@ Writes ``runs_<problem>.csv``, ``summary.csv``, ``summary.md``, ``settings.json`
 ``pareto.png`` under ``benchmarks/results/weight_control/`` (or ``--out``).
 """
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -60,6 +59,7 @@ import torch.nn as nn
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness  # noqa: E402  (puts examples/ on sys.path)
+import _plots  # noqa: E402
 import _train  # noqa: E402
 import latent_ode_spirals  # noqa: E402
 import mnist_node  # noqa: E402
@@ -141,20 +141,7 @@ def make_problem(name: str, smoke: bool, data_root: str) -> _train.Problem:
     return latent_ode_spirals.SpiralProblem(args, t, train, test)
 
 
-def read_rows(path: Path) -> List[Dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def append_rows(path: Path, rows: List[Dict], fields) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows({k: row[k] for k in fields} for row in rows)
+read_rows, append_rows = _harness.read_rows, _harness.append_rows
 
 
 def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, settings: Dict, done: List[Dict],
@@ -190,39 +177,21 @@ def summarize(out: Path, problems) -> List[Dict]:
     summary = []
     for name in problems:
         rows = read_rows(out / f"runs_{name}.csv")
-        if not rows:
-            continue
-        for method in METHODS:
+        by_method = {s["method"]: s for s in _harness.summarize_runs(rows, group=("method",),
+                                                                   means=("target_nfe", "final_weight", "train_time"))}
+        for method in (m for m in METHODS if m in by_method):
+            s = by_method[method]
             group = [r for r in rows if r["method"] == method]
-            if not group:
-                continue
-            # Ratios against vanilla on the same seeds (paired), so that seeds run for some
-            # methods only do not tilt the comparison.
-            seeds = {r["seed"] for r in group}
-            vanilla = [r for r in rows if r["method"] == "vanilla" and r["seed"] in seeds]
-            base = {m: statistics.fmean(float(r[m]) for r in vanilla)
-                    for m in ("test_nfe", "pred_time", "train_time", "test_metric")} if vanilla else None
-
-            def mean(key):
-                return statistics.fmean(float(r[key]) for r in group)
-
-            def std(key):
-                return statistics.stdev(float(r[key]) for r in group) if len(group) > 1 else 0.0
-
-            s = {"problem": name, "method": method, "seeds": len(group), "metric_name": group[0]["metric_name"],
-                 "test_metric_mean": mean("test_metric"), "test_metric_std": std("test_metric"),
-                 "test_nfe_mean": mean("test_nfe"), "test_nfe_std": std("test_nfe"),
-                 "target_nfe": mean("target_nfe"), "final_weight": mean("final_weight"),
-                 "train_time_mean": mean("train_time")}
-            for key in ("test_nfe", "pred_time", "train_time"):
-                s[f"{key.replace('test_', '')}_ratio"] = mean(key) / base[key] if base else float("nan")
-            s["metric_change"] = mean("test_metric") - base["test_metric"] if base else float("nan")
             # How well a control holds its target: the final test NFE over the target, mean and
             # the seed farthest from 1 (nan for the constant weights, which have no target).
             over = [float(r["test_nfe"]) / float(r["target_nfe"]) for r in group]
-            s["nfe_over_target"] = statistics.fmean(over)
-            s["nfe_over_target_worst"] = max(over, key=lambda v: abs(v - 1.0))
-            summary.append(s)
+            summary.append({"problem": name, **{k: s[k] for k in (
+                "method", "seeds", "metric_name", "test_metric_mean", "test_metric_std", "test_nfe_mean",
+                "test_nfe_std")}, "target_nfe": s["target_nfe_mean"], "final_weight": s["final_weight_mean"],
+                **{k: s[k] for k in ("train_time_mean", "nfe_ratio", "pred_time_ratio", "train_time_ratio",
+                                     "metric_change")},
+                "nfe_over_target": statistics.fmean(over),
+                "nfe_over_target_worst": max(over, key=lambda v: abs(v - 1.0))})
     if summary:
         _harness.write_csv(summary, out / "summary.csv")
         text = ("## Weight control protocol (means over seeds; ratios and changes against vanilla of the same "
@@ -234,30 +203,16 @@ def summarize(out: Path, problems) -> List[Dict]:
     return summary
 
 
+MARKERS = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P", "budget_gentle": "p",
+           "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*",
+           "budget_rows32": "v", "budget_project": "^", "budget_cap": "<"}
+COLORS = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:pink", "tab:gray",
+                            "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold", "navy", "teal")))
+
+
 def pareto(summary: List[Dict], path: Path) -> None:
     """Test metric against test NFE, one panel per problem, constant weights and the controls."""
-    plt = _harness.pyplot()
-    problems = list(dict.fromkeys(s["problem"] for s in summary))
-    fig, axes = plt.subplots(1, len(problems), figsize=(4.3 * len(problems), 3.8), squeeze=False)
-    markers = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P",
-               "budget_gentle": "p", "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*",
-               "budget_rows32": "v", "budget_project": "^", "budget_cap": "<"}
-    colors = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:pink", "tab:gray",
-                                "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold", "navy", "teal")))
-    for ax, name in zip(axes[0], problems):
-        for s in (s for s in summary if s["problem"] == name):
-            ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],
-                        fmt=markers.get(s["method"], "o"), markersize=10 if "budget" in s["method"] else 7, capsize=3,
-                        color=colors.get(s["method"]), label=s["method"])
-        metric = next(s["metric_name"] for s in summary if s["problem"] == name)
-        ax.set_title(f"{name} ({'higher' if metric == 'accuracy' else 'lower'} is better)")
-        ax.set_xlabel("test NFE (plain odeint)")
-        ax.set_ylabel(f"test {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plots.pareto(summary, path, label="method", panel="problem", markers=MARKERS, colors=COLORS)
 
 
 def build_parser() -> argparse.ArgumentParser:

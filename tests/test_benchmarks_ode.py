@@ -1,6 +1,7 @@
 """The ODE benchmarks (MNIST neural ODE, latent ODE on spirals, plugin overhead) and the baseline
 regularizers they compare against (STEER, RNODE)."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import torchdiffeq
 from problems import import_isolated, write_random_mnist
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-M = import_isolated(BENCH, ("_harness", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals",
-                            "overhead"))
+M = import_isolated(BENCH, ("_harness", "_plots", "_train", "_regularizers", "mnist_data", "mnist_node",
+                            "latent_ode_spirals", "overhead"))
 train_mod, regs = M["_train"], M["_regularizers"]
+# The columns issue 14 asks summary.csv for.
+SUMMARY_COLUMNS = ("method", "weight", "seeds", "metric_name", "test_metric_mean", "test_metric_std", "test_nfe_mean",
+                   "test_nfe_std", "nfe_ratio", "pred_time_ratio", "train_time_ratio")
 
 
 @pytest.fixture(scope="module")
@@ -23,50 +27,107 @@ def mnist_root(tmp_path_factory):
     return write_random_mnist(tmp_path_factory.mktemp("mnist"), M["mnist_data"])
 
 
-def _check_outputs(result, out, methods):
-    for name in ("runs.csv", "summary.csv", "summary.md", "training.csv", "nfe_training.png", "pareto.png",
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_outputs(result, out, labels):
+    for name in ("runs.csv", "curves.csv", "summary.csv", "summary.md", "nfe_training.png", "pareto.png",
                  "settings.json"):
         assert (out / name).stat().st_size > 0, name
-    assert {r["method"] for r in result["rows"]} == set(methods)
-    for row in result["rows"]:
-        for key in train_mod.METRICS:
-            assert math.isfinite(row[key]), (row["method"], key)
-        assert row["test_nfe"] > 0 and row["pred_time"] > 0 and row["train_time"] > 0
-    vanilla = next(s for s in result["summary"] if s["method"] == "vanilla")
-    assert vanilla["test_nfe_ratio"] == 1.0
+    rows = read_csv(out / "runs.csv")
+    assert rows == result["rows"]
+    assert sorted(train_mod.Spec(r["method"], float(r["weight"]), 0).label for r in rows) == sorted(labels)
+    for row in rows:
+        for key in ("train_metric", "test_metric", "train_time", "pred_time", "pred_time_iqr", "test_nfe",
+                    "final_train_nfe"):
+            assert math.isfinite(float(row[key])), (row["method"], key)
+        assert int(row["test_nfe"]) > 0 and float(row["pred_time"]) > 0 and float(row["train_time"]) > 0
+    summary = read_csv(out / "summary.csv")
+    assert sorted(s["label"] for s in summary) == sorted(labels)  # one row per (method, weight)
+    assert set(SUMMARY_COLUMNS) <= set(summary[0])
+    vanilla = next(s for s in summary if s["method"] == "vanilla")
+    for s in summary:
+        assert float(s["nfe_ratio"]) == pytest.approx(float(s["test_nfe_mean"]) / float(vanilla["test_nfe_mean"]))
+    assert float(vanilla["nfe_ratio"]) == 1.0 and float(vanilla["pred_time_ratio"]) == 1.0
     assert "TayNODE" in (out / "summary.md").read_text()
+    return rows
 
 
-def test_mnist_node_smoke_every_method_and_sweep(mnist_root, tmp_path):
+def test_mnist_node_smoke_every_method_and_weights(mnist_root, tmp_path):
     out = tmp_path / "out"
-    result = M["mnist_node"].main(["--smoke", "--sweep", "--sweep_weights", "0.5", "--data_root", mnist_root,
-                                   "--out", str(out)])
-    methods = list(train_mod.METHODS) + ["unbiased@0.5", "biased@0.5"]
-    _check_outputs(result, out, methods)
-    assert len({r["seed"] for r in result["rows"]}) == 1
+    result = M["mnist_node"].main(["--smoke", "--methods", *train_mod.METHODS, "--reg_weights", "1", "0.5",
+                                   "--data_root", mnist_root, "--out", str(out)])
+    labels = ["vanilla", "budget@0.6", "global@0.1", "steer@0.5", "rnode@0.01"] + [
+        f"{m}@{w}" for m in ("unbiased", "biased", "unbiased_stiff") for w in ("1", "0.5")]
+    rows = _check_outputs(result, out, labels)
+    assert {r["seed"] for r in rows} == {"0"}
+    budget = next(r for r in rows if r["method"] == "budget")
+    vanilla = next(r for r in rows if r["method"] == "vanilla")
+    assert float(budget["target_nfe"]) == pytest.approx(0.6 * int(vanilla["test_nfe"]))
+    assert float(budget["final_weight"]) > 0
     # Methods without reg never evaluate the reg step; the local ones always do (one dopri5 step = 7).
     by_method = {}
     for c in result["curves"]:
-        by_method.setdefault(c["method"], []).append(c)
+        by_method.setdefault(c["method"], []).append(int(c["nfe_reg"]))
     for method in ("vanilla", "steer", "rnode"):
-        assert all(c["nfe_reg"] == 0 for c in by_method[method])
-    for method in ("unbiased", "biased", "unbiased_stiff", "unbiased@0.5"):
-        assert all(c["nfe_reg"] >= 6 for c in by_method[method])
+        assert all(n == 0 for n in by_method[method])
+    for method in ("unbiased", "biased", "unbiased_stiff", "budget"):
+        assert all(n >= 6 for n in by_method[method])
 
 
 def test_mnist_node_adjoint_gradient(mnist_root, tmp_path):
     """With --grad adjoint the backward solve is counted; global still backpropagates directly."""
     result = M["mnist_node"].main(["--smoke", "--grad", "adjoint", "--methods", "vanilla", "biased", "global", "rnode",
                                    "--data_root", mnist_root, "--out", str(tmp_path)])
-    backward = {c["method"]: c["nfe_backward"] for c in result["curves"]}
+    backward = {c["method"]: int(c["nfe_backward"]) for c in result["curves"]}
     assert backward["global"] == 0
     assert all(backward[m] > 0 for m in ("vanilla", "biased", "rnode"))
 
 
 def test_latent_ode_spirals_smoke_every_method(tmp_path):
     result = M["latent_ode_spirals"].main(["--smoke", "--methods", *train_mod.METHODS, "--out", str(tmp_path)])
-    _check_outputs(result, tmp_path, train_mod.METHODS)
-    assert all(r["test_metric"] >= 0 for r in result["rows"])
+    rows = _check_outputs(result, tmp_path, ["vanilla", "unbiased@1", "biased@1", "unbiased_stiff@1", "budget@0.6",
+                                             "global@1", "steer@0.02", "rnode@0.01"])
+    assert all(float(r["test_metric"]) >= 0 for r in rows)
+
+
+SPIRALS = ["--smoke", "--methods", "vanilla", "biased", "budget"]
+
+
+def test_rerun_adds_no_rows_and_new_seeds_only_theirs(tmp_path):
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path)])
+    first = read_csv(tmp_path / "runs.csv")
+    assert [r["method"] for r in first] == ["vanilla", "biased", "budget"]
+    main([*SPIRALS, "--out", str(tmp_path)])
+    assert read_csv(tmp_path / "runs.csv") == first
+    main([*SPIRALS, "--seeds", "0", "1", "--out", str(tmp_path)])
+    rows = read_csv(tmp_path / "runs.csv")
+    assert rows[:3] == first and [(r["method"], r["seed"]) for r in rows[3:]] == [
+        ("vanilla", "1"), ("biased", "1"), ("budget", "1")]
+    assert len(json.loads((tmp_path / "settings.json").read_text())["sessions"]) == 3
+    summary = read_csv(tmp_path / "summary.csv")
+    assert [(s["method"], s["seeds"]) for s in summary] == [("vanilla", "2"), ("biased", "2"), ("budget", "2")]
+    # Rows trained under other settings are not mixed in.
+    with pytest.raises(ValueError, match="niters"):
+        main([*SPIRALS, "--niters", "4", "--out", str(tmp_path)])
+
+
+def test_jobs_2_gives_the_rows_of_jobs_1(tmp_path):
+    """Two processes at a time (the budget run waits for its vanilla row) train the same runs as one."""
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path / "one")])
+    main([*SPIRALS, "--jobs", "2", "--out", str(tmp_path / "two")])
+
+    def rows(folder):
+        out = [{k: v for k, v in r.items() if k not in train_mod.TIMINGS} for r in read_csv(folder / "runs.csv")]
+        return sorted(out, key=lambda r: r["method"])
+
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
+    assert len(rows(tmp_path / "one")) == 3
+    assert (tmp_path / "two" / "summary.csv").stat().st_size > 0
 
 
 def test_spiral_data_is_irregular_and_noisy():
@@ -82,7 +143,9 @@ def test_spiral_data_is_irregular_and_noisy():
 
 @pytest.mark.parametrize("argv, match", [
     (["--niters", "0"], "--niters"),
-    (["--reg_weight", "-1"], "--reg_weight"),
+    (["--jobs", "0"], "--jobs"),
+    (["--methods", "taynode"], "--methods"),
+    (["--reg_weights", "-1"], "--reg_weights"),
     (["--steer_b", "0.5"], "--steer_b"),
     (["--observed", "0"], "--observed"),
 ])

@@ -11,10 +11,9 @@ import torchsde
 from problems import import_isolated, write_random_mnist
 
 M = import_isolated(Path(__file__).resolve().parents[1] / "benchmarks",
-                    ("_harness", "_regularizers", "mnist_data", "_sde_train", "mnist_sde", "spiral_sde"))
-sde_train, spiral = M["_sde_train"], M["spiral_sde"]
-OUTPUTS = ("runs.csv", "summary.csv", "summary.md", "train_log.csv", "settings.json", "pareto.png",
-           "nfe_training.png")
+                    ("_harness", "_plots", "_regularizers", "mnist_data", "_train", "_sde", "mnist_sde", "spiral_sde"))
+train_mod, sde_mod, spiral = M["_train"], M["_sde"], M["spiral_sde"]
+OUTPUTS = ("runs.csv", "curves.csv", "summary.csv", "summary.md", "settings.json", "pareto.png", "nfe_training.png")
 
 
 @pytest.fixture(scope="module")
@@ -23,102 +22,107 @@ def mnist_root(tmp_path_factory):
     return write_random_mnist(tmp_path_factory.mktemp("mnist"), M["mnist_data"])
 
 
-def _check_run(rows, summary, out, metrics):
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_run(result, out, weights):
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
-    sweep = [f"{m} w={w:g}" for w in rows_weights(rows) for m in sde_train.LOCAL]
-    assert [r["method"] for r in rows] == list(sde_train.METHODS) + sweep
+    rows = read_csv(out / "runs.csv")
+    assert rows == result["rows"]
+    expected = [(m, w) for m in sde_mod.METHODS for w in (weights if m in ("unbiased", "biased") else [None])]
+    assert [r["method"] for r in rows] == [m for m, _ in expected]
+    assert [float(r["weight"]) for r in rows if r["method"] in ("unbiased", "biased")] == weights * 2
     for row in rows:
-        for key in ("train_time", "test_nfe", "pred_time", *metrics):
-            assert math.isfinite(row[key]), (row["method"], key)
-        assert row["test_nfe"] > 0 and row["pred_time"] > 0 and row["train_time"] > 0
-    by_method = {s["method"]: s for s in summary}
-    assert by_method["vanilla"]["test_nfe_ratio"] == 1.0
+        for key in ("train_time", "test_nfe", "pred_time", "train_metric", "test_metric"):
+            assert math.isfinite(float(row[key])), (row["method"], key)
+        assert int(row["test_nfe"]) > 0 and float(row["pred_time"]) > 0 and float(row["train_time"]) > 0
+    summary = read_csv(out / "summary.csv")
+    by_label = {s["label"]: s for s in summary}
+    assert len(by_label) == len(rows)
+    assert float(by_label["vanilla"]["nfe_ratio"]) == 1.0
     for s in summary:
-        assert s["test_nfe_ratio"] == pytest.approx(s["test_nfe_mean"] / by_method["vanilla"]["test_nfe_mean"])
-    with open(out / "runs.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(rows)
+        assert float(s["nfe_ratio"]) == pytest.approx(float(s["test_nfe_mean"]) / float(by_label["vanilla"]["test_nfe_mean"]))
     assert "| vanilla |" in (out / "summary.md").read_text()
-
-
-def rows_weights(rows):
-    return sorted({r["reg_weight"] for r in rows if " w=" in r["method"]})
+    return rows
 
 
 def test_mnist_sde_smoke_writes_results(mnist_root, tmp_path):
     out = tmp_path / "out"
-    rows, summary = M["mnist_sde"].main(["--smoke", "--sweep", "--data_root", mnist_root, "--out", str(out)])
-    _check_run(rows, summary, out, ("train_acc", "test_acc"))
-    assert len(rows_weights(rows)) == 1
+    result = M["mnist_sde"].main(["--smoke", "--reg_weights", "0.1", "1", "--data_root", mnist_root, "--out", str(out)])
+    rows = _check_run(result, out, [0.1, 1.0])
     for row in rows:
-        assert 0.0 <= row["test_acc"] <= 1.0 and 0.0 <= row["train_acc"] <= 1.0
+        assert row["metric_name"] == "accuracy"
+        assert 0.0 <= float(row["test_metric"]) <= 1.0 and 0.0 <= float(row["train_metric"]) <= 1.0
 
 
-def test_spiral_sde_smoke_writes_results(tmp_path):
+def test_spiral_sde_smoke_writes_results_and_resumes(tmp_path):
     out = tmp_path / "out"
-    rows, summary = spiral.main(["--smoke", "--sweep", "--out", str(out)])
-    _check_run(rows, summary, out, spiral.SpiralTask.metrics)
+    result = spiral.main(["--smoke", "--out", str(out)])
+    rows = _check_run(result, out, [1.0])
     for row in rows:
-        assert row["test_err"] == pytest.approx(row["test_mean_err"] + row["test_var_err"], rel=1e-5)
+        assert float(row["test_metric"]) == pytest.approx(float(row["test_mean_err"]) + float(row["test_var_err"]),
+                                                          rel=1e-5)
+    spiral.main(["--smoke", "--out", str(out)])
+    assert read_csv(out / "runs.csv") == rows
 
 
 @pytest.fixture(scope="module")
 def spiral_task():
-    args = spiral.parser.parse_args(["--smoke", "--threads", "1"])
+    args = train_mod.parse_args(spiral.parser, ["--smoke", "--threads", "1"], spiral.SMOKE)
     args.niters, args.batch_size, args.n_paths, args.eval_samples, args.data_dt = 2, 8, 16, 8, 1e-2
     return spiral.SpiralTask(args), args
 
 
+def _train(task, args, method):
+    return train_mod.train_run(task, method, method, 1.0 if method != "steer" else 0.02, 0, args)
+
+
 @pytest.fixture(scope="module")
-def vanilla_log(spiral_task):
-    """Vanilla's training log, once: ``train`` seeds everything it draws from its ``seed``."""
-    task, args = spiral_task
-    log = []
-    sde_train.train(task, "vanilla", 0.0, 0, args, log)
-    return log
+def vanilla_curve(spiral_task):
+    """Vanilla's training curve, once: ``train_run`` seeds everything it draws from its ``seed``."""
+    return _train(*spiral_task, "vanilla")[1]
 
 
-@pytest.mark.parametrize("method", sde_train.METHODS)
-def test_every_method_trains_from_the_same_start(spiral_task, vanilla_log, method):
+@pytest.mark.parametrize("method", [m for m in sde_mod.METHODS if m != "budget"])
+def test_every_method_trains_from_the_same_start(spiral_task, vanilla_curve, method):
     task, args = spiral_task
-    torch.manual_seed(0)
-    initial = [p.detach().clone() for p in task.make_model().parameters()]
-    log = []
-    model, seconds = sde_train.train(task, method, 1.0, 0, args, log)
-    assert seconds > 0 and [r["itr"] for r in log] == [1, 2]
-    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), initial))
-    assert all(r["nfe_forward"] > 0 and math.isfinite(r["loss"]) for r in log)
+    row, curve = _train(task, args, method)
+    assert row["train_time"] > 0 and [r["itr"] for r in curve] == [1, 2]
+    assert all(r["nfe_forward"] > 0 and math.isfinite(r["loss"]) for r in curve)
     if method in ("vanilla", "unbiased", "biased", "global"):
         # Same initialisation, data and Brownian path: the first solve is the very same one.
-        assert log[0]["loss"] == vanilla_log[0]["loss"]
+        task_loss = curve[0]["loss"] - curve[0]["penalty"]
+        assert task_loss == pytest.approx(vanilla_curve[0]["loss"], rel=1e-6)
     if method in ("unbiased", "biased", "global", "rnode"):
-        assert all(r["penalty"] > 0 for r in log)
+        assert all(r["penalty"] > 0 for r in curve)
     else:
-        assert all(r["penalty"] == 0 and r["nfe_reg"] == 0 for r in log)
-    if method in sde_train.LOCAL:
-        assert all(r["nfe_reg"] > 0 for r in log)
-    metrics = sde_train.evaluate(task, model, args)
-    assert metrics["test_nfe"] > 0 and math.isfinite(metrics["test_err"])
+        assert all(r["penalty"] == 0 and r["nfe_reg"] == 0 for r in curve)
+    if method in ("unbiased", "biased"):
+        assert all(r["nfe_reg"] > 0 for r in curve)
+    assert row["test_nfe"] > 0 and math.isfinite(row["test_metric"])
 
 
-def test_unknown_method_and_bad_arguments_raise(spiral_task):
+def test_unknown_method_and_bad_arguments_raise(spiral_task, tmp_path):
     task, args = spiral_task
     with pytest.raises(ValueError, match="method must be one of"):
-        sde_train.train(task, "taynode", 1.0, 0, args)
-    with pytest.raises(ValueError, match="--tol"):
-        spiral.main(["--smoke", "--tol", "0"])
-    with pytest.raises(ValueError, match="--sweep_weights"):
-        spiral.main(["--smoke", "--sweep_weights", "-1"])
+        train_mod.train_run(task, "taynode", "taynode", 1.0, 0, args)
+    for argv, match in ((["--tol", "0"], "--tol"), (["--reg_weights", "-1"], "--reg_weights"),
+                        (["--methods", "unbiased_stiff"], "--methods"), (["--dt", "0"], "--dt")):
+        with pytest.raises(ValueError, match=match):
+            spiral.main(["--smoke", *argv, "--out", str(tmp_path)])
 
 
 def _small_sde(dim=3, seed=0):
     torch.manual_seed(seed)
-    return sde_train.NeuralSDE(nn.Sequential(nn.Linear(dim, 8), nn.Tanh(), nn.Linear(8, dim)), nn.Linear(dim, dim), 0.5)
+    return sde_mod.NeuralSDE(nn.Sequential(nn.Linear(dim, 8), nn.Tanh(), nn.Linear(8, dim)), nn.Linear(dim, dim), 0.5)
 
 
 def test_rnode_sde_integrands_and_zero_diffusion():
     sde = _small_sde()
-    aug = sde_train.RNODESDE(sde)
+    aug = sde_mod.RNODESDE(sde)
     z = torch.randn(4, 3)
     aug.resample(z, torch.Generator().manual_seed(1))
     y = aug.initial_state(z)
@@ -136,12 +140,12 @@ def test_rnode_sde_integrands_and_zero_diffusion():
 
 def test_rnode_sde_sees_the_same_noise_and_integrates_the_kinetic_energy():
     sde = _small_sde()
-    aug = sde_train.RNODESDE(sde)
+    aug = sde_mod.RNODESDE(sde)
     z0 = torch.randn(4, 3)
     aug.resample(z0)
     ts, dt = torch.tensor([0.0, 0.5]), 0.05
     bm = torchsde.BrownianInterval(0.0, 0.5, size=(4, 3), entropy=7)
-    padded = sde_train.PaddedBrownian(bm, 2)
+    padded = sde_mod.PaddedBrownian(bm, 2)
     assert padded.shape == (4, 5)
     increment = padded(0.1, 0.2)
     assert torch.equal(increment[:, :3], bm(0.1, 0.2)) and torch.all(increment[:, 3:] == 0)
