@@ -154,6 +154,14 @@ def test_latent_ode_spirals_bad_arguments(argv, match, tmp_path):
         M["latent_ode_spirals"].main(["--smoke", *argv, "--out", str(tmp_path)])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message for a machine without CUDA")
+def test_device_cuda_without_cuda_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--device cuda"):
+        M["latent_ode_spirals"].main(["--smoke", "--device", "cuda", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--device"):
+        M["latent_ode_spirals"].main(["--smoke", "--device", "gpu0", "--out", str(tmp_path)])
+
+
 def test_overhead_smoke(tmp_path):
     rows = M["overhead"].main(["--smoke", "--out", str(tmp_path)])
     for name in ("runs.csv", "summary.md", "overhead.png"):
