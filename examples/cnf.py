@@ -20,18 +20,23 @@ plain version (the solve keeps upstream's ``odeint`` call, one-import mode):
     +with localreg.regularize() as r:
     +    z_t, logp_diff_t = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
      ...
-    -loss = -logp_x.mean(0)
-    +loss = -logp_x.mean(0) + budget.weight * r.reg
-     loss.backward(); optimizer.step()
+     loss = -logp_x.mean(0)
+    -loss.backward()
+    +budget.backward(loss, r.reg, func.parameters())   # loss + budget.weight * r.reg, never against loss
+     optimizer.step()
     +budget.update(r.stats)
 
 (with ``--adjoint``, the same with ``odeint_adjoint``). ``NFEBudget`` sets the weight so that the
-trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE
-of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
-none`` runs the same block with ``strategy="none"`` (the plain CNF). The log's NFE columns are the
-block's ``r.nfe_forward``, ``r.nfe_reg`` and ``r.nfe_backward``. After training the held-out
-negative log-likelihood and the NFE of its solve (plain under ``torch.no_grad()``, counted by the
-dynamics, ``CNF.nfe``) are the test metric and the test NFE.
+trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE of
+the plain run at these settings. ``budget.backward`` accumulates the gradient of the negative
+log-likelihood (the task loss, the ``logp`` terms included) plus ``budget.weight * r.reg``, without
+the part of reg's gradient that opposes the likelihood's (see ``NFEBudget.backward``).
+``--reg_weight W`` uses a constant weight instead, with the plain
+``(loss + W * r.reg).backward()``; ``--reg none`` runs the same block with ``strategy="none"`` (the
+plain CNF). The log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg`` and
+``r.nfe_backward``. After training the held-out negative log-likelihood and the NFE of its solve
+(plain under ``torch.no_grad()``, counted by the dynamics, ``CNF.nfe``) are the test metric and the
+test NFE.
 
     python examples/cnf.py --viz                   # regularized with NFEBudget
     python examples/cnf.py --reg none --viz        # the plain CNF, same settings
@@ -276,8 +281,10 @@ def main(argv=None):
             z_t, logp_diff_t = solve(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol, method=args.method)
         logp_x = base_log_prob(z_t[-1]) - logp_diff_t[-1, :, 0]
         nll = -logp_x.mean(0)
-        loss = nll + weight * r.reg
-        loss.backward()
+        if budget is not None:  # nll + weight * r.reg, without the part of reg's gradient that opposes the nll's
+            budget.backward(nll, r.reg, func.parameters())
+        else:
+            (nll + weight * r.reg).backward()
         optimizer.step()
         if budget is not None:
             budget.update(r.stats)

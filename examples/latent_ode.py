@@ -20,19 +20,24 @@ solve keeps upstream's ``odeint`` call, one-import mode; evaluation and plots us
     +with localreg.regularize() as r:
     +    pred_z = odeint(func, z0, ts).permute(1, 0, 2)
      ...
-    -loss = torch.mean(-logpx + analytic_kl, dim=0)
-    +loss = torch.mean(-logpx + analytic_kl, dim=0) + budget.weight * r.reg
-     loss.backward(); optimizer.step()
+     loss = torch.mean(-logpx + analytic_kl, dim=0)
+    -loss.backward()
+    +budget.backward(loss, r.reg, params)   # loss + budget.weight * r.reg, never against loss
+     optimizer.step()
     +budget.update(r.stats)
 
 (with ``--adjoint``, the same with ``odeint_adjoint``). ``NFEBudget`` sets the weight so that the
 trained model needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE
-of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
-none`` runs the same block with ``strategy="none"`` (the plain latent ODE). The log's NFE columns
-are the block's ``r.nfe_forward``, ``r.nfe_reg`` and ``r.nfe_backward``. After training,
-held-out spirals are reconstructed with a plain solve over the same time grid; their squared
-error to the clean spirals and the solve's NFE (counted by the dynamics, ``LatentODEfunc.nfe``,
-as upstream does) are the test metric and the test NFE.
+of the plain run at these settings. ``budget.backward`` accumulates the gradient of the negative
+ELBO (likelihood and KL: the task loss) plus ``budget.weight * r.reg``, without the part of reg's
+gradient that opposes the task's (see ``NFEBudget.backward``); ``params`` is what the optimizer
+steps: the dynamics', the encoder's and the decoder's parameters. ``--reg_weight W`` uses a
+constant weight instead, with the plain ``(loss + W * r.reg).backward()``; ``--reg none`` runs the
+same block with ``strategy="none"`` (the plain latent ODE). The log's NFE columns are the block's
+``r.nfe_forward``, ``r.nfe_reg`` and ``r.nfe_backward``. After training, held-out spirals are
+reconstructed with a plain solve over the same time grid; their squared error to the clean spirals
+and the solve's NFE (counted by the dynamics, ``LatentODEfunc.nfe``, as upstream does) are the test
+metric and the test NFE.
 
     python examples/latent_ode.py --visualize              # regularized with NFEBudget
     python examples/latent_ode.py --reg none --visualize   # the plain latent ODE, same settings
@@ -304,8 +309,10 @@ def main(argv=None):
         logpx = (log_normal_pdf(x, pred_x, noise_logvar) * mask[..., None]).sum(dim=(1, 2))
         analytic_kl = normal_kl(qz0_mean, qz0_logvar).sum(dim=-1)
         neg_elbo = torch.mean(-logpx + analytic_kl, dim=0)
-        loss = neg_elbo + weight * r.reg
-        loss.backward()
+        if budget is not None:  # neg_elbo + weight * r.reg, without the part of reg's gradient that opposes the ELBO's
+            budget.backward(neg_elbo, r.reg, params)
+        else:
+            (neg_elbo + weight * r.reg).backward()
         optimizer.step()
         if budget is not None:
             budget.update(r.stats)

@@ -16,16 +16,22 @@ the initial state). The change from the plain torchsde script:
     +                                       adaptive=args.adaptive, rtol=args.rtol, atol=args.atol, logqp=True,
     +                                       return_stats=True)
     ...
-    -loss = -log_lik + kl_weight * kl
-    +loss = -log_lik + kl_weight * kl + budget.weight * reg
-     loss.backward(); optimizer.step()
+     loss = -log_lik + kl_weight * kl
+    -loss.backward()
+    +budget.backward(loss, reg, sde.parameters())   # loss + budget.weight * reg, never against loss
+     optimizer.step()
     +budget.update(stats)
 
-``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight so
-that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured
-NFE of the plain run at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg
-none`` is the plain latent SDE. The flags ``--adjoint`` (also ``--adjoint True``),
-``--viz``/``--visualize``, ``--gpu N`` and torchsde's ``--train-iters`` take upstream's forms.
+``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight
+so that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the
+measured NFE of the plain run at these settings. ``budget.backward`` accumulates the gradient of
+the negative ELBO (likelihood and KL terms: the task loss) plus ``budget.weight * reg``, without
+the part of reg's gradient that opposes the task's (see ``NFEBudget.backward``);
+``sde.parameters()`` is what the optimizer steps (the posterior drift and the initial state's mean
+and variance). ``--reg_weight W`` uses a constant weight instead, with the plain
+``(loss + W * reg).backward()``; ``--reg none`` is the plain latent SDE. The flags ``--adjoint``
+(also ``--adjoint True``), ``--viz``/``--visualize``, ``--gpu N`` and torchsde's ``--train-iters``
+take upstream's forms.
 
 The data: observations of ``y = sin(2 pi t) + 0.1 cos(6 pi t)`` with small Gaussian noise on two
 segments of [0, 1], with a gap between them where the posterior must interpolate. After training,
@@ -297,7 +303,10 @@ def main(argv=None):
         kl_weight = min(1.0, itr / max(args.kl_anneal_iters, 1))
         loss = -log_lik + kl_weight * kl
         optimizer.zero_grad()
-        (loss + weight * reg).backward()
+        if budget is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
+            budget.backward(loss, reg, sde.parameters())
+        else:
+            (loss + weight * reg).backward()
         optimizer.step()
         scheduler.step()
         if budget is not None:

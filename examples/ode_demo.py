@@ -9,20 +9,23 @@ windows of one observed trajectory, exactly as in torchdiffeq's demo (same flags
     +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -pred_y = odeint(func, batch_y0, batch_t, method=args.method)
-    -loss = torch.mean(torch.abs(pred_y - batch_y))
     +pred_y, reg, stats = odeint_reg(func, batch_y0, batch_t, method=args.method, return_stats=True)
-    +loss = torch.mean(torch.abs(pred_y - batch_y)) + budget.weight * reg
-     loss.backward(); optimizer.step()
+     loss = torch.mean(torch.abs(pred_y - batch_y))
+    -loss.backward()
+    +budget.backward(loss, reg, func.parameters())   # loss + budget.weight * reg, never against loss
+     optimizer.step()
     +budget.update(stats)
 
 (with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
-weight so that the trained model needs ``--target_nfe`` evaluations per training solve (a window
-of ``--batch_time`` observations); the default is 0.6 x the measured NFE of the plain run at these
-settings (of that training solve at the end of training: the test solve covers the whole
-trajectory and costs about 40 times more). ``--reg_weight W`` uses a constant weight instead; ``--reg none`` runs the same call with
-``strategy="none"``: the plain solve, ``reg = 0``. Every ``--test_freq`` iterations the whole
-trajectory is predicted with a plain solve; its loss and NFE (``stats.nfe_forward``) are the test
-loss and test NFE.
+weight so that the trained model needs ``--target_nfe`` evaluations per training solve (a window of
+``--batch_time`` observations); the default is 0.6 x the measured NFE of the plain run at these
+settings (of that training solve at the end of training: the test solve covers the whole trajectory
+and costs about 40 times more). ``budget.backward`` accumulates the gradient of
+``loss + budget.weight * reg`` but removes the part of reg's gradient that opposes the loss's (see
+``NFEBudget.backward``). ``--reg_weight W`` uses a constant weight instead, with the plain
+``(loss + W * reg).backward()``; ``--reg none`` runs the same call with ``strategy="none"``: the
+plain solve, ``reg = 0``. Every ``--test_freq`` iterations the whole trajectory is predicted with a
+plain solve; its loss and NFE (``stats.nfe_forward``) are the test loss and test NFE.
 
     python examples/ode_demo.py --viz              # regularized with NFEBudget (see README for times)
     python examples/ode_demo.py --reg none --viz   # the plain demo, same settings
@@ -236,7 +239,10 @@ def main(argv=None):
                                     strategy=args.reg, stiffness_weight=args.stiffness_weight, generator=sampler,
                                     return_stats=True)
         loss = torch.mean(torch.abs(pred_y - batch_y))
-        (loss + weight * reg).backward()
+        if budget is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
+            budget.backward(loss, reg, func.parameters())
+        else:
+            (loss + weight * reg).backward()
         optimizer.step()
         if budget is not None:
             budget.update(stats)

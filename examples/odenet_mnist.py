@@ -11,16 +11,20 @@ the plain torchdiffeq script (the model code keeps upstream's ``odeint`` calls, 
     +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -logits = model(x)
-    -loss = criterion(logits, y)
     +with localreg.regularize() as r:          # every odeint inside model(x)
     +    logits = model(x)
-    +loss = criterion(logits, y) + budget.weight * r.reg
-     loss.backward(); optimizer.step()
+     loss = criterion(logits, y)
+    -loss.backward()
+    +budget.backward(loss, r.reg, model.parameters())   # loss + budget.weight * r.reg, never against loss
+     optimizer.step()
     +budget.update(r.stats)
 
 ``NFEBudget`` sets the weight so that the trained ODE block needs ``--target_nfe`` evaluations per
-solve; the default is 0.6 x the measured NFE of the plain run at these settings. ``--reg_weight W``
-uses a constant weight instead; ``--reg none`` is the plain ODE-Net. The test pass runs under
+solve; the default is 0.6 x the measured NFE of the plain run at these settings.
+``budget.backward`` accumulates the gradient of the cross-entropy plus ``budget.weight * r.reg``,
+without the part of reg's gradient that opposes the cross-entropy's (see ``NFEBudget.backward``).
+``--reg_weight W`` uses a constant weight instead, with the plain
+``(loss + W * r.reg).backward()``; ``--reg none`` is the plain ODE-Net. The test pass runs under
 ``torch.no_grad()``, where the solves are plain (no regularization step, no extra cost); its mean
 NFE per batch, counted by the vector field as upstream does (``ODEfunc.nfe``), is the test NFE,
 printed per epoch. The training log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg``
@@ -40,13 +44,16 @@ this file in the repository) is importable, it builds the files offline if the d
 
 ``--ddp`` trains with ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one GPU per process,
 ``cuda:$LOCAL_RANK``), launched by torchrun as above. Each process reads its own part of the
-training set (``DistributedSampler``; ``--batch_size`` is per process), solves its own batch,
-and adds its own ``r.reg`` to its own loss; DDP averages the gradients, so the update follows the
-mean of the processes' regularization gradients. Each process samples with its own generator
-(seed ``--seed`` + rank). The weight is the same on every process: each calls
-``budget.update(r.stats)`` with its own NFE, then the budget's state of rank 0 is broadcast
-(``broadcast_object_list``) and loaded by all, so the weight follows rank 0's NFE. Rank 0
-evaluates, prints and writes the outputs.
+training set (``DistributedSampler``; ``--batch_size`` is per process), solves its own batch, and
+adds its own ``r.reg`` to its own loss; DDP averages the gradients, so the update follows the mean
+of the processes' regularization gradients. There the budget is ``NFEBudget(..., combine="sum")``,
+so ``budget.backward`` is the plain ``(loss + budget.weight * r.reg).backward()``: a projection
+would act on each process's own gradient before DDP's averaging, different on every process, and
+put them out of step (``backward`` refuses ``combine="project"`` with several processes). Each
+process samples with its own generator (seed ``--seed`` + rank). The weight is the same on every
+process: each calls ``budget.update(r.stats)`` with its own NFE, then the budget's state of rank 0
+is broadcast (``broadcast_object_list``) and loaded by all, so the weight follows rank 0's NFE.
+Rank 0 evaluates, prints and writes the outputs.
 
 Outputs, relative to the working directory, in ``--save`` (default ``runs/odenet_mnist``):
 ``log.csv`` (per iteration), ``test.csv`` (per epoch), ``model.pt`` and with ``--viz``
@@ -360,8 +367,11 @@ def main(argv=None):
     # (or with the ResNet, which has no solver).
     budget = None
     if args.reg != "none" and args.reg_weight is None and args.network == "odenet":
+        # Under --ddp the plain sum: the projection would act on each rank's own gradient (before
+        # DDP averages them), differently on every rank, and desynchronise the ranks;
+        # NFEBudget.backward refuses combine="project" with several processes.
         budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
-                                    min_weight=args.budget_min_weight)
+                                    min_weight=args.budget_min_weight, combine="sum" if args.ddp else "project")
     if lead:
         print(f"settings: {vars(args)}, processes: {world}")
         print(f"number of parameters: {sum(p.numel() for p in net.parameters())}")
@@ -387,9 +397,11 @@ def main(argv=None):
                                      generator=generator) as r:
                 logits = model(x)
             task_loss = criterion(logits, y)
-            loss = task_loss + weight * r.reg
             optimizer.zero_grad()
-            loss.backward()
+            if budget is not None:  # task_loss + weight * r.reg; with "project", never against task_loss
+                budget.backward(task_loss, r.reg, model.parameters())
+            else:
+                (task_loss + weight * r.reg).backward()
             optimizer.step()
             if budget is not None:
                 budget.update(r.stats)

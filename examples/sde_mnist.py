@@ -13,23 +13,27 @@ one-import mode):
     +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     ...
     -logits = model(x, bm)
-    -loss = criterion(logits, y)
     +with localreg.regularize() as r:          # the sdeint inside model(x, bm)
     +    logits = model(x, bm)
-    +loss = criterion(logits, y) + budget.weight * r.reg
-     loss.backward(); optimizer.step()
+     loss = criterion(logits, y)
+    -loss.backward()
+    +budget.backward(loss, r.reg, model.parameters())   # loss + budget.weight * r.reg, never against loss
+     optimizer.step()
     +budget.update(r.stats)
 
 (with ``--adjoint``, the same with ``sdeint_adjoint``). ``NFEBudget`` reads ``nfe_forward`` of
 ``r.stats``, the drift evaluations of the solve, and sets the weight so that the trained model
-needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured NFE of the plain run
-at these settings. ``--reg_weight W`` uses a constant weight instead; ``--reg none`` runs the same
-block with ``strategy="none"`` (the plain neural SDE). The log's NFE columns are the block's
-``r.nfe_forward``, ``r.nfe_reg``, ``r.nfe_backward`` and the diffusion's ``nfe_diffusion_forward``
-summed over ``r.stats``. Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass runs
-the same ``sdeint`` under ``torch.no_grad()``, where the solve is plain (no regularization step, no
-extra cost), with one Brownian sample per batch; its mean drift NFE per batch, counted by the SDE
-itself (``SDEFunc.nfe``), is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``),
+needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured NFE of the plain run at
+these settings. ``budget.backward`` accumulates the gradient of the cross-entropy plus
+``budget.weight * r.reg``, without the part of reg's gradient that opposes the cross-entropy's (see
+``NFEBudget.backward``). ``--reg_weight W`` uses a constant weight instead, with the plain
+``(loss + W * r.reg).backward()``; ``--reg none`` runs the same block with ``strategy="none"`` (the
+plain neural SDE). The log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg``,
+``r.nfe_backward`` and the diffusion's ``nfe_diffusion_forward`` summed over ``r.stats``. Each
+batch gets a fresh ``torchsde.BrownianInterval``. The test pass runs the same ``sdeint`` under
+``torch.no_grad()``, where the solve is plain (no regularization step, no extra cost), with one
+Brownian sample per batch; its mean drift NFE per batch, counted by the SDE itself
+(``SDEFunc.nfe``), is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``),
 ``--viz``/``--visualize`` and ``--gpu N`` take upstream's forms. ``--viz`` draws test digits with
 their class probabilities over several Brownian samples, and the NFE over training.
 
@@ -315,9 +319,11 @@ def main(argv=None):
                                      generator=generator) as r:
                 logits = model(x, bm)
             task_loss = criterion(logits, y)
-            loss = task_loss + weight * r.reg
             optimizer.zero_grad()
-            loss.backward()
+            if budget is not None:  # task_loss + weight * r.reg, without the part of reg's gradient that opposes it
+                budget.backward(task_loss, r.reg, model.parameters())
+            else:
+                (task_loss + weight * r.reg).backward()
             optimizer.step()
             scheduler.step()
             if budget is not None:

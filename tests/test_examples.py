@@ -45,6 +45,50 @@ def smoothed_nfe(nfes, smoothing):
     return average / (1 - smoothing ** len(nfes))
 
 
+class BackwardSpy:
+    """Counts the calls of ``NFEBudget.backward`` (the real one still does the work) and keeps the
+    optimizers built meanwhile, so that a test can see what each training step handed to it."""
+
+    def __init__(self, monkeypatch):
+        import torch
+
+        from torchdiffeq_localreg import NFEBudget
+
+        self.calls, self.optimizers = [], []
+        real_backward, real_init = NFEBudget.backward, torch.optim.Optimizer.__init__
+
+        def backward(budget, task_loss, reg, parameters):
+            parameters = list(parameters)
+            self.calls.append({"task_loss": task_loss.item(), "reg": reg.item(), "weight": budget.weight,
+                               "combine": budget.combine, "params": {id(p) for p in parameters}})
+            return real_backward(budget, task_loss, reg, parameters)
+
+        def init(optimizer, *args, **kwargs):
+            real_init(optimizer, *args, **kwargs)
+            self.optimizers.append(optimizer)
+
+        monkeypatch.setattr(NFEBudget, "backward", backward)
+        monkeypatch.setattr(torch.optim.Optimizer, "__init__", init)
+
+    def check_every_step(self, rows):
+        """One call per training step, with the logged task loss (everything but weight * reg), the
+        step's reg and weight, combine="project", and all the parameters the optimizer steps."""
+        assert len(self.calls) == len(rows) > 0
+        (optimizer,) = self.optimizers
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for call, row in zip(self.calls, rows):
+            assert call["combine"] == "project"
+            assert call["params"] == stepped
+            assert call["task_loss"] == pytest.approx(row["loss"], rel=1e-6)
+            assert call["reg"] == pytest.approx(row["reg"], rel=1e-6) and row["reg"] > 0
+            assert call["weight"] == pytest.approx(row["weight"])
+
+
+@pytest.fixture
+def backward_spy(monkeypatch):
+    return BackwardSpy(monkeypatch)
+
+
 def out_dir(tmp_path, name):
     return tmp_path / "runs" / name
 
@@ -166,6 +210,25 @@ def test_reg_none_is_the_plain_solve(name, smoke_runs, tmp_path, monkeypatch):
     assert rows[0]["loss"] == pytest.approx(regularized[0]["loss"], rel=1e-6)
     # ... and + weight * reg really entered the updates (Adam's first step is sign-like, so look at the last).
     assert rows[-1]["loss"] != regularized[-1]["loss"]
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_budget_steps_through_budget_backward(name, backward_spy, tmp_path, monkeypatch):
+    """With the budget (the default) each step is budget.backward(task loss, reg, the optimizer's parameters)."""
+    monkeypatch.chdir(tmp_path)
+    result = run(name)
+    assert type(result["budget"]).__name__ == "NFEBudget"
+    backward_spy.check_every_step(result["rows"])
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.parametrize("flags", [["--reg_weight", "0.5"], ["--reg", "none"]])
+def test_constant_weight_and_plain_runs_skip_budget_backward(name, flags, backward_spy, tmp_path, monkeypatch):
+    """A constant weight and --reg none keep the plain (loss + weight * reg).backward()."""
+    monkeypatch.chdir(tmp_path)
+    result = run(name, *flags)
+    assert result["budget"] is None and len(result["rows"]) > 0
+    assert len(backward_spy.optimizers) == 1 and backward_spy.calls == []
 
 
 def test_constant_weight_when_given(tmp_path, monkeypatch):

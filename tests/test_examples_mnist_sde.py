@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from problems import EXAMPLES, load_example, read_csv, write_random_mnist
-from test_examples import smoothed_nfe
+from test_examples import BackwardSpy, smoothed_nfe
 
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
@@ -125,6 +125,30 @@ def test_mnist_test_metrics(name, tmp_path, fake_mnist, offline):
     assert result["summary"]["test_nfe"] == pytest.approx(rows[-1]["test_nfe"])
 
 
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_budget_steps_through_budget_backward(name, tmp_path, fake_mnist, offline, monkeypatch):
+    """With the budget (the default) each step is budget.backward(task loss, reg, the optimizer's parameters):
+    the task loss keeps the KL terms of latent_sde, and no parameter the optimizer steps is left out."""
+    spy = BackwardSpy(monkeypatch)
+    result, _ = run(name, tmp_path, fake_mnist)
+    assert type(result["budget"]).__name__ == "NFEBudget" and result["budget"].combine == "project"
+    spy.check_every_step(result["rows"])
+    if name == "latent_sde":  # the logged loss is -log_lik + kl_weight * kl, the task loss passed on
+        for call, row in zip(spy.calls, result["rows"]):
+            assert call["task_loss"] == pytest.approx(-row["log_lik"] + row["kl_weight"] * row["kl"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+@pytest.mark.parametrize("flags", [["--reg_weight", "0.5"], ["--reg", "none"]])
+def test_constant_weight_and_plain_runs_skip_budget_backward(name, flags, tmp_path, fake_mnist, offline,
+                                                             monkeypatch):
+    """A constant weight and --reg none keep the plain (loss + weight * reg).backward()."""
+    spy = BackwardSpy(monkeypatch)
+    result, _ = run(name, tmp_path, fake_mnist, *flags)
+    assert result["budget"] is None and len(result["rows"]) > 0
+    assert len(spy.optimizers) == 1 and spy.calls == []
+
+
 def test_latent_sde_test_metric(tmp_path, fake_mnist, offline):
     result, _ = run("latent_sde", tmp_path, fake_mnist, "--reg_weight", "0.5")
     assert result["budget"] is None and all(row["weight"] == 0.5 for row in result["rows"])
@@ -165,6 +189,14 @@ def test_odenet_ddp_smoke_with_torchrun(tmp_path, fake_mnist):
     assert [row["itr"] for row in rows] == [1, 2]
     assert all(row["reg"] > 0 and row["nfe_reg"] > 0 and row["weight"] == pytest.approx(0.01) for row in rows)
     assert len(read_csv(out / "test.csv")[1]) == 1 and (out / "model.pt").is_file()
+
+
+def test_odenet_ddp_budget_sums():
+    """Under --ddp the budget is built with combine="sum" (budget.backward refuses "project" with several
+    processes; the torchrun smoke run above would fail with it), without --ddp with the default "project"."""
+    text = (EXAMPLES / "odenet_mnist.py").read_text()
+    assert 'combine="sum" if args.ddp else "project"' in text
+    assert "budget.backward(task_loss, r.reg, model.parameters())" in text
 
 
 def test_global_strategy_with_adjoint_is_refused(tmp_path, fake_mnist, offline):
