@@ -7,23 +7,30 @@ optimiser and budget; the prediction of the test set is then solved with plain
 - ``vanilla``: no regularization.
 - ``const@0.1``, ``const@1``: unbiased local regularization at a constant weight.
 - ``budget``: unbiased local regularization, weight from ``NFEBudget`` with its default settings and
-  ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), the rule the README recommends.
-- ``budget_biased``: the same with ``strategy="biased"``.
-- ``budget_gentle``: ``budget`` with ``anticipation=4`` and ``rate=0.03`` (the trend extrapolated
-  twice as far, the weight moving 40% slower): less overshoot, at the price of holding the
-  target less tightly from below on the classifier.
-- ``budget_r02``: ``budget`` with ``rate=0.02`` alone.
-- ``budget_notrend``: ``budget`` with ``anticipation=0``: reacts to the averaged NFE alone (the
-  default before the anticipation was added).
+  ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), each step's backward pass
+  ``budget.backward(task_loss, reg, model.parameters())`` (its default ``combine="project"``: the
+  part of the regularization's gradient that opposes the task's is dropped): the README's
+  recommended training step.
+- ``budget_sum``: ``budget`` with the plain ``(task_loss + budget.weight * reg).backward()``
+  (``combine="sum"``).
+- ``budget_biased``: ``budget`` with ``strategy="biased"``.
+- ``budget_cap``: ``budget_sum`` with the regularization's gradient scaled to at most the task
+  gradient's norm (:func:`_train.capped_backward`, a harness-only candidate).
+
+Candidates of the controller itself, all with the plain sum (``combine="sum"``):
+
+- ``budget_gentle``: ``anticipation=4`` and ``rate=0.03`` (the trend extrapolated twice as far, the
+  weight moving 40% slower): less overshoot, at the price of holding the target less tightly from
+  below on the classifier.
+- ``budget_r02``: ``rate=0.02`` alone.
+- ``budget_notrend``: ``anticipation=0``: reacts to the averaged NFE alone (the default before the
+  anticipation was added).
 - ``budget_noleak``: ``budget_notrend`` with ``leak=0`` and ``hold=False``: plain dual ascent, the first candidate.
 - ``budget_nohold``: ``budget_notrend`` with ``hold=False`` (the weight may decay before the NFE first
   exceeds the target), the second candidate.
 - ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
 - ``budget_rows32``: ``budget_notrend`` with the regularization step on 32 random rows of the batch
   (``reg_batch_size=32``), the cheap step of the cost-floor work.
-- ``budget_project``: ``budget`` with the gradient of ``weight * reg`` projected off the task
-  gradient where they conflict (PCGrad); ``budget_cap``: ``budget`` with the gradient of
-  ``weight * reg`` scaled to at most the task gradient's norm (``_train.combined_backward``).
 
 Problems:
 
@@ -68,15 +75,17 @@ import quickstart  # noqa: E402
 from torchdiffeq_localreg import NFEBudget  # noqa: E402
 
 PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_biased", "budget_gentle", "budget_r02", "budget_notrend",
-           "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32", "budget_project", "budget_cap")
+METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_sum", "budget_biased", "budget_cap", "budget_gentle",
+           "budget_r02", "budget_notrend", "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32")
 # Candidate settings of NFEBudget besides its defaults (the method name says which).
-CANDIDATES = {"budget_gentle": {"anticipation": 4.0, "rate": 0.03}, "budget_r02": {"rate": 0.02},
-              "budget_notrend": {"anticipation": 0.0},
-              "budget_noleak": {"leak": 0.0, "hold": False, "anticipation": 0.0},
-              "budget_nohold": {"hold": False, "anticipation": 0.0},
-              "budget_slow": {"rate": 0.02, "hold": False, "anticipation": 0.0},
-              "budget_rows32": {"anticipation": 0.0}}
+CANDIDATES = {"budget_sum": {"combine": "sum"}, "budget_cap": {"combine": "sum"},
+              "budget_gentle": {"anticipation": 4.0, "rate": 0.03, "combine": "sum"},
+              "budget_r02": {"rate": 0.02, "combine": "sum"},
+              "budget_notrend": {"anticipation": 0.0, "combine": "sum"},
+              "budget_noleak": {"leak": 0.0, "hold": False, "anticipation": 0.0, "combine": "sum"},
+              "budget_nohold": {"hold": False, "anticipation": 0.0, "combine": "sum"},
+              "budget_slow": {"rate": 0.02, "hold": False, "anticipation": 0.0, "combine": "sum"},
+              "budget_rows32": {"anticipation": 0.0, "combine": "sum"}}
 TARGET_RATIO = 0.6
 FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
           "final_train_nfe", "train_time", "pred_time", "niters")
@@ -146,7 +155,7 @@ read_rows, append_rows = _harness.read_rows, _harness.append_rows
 
 def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, settings: Dict, done: List[Dict],
             pred_repeats: int, progress: bool) -> Dict:
-    combine = {"budget_project": "project", "budget_cap": "cap"}.get(method, "sum")
+    combine = "cap" if method == "budget_cap" else "sum"  # with a budget, its own combine decides otherwise
     args = argparse.Namespace(**settings, grad="direct", stiffness_weight=0.0, eval_tol=None,
                               pred_repeats=pred_repeats, combine=combine,
                               reg_batch_size=min(32, settings["batch_size"]) if method == "budget_rows32" else None)
@@ -203,11 +212,11 @@ def summarize(out: Path, problems) -> List[Dict]:
     return summary
 
 
-MARKERS = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_biased": "P", "budget_gentle": "p",
-           "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X", "budget_nohold": "D", "budget_slow": "*",
-           "budget_rows32": "v", "budget_project": "^", "budget_cap": "<"}
-COLORS = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "tab:olive", "tab:pink", "tab:gray",
-                            "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold", "navy", "teal")))
+MARKERS = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_sum": "^", "budget_biased": "P",
+           "budget_cap": "<", "budget_gentle": "p", "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X",
+           "budget_nohold": "D", "budget_slow": "*", "budget_rows32": "v"}
+COLORS = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "navy", "tab:olive", "teal", "tab:pink",
+                            "tab:gray", "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold")))
 
 
 def pareto(summary: List[Dict], path: Path) -> None:

@@ -52,3 +52,24 @@ def test_budget_needs_its_vanilla_row(tmp_path):
     """The budget's target is 0.6 x vanilla's NFE: vanilla always runs first, even if not asked for."""
     wc.main(["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--problems", "rings", "--methods", "budget"])
     assert [r["method"] for r in read_csv(tmp_path / "runs_rings.csv")] == ["vanilla", "budget"]
+
+
+def test_budget_runs_take_the_packages_backward(tmp_path, monkeypatch):
+    """``budget`` trains with NFEBudget.backward and its projection, ``budget_sum`` with the plain sum
+    through the same method, constants and vanilla never call it."""
+    calls = []
+    real = wc.NFEBudget.backward
+
+    def spy(self, task_loss, reg, parameters):
+        calls.append(self.combine)
+        return real(self, task_loss, reg, parameters)
+
+    monkeypatch.setattr(wc.NFEBudget, "backward", spy)
+    common = ["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--problems", "rings"]
+    wc.main(common + ["--methods", "vanilla", "const@1"])
+    assert calls == []
+    wc.main(common + ["--methods", "budget"])
+    assert calls == ["project"] * wc.SMOKE["niters"]
+    calls.clear()
+    wc.main(common + ["--methods", "budget_sum"])
+    assert calls == ["sum"] * wc.SMOKE["niters"]
