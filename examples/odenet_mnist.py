@@ -124,9 +124,10 @@ group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "gl
 group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
                    help="NFEBudget target: evaluations per solve the trained ODE block should need "
                         f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
-group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+group.add_argument("--budget_rate", type=float, default=0.05,
+                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.05, the "
+                        "package's: in this 3-epoch run the model still learns while the weight climbs, and the "
+                        "examples' faster 0.1 cut the NFE to 0.65x at 10 points of accuracy, 0.05 to 0.82x at 2)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
                    help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
                         "model is still cheaper than the target, the weight waits there instead of sinking to the "

@@ -14,10 +14,11 @@ chosen number of evaluations. The change from plain torchdiffeq is:
     +budget = NFEBudget(target_nfe=...)   # evaluations per solve the trained model should need
     ...
     -y = odeint(func, y0, t)
-    -loss = task_loss(y)
     +y, reg, stats = odeint_reg(func, y0, t, return_stats=True)
-    +loss = task_loss(y) + budget.weight * reg
-     loss.backward(); optimizer.step()
+     loss = task_loss(y)
+    -loss.backward()
+    +budget.backward(loss, reg, model.parameters())   # loss + budget.weight * reg, never against loss
+     optimizer.step()
     +budget.update(stats)
 
 Both models train from the same initialisation on the same batches; the plain one first. The
@@ -26,7 +27,7 @@ recommends: a user who swaps in ``odeint_reg`` knows what the current model cost
 both models predict the test set with plain ``torchdiffeq.odeint``; the table shows test accuracy,
 prediction NFE, prediction time and training time.
 
-    python examples/quickstart.py                 # about two minutes on a 2-core CPU
+    python examples/quickstart.py                 # about a minute on an idle 2-core CPU
     python examples/quickstart.py --viz           # also saves quickstart_nfe.png (NFE over training)
     python examples/quickstart.py --json out.json # also writes the table as JSON
     python examples/quickstart.py --smoke         # a few seconds
@@ -130,7 +131,10 @@ def train(args, budget, x_train, y_train):
         loss = nn.functional.binary_cross_entropy_with_logits(model.readout(y[-1]).squeeze(1), y_train[idx])
         weight = 0.0 if budget is None else budget.weight
         optimizer.zero_grad()
-        (loss + weight * reg).backward()
+        if budget is None:
+            loss.backward()
+        else:
+            budget.backward(loss, reg, model.parameters())
         optimizer.step()
         if budget is not None:
             budget.update(stats)

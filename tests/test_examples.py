@@ -150,7 +150,8 @@ def test_budget_is_the_default_weight_control(name):
     args = module.parser.parse_args([])
     assert args.reg == "unbiased" and args.reg_weight is None
     assert args.target_nfe == module.DEFAULT_TARGET_NFE > 0
-    assert args.budget_rate == 0.1 and args.budget_min_weight == 0.01
+    # odenet_mnist keeps the package's rate: its 3-epoch run still learns while the weight climbs.
+    assert args.budget_rate == (0.05 if name == "odenet_mnist" else 0.1) and args.budget_min_weight == 0.01
     help_text = module.parser.format_help()
     assert "0.6 x the measured NFE of the plain run at these settings" in " ".join(help_text.split())
 
