@@ -182,7 +182,8 @@ def test_smoke_regularized_with_budget_and_figures(name, smoke_runs):
     budget = result["budget"]
     assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
     assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
-    assert budget.rate == 0.1 and budget.min_weight == 0.01
+    # the script's own defaults (test_budget_is_the_default_weight_control pins their values)
+    assert budget.rate == load_example(name).parser.get_default("budget_rate") and budget.min_weight == 0.01
     assert result["summary"]["weight_control"] == "NFEBudget"
     # each step used the budget's weight of that moment (0.01 first), and update(stats) saw every solve
     assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)

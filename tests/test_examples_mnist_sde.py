@@ -84,7 +84,8 @@ def test_smoke_regularized(name, reg, tmp_path, fake_mnist, offline):
     budget = result["budget"]
     assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
     assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
-    assert budget.rate == 0.1 and budget.min_weight == 0.01
+    # the script's own defaults (test_budget_is_the_default_weight_control pins their values)
+    assert budget.rate == load_example(name).parser.get_default("budget_rate") and budget.min_weight == 0.01
     assert result["summary"]["weight_control"] == "NFEBudget"
     assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
     assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
