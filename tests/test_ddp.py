@@ -89,10 +89,9 @@ def _worker(rank, world, init_file, out_file):
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    """One 2-process run that trains every mode in turn (spawning is the slow part)."""
-    tmp = tmp_path_factory.mktemp("ddp")
+def _run_workers(tmp):
+    """Runs the 2-process training once; returns the exit codes, whether any hung, and the report path."""
+    tmp.mkdir()
     init_file, out_file = tmp / "init", tmp / "report.pt"
     here = os.path.dirname(os.path.abspath(__file__))
     old = os.environ.get("PYTHONPATH")
@@ -112,8 +111,27 @@ def reports(tmp_path_factory):
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
-    assert not hung, "DDP training hung"
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [p.exitcode for p in procs], bool(hung), out_file
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """One 2-process run that trains every mode in turn (spawning is the slow part).
+
+    Once in a few full-suite CI runs on a loaded 2-core machine, both gloo workers were killed by
+    SIGABRT from C++ ("terminate called without an active exception"); it never reproduced alone.
+    A run in which a worker dies from a signal is tried once more, and the failure message says what
+    happened both times; an exception alone (exit code 1) or a hang fails at once.
+    """
+    base = tmp_path_factory.mktemp("ddp")
+    attempts = []
+    for attempt in range(2):
+        codes, hung, out_file = _run_workers(base / f"attempt{attempt}")
+        attempts.append({"exit codes": codes, "hung": hung, "report written": out_file.exists()})
+        if hung or not any(c is not None and c < 0 for c in codes):
+            break
+    assert not hung, f"DDP training hung: {attempts}"
+    assert all(c == 0 for c in codes), attempts
     return torch.load(out_file)
 
 
