@@ -227,20 +227,17 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
         if control is not None:
             weight = control.weight
         # With a control the step returns reg itself (weight 1) and the control applies its weight.
+        scale = weight if control is not None else 1.0
         task, penalty, stats = problem.training_step(model, batch, method, 1.0 if control is not None else weight, args,
                                                      sampling, itr=itr, seed=seed)
-        if control is not None:
-            penalty_value = weight * penalty.detach()
-        else:
-            penalty_value = penalty.detach()
-        loss = task.detach() + penalty_value
+        loss = task.detach() + scale * penalty.detach()
         optimizer.zero_grad()
         if getattr(args, "combine", "sum") == "cap":
-            capped_backward(list(model.parameters()), task, weight * penalty if control is not None else penalty)
+            capped_backward(list(model.parameters()), task, scale * penalty)
         elif control is not None and hasattr(control, "backward"):
             control.backward(task, penalty, model.parameters())
         else:
-            (task + (weight * penalty if control is not None else penalty)).backward()
+            (task + scale * penalty).backward()
         optimizer.step()
         if schedule is not None:
             schedule.step()

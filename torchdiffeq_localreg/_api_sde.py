@@ -273,11 +273,7 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
         error_weight: weight of ``E * |dt_s|``, a float >= 0.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling. None (default): the package's private CPU
-            generator, seeded from ``torch.initial_seed()`` and re-seeded whenever that changes, so
-            ``torch.manual_seed(s)`` makes runs reproducible while torch's global random stream is
-            never drawn from (the program's own later draws are as without this call). Calling
-            ``torch.manual_seed`` again with the same seed in one process does not restart it;
-            pass a generator for that.
+            generator, never torch's global random stream (see ``generator`` of :func:`odeint_reg`).
         reg_batch_size: None (default): the window runs on the whole batch. An int b <= the batch
             size B (the first dimension of ``y0``): each sample's window runs on b rows of the
             sampled state drawn from ``generator`` uniformly without replacement (with those rows'
