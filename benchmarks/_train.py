@@ -25,6 +25,8 @@ for all methods.
 """
 import argparse
 import math
+import os
+import random
 import statistics
 import subprocess
 import sys
@@ -36,10 +38,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torchdiffeq
+from torch.utils.benchmark import Timer
 from tqdm import tqdm
 
 import _plots
-from _harness import RESULTS, append_rows, markdown_table, read_rows, start_run, summarize_runs, time_prediction, write_csv
+from _harness import (RESULTS, append_rows, iqr, markdown_table, read_rows, start_run, summarize_runs,
+                      time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
 
@@ -192,7 +196,8 @@ def capped_backward(params: Sequence[torch.Tensor], task: torch.Tensor, penalty:
 
 
 def train_run(problem: Task, label: str, method: str, weight: float, seed: int, args,
-              control=None, progress: bool = False, position: int = 0) -> Tuple[Dict, List[Dict]]:
+              control=None, progress: bool = False, position: int = 0,
+              save_model: Optional[Path] = None) -> Tuple[Dict, List[Dict]]:
     """Trains one model and evaluates it; returns its result row and its per-iteration curve.
 
     ``method`` is one of :data:`METHODS` but ``budget``. With ``control`` (an object with a float
@@ -205,6 +210,8 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
     method (``NFEBudget``), the step's backward pass is ``control.backward(task_loss, reg,
     model.parameters())``, the package's recommended step (its ``combine`` setting decides between
     the projection and the plain sum); otherwise it is ``(task_loss + weight * reg).backward()``.
+    With ``save_model``, the trained model's ``state_dict`` (on the CPU) is saved there, for
+    :func:`retime`.
     """
     if method not in METHODS or method == "budget":
         raise ValueError(f"method must be one of {tuple(m for m in METHODS if m != 'budget')}, got {method!r}.")
@@ -255,6 +262,9 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
                       "weight": weight})
     bar.close()
     model.eval()
+    if save_model is not None:
+        save_model.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, save_model)
     result = problem.evaluate(model, args)
     pred_time, pred_iqr = time_prediction(problem.predictor(model, args), getattr(args, "pred_repeats", 3))
     tail = curve[-max(1, len(curve) // 10):]
@@ -298,6 +308,14 @@ def add_args(parser: argparse.ArgumentParser, *, methods: Sequence[str], niters:
     parser.add_argument("--run", nargs=3, default=None, metavar=("METHOD", "WEIGHT", "SEED"),
                         help="internal (--jobs): train this one run, append its row, and exit")
     parser.add_argument("--slot", type=int, default=0, help="internal (--jobs): line of the progress bar")
+    parser.add_argument("--reproduce", action="store_true",
+                        help="retrain the asked-for runs that have a row but no saved model (trained before models "
+                             "were saved), check that they give their row's test NFE and metric, and save their "
+                             "models; adds no rows")
+    parser.add_argument("--retime", action="store_true",
+                        help="train nothing: time the prediction of every saved model of the folder, interleaved "
+                             "in one process (--pred_repeats rounds; run it on an otherwise idle machine), write "
+                             "timing.csv and the summary")
     return parser
 
 
@@ -408,9 +426,14 @@ def run_specs(args: argparse.Namespace) -> List[Spec]:
             for s in args.seeds]
 
 
-def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Dict:
-    """Trains one run, appends its curve to ``curves.csv`` and then its row to ``runs.csv``, prints a
-    one-line summary; returns the row."""
+def model_path(out: Path, spec: Spec) -> Path:
+    """Where a run's trained model is saved (``models/`` is not tracked by git)."""
+    return out / "models" / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
+
+
+def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0):
+    """Trains one run (a budget run reads its target from vanilla's row) and saves its model;
+    returns its result row, its curve, the control (None but for budget) and the target."""
     control, target, method = None, float("nan"), spec.method
     if spec.method == "budget":
         vanilla = [r for r in read_rows(out / "runs.csv") if _key(r) == ("vanilla", "0", spec.seed)]
@@ -419,7 +442,14 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
         target = spec.weight * float(vanilla[0]["test_nfe"])
         control, method = NFEBudget(target_nfe=target), "unbiased"
     result, curve = train_run(problem, spec.label, method, spec.weight, spec.seed, args, control=control,
-                              progress=not args.smoke, position=position)
+                              progress=not args.smoke, position=position, save_model=model_path(out, spec))
+    return result, curve, control, target
+
+
+def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Dict:
+    """Trains one run, saves its model, appends its curve to ``curves.csv`` and then its row to
+    ``runs.csv``, prints a one-line summary; returns the row."""
+    result, curve, control, target = _train_spec(problem, spec, args, out, position)
     every = max(1, args.niters // CURVE_POINTS)
     append_rows(out / "curves.csv", ({**c, "method": spec.method, "weight": spec.weight, "current_weight": c["weight"]}
                                      for c in curve if c["itr"] % every == 0), CURVE_FIELDS)
@@ -431,6 +461,76 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
           f"train NFE (last 10%) {row['final_train_nfe']:.1f}  train {row['train_time']:.1f}s  "
           f"predict {row['pred_time'] * 1e3:.1f}ms (IQR {row['pred_time_iqr'] * 1e3:.1f})", flush=True)
     return row
+
+
+def reproduce(problem: Task, specs: Sequence[Spec], args: argparse.Namespace, out: Path) -> List[Spec]:
+    """Retrains the runs of ``specs`` that have a row in ``runs.csv`` but no saved model (trained
+    before models were saved), to save their models for :func:`retime`; adds no rows. Training is
+    deterministic on a given machine and device, so the retrained run must give the row's test NFE
+    and test metric: otherwise its model is deleted and ``RuntimeError`` says so. Returns the runs retrained.
+    """
+    rows = {_key(r): r for r in read_rows(out / "runs.csv")}
+    todo = [s for s in specs if s.key in rows and not model_path(out, s).exists()]
+    print(f"{len(todo)} runs to retrain for their models", flush=True)
+    for spec in todo:
+        result, _, _, _ = _train_spec(problem, spec, args, out)
+        row = rows[spec.key]
+        if int(result["test_nfe"]) != int(row["test_nfe"]) or result["test_metric"] != float(row["test_metric"]):
+            model_path(out, spec).unlink()
+            raise RuntimeError(f"{spec.label} seed {spec.seed} did not reproduce its row: test NFE "
+                               f"{result['test_nfe']} (row {row['test_nfe']}), test {problem.metric_name} "
+                               f"{result['test_metric']!r} (row {row['test_metric']}); its model is not kept.")
+        print(f"  {spec.label:>18s} seed {spec.seed}: reproduced (test NFE {row['test_nfe']}, test "
+              f"{problem.metric_name} {row['test_metric']}), model saved", flush=True)
+    return todo
+
+
+def retime(problem: Task, args: argparse.Namespace, out: Path) -> List[Dict]:
+    """Times the prediction of the test set by every run's saved model, interleaved in one process:
+    each of ``args.pred_repeats`` rounds times one prediction per model (``torch.utils.benchmark.Timer``,
+    after one untimed call each), in a new random order per round, so that a change in the machine's
+    load falls on all models alike. Writes ``timing.csv`` (per run: median and IQR over the rounds,
+    the number of models timed together, the 1-minute load average before timing) and returns its
+    rows. Runs without a saved model are listed and left out. Meant for an otherwise idle machine.
+    """
+    device = torch.device(args.device)
+    problem.to(device)
+    timed, missing = [], []
+    for row in read_rows(out / "runs.csv"):
+        spec = Spec(row["method"], float(row["weight"]), int(row["seed"]))
+        path = model_path(out, spec)
+        if not path.exists():
+            missing.append(f"{spec.label} seed {spec.seed}")
+            continue
+        model = problem.make_model()
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as error:  # a file that is not this experiment's model
+            raise ValueError(f"{path} is not a saved model of this experiment's runs: {error}") from error
+        model.to(device).eval()
+        timed.append((spec, problem.predictor(model, args)))
+    if missing:
+        print(f"no saved model, not timed: {', '.join(missing)} (rerun with --reproduce to save them)")
+    if not timed:
+        raise RuntimeError(f"no saved models in {out / 'models'}: nothing to time.")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    for _, predict in timed:
+        predict()
+    times: List[List[float]] = [[] for _ in timed]
+    order, shuffle = list(range(len(timed))), random.Random(0)
+    for _ in tqdm(range(args.pred_repeats), desc=f"timing {len(timed)} models, interleaved", disable=args.smoke):
+        shuffle.shuffle(order)
+        for i in order:
+            timer = Timer(stmt="predict()", globals={"predict": timed[i][1]}, num_threads=torch.get_num_threads())
+            times[i].append(timer.timeit(1).raw_times[0])
+    date = time.strftime("%Y-%m-%d %H:%M:%S")
+    rows = [{"method": spec.method, "weight": spec.weight, "seed": spec.seed,
+             "pred_time_interleaved": statistics.median(t), "pred_time_interleaved_iqr": iqr(t), "rounds": len(t),
+             "models": len(timed), "load_average": load, "date": date} for (spec, _), t in zip(timed, times)]
+    write_csv(rows, out / "timing.csv")
+    print(f"timed {len(timed)} models over {args.pred_repeats} interleaved rounds (load average before: {load:.2f}); "
+          f"wrote {out / 'timing.csv'}")
+    return rows
 
 
 def _run_parallel(todo: List[Spec], args: argparse.Namespace, out: Path, command: List[str]) -> None:
@@ -484,10 +584,18 @@ def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Na
                  "reg_weights": " ".join(map(str, args.reg_weights)), "global_weight": args.global_weight,
                  "steer_b": args.steer_b, "rnode_weight": args.rnode_weight, "budget_ratio": args.budget_ratio,
                  "jobs": args.jobs}
+    if args.retime or args.reproduce:
+        selection = {"mode": "--retime" if args.retime else "--reproduce", **selection}
     out = start_run(name, settings, paper_settings, str(out), selection=selection, device=args.device)
     print(TAYNODE_NOTE)
     if notes:
         print(notes)
+    if args.retime:
+        retime(make_problem(), args, out)
+        return write_summary(out, title, notes)
+    if args.reproduce:
+        reproduce(make_problem(), specs, args, out)
+        return write_summary(out, title, notes)
     done = {_key(r) for r in read_rows(out / "runs.csv")}
     todo = [s for s in specs if s.key not in done]
     for spec in specs:
@@ -507,8 +615,27 @@ def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Na
 
 SUMMARY_COLUMNS = ("label", "method", "weight", "seeds", "metric_name", "train_metric_mean", "test_metric_mean",
                    "test_metric_std", "metric_change", "test_nfe_mean", "test_nfe_std", "nfe_ratio", "pred_time_mean",
-                   "pred_time_iqr_mean", "pred_time_ratio", "train_time_mean", "train_time_ratio",
-                   "final_train_nfe_mean", "target_nfe_mean", "final_weight_mean")
+                   "pred_time_iqr_mean", "pred_time_ratio", "timed_seeds", "pred_time_interleaved_mean",
+                   "pred_time_interleaved_ratio", "train_time_mean", "train_time_ratio", "final_train_nfe_mean",
+                   "target_nfe_mean", "final_weight_mean")
+
+
+def interleaved_ratios(rows: Sequence[Mapping], timing: Sequence[Mapping], summary: Sequence[Dict]) -> None:
+    """Adds to each summary row the interleaved prediction time of :func:`retime` (``timing.csv``):
+    ``timed_seeds`` (its seeds timed together with vanilla's of the same seed),
+    ``pred_time_interleaved_mean`` and ``pred_time_interleaved_ratio`` (against vanilla on those
+    seeds; NaN where there are none)."""
+    times = {_key(t): float(t["pred_time_interleaved"]) for t in timing}
+    for s in summary:
+        seeds = [int(r["seed"]) for r in rows if r["method"] == s["method"] and f"{float(r['weight']):g}" ==
+                 f"{float(s['weight']):g}"]
+        pairs = [(times[(s["method"], f"{float(s['weight']):g}", seed)], times[("vanilla", "0", seed)])
+                 for seed in seeds if (s["method"], f"{float(s['weight']):g}", seed) in times
+                 and ("vanilla", "0", seed) in times]
+        s["timed_seeds"] = len(pairs)
+        s["pred_time_interleaved_mean"] = statistics.fmean(p[0] for p in pairs) if pairs else float("nan")
+        s["pred_time_interleaved_ratio"] = (statistics.fmean(p[0] for p in pairs) / statistics.fmean(p[1] for p in pairs)
+                                            if pairs else float("nan"))
 
 
 def write_summary(out: Path, title: str, notes: str = "") -> Dict:
@@ -519,13 +646,16 @@ def write_summary(out: Path, title: str, notes: str = "") -> Dict:
     summary = summarize_runs(rows, means=("train_metric", "pred_time", "pred_time_iqr", "train_time",
                                           "final_train_nfe", "target_nfe", "final_weight", *extra))
     summary.sort(key=lambda s: (METHODS.index(s["method"]), float(s["weight"])))
+    interleaved_ratios(rows, read_rows(out / "timing.csv"), summary)
     for s in summary:
         s["label"] = Spec(s["method"], float(s["weight"]), 0).label
     write_csv(summary, out / "summary.csv")
     text = (f"## {title}\n\nMeans over seeds (`seeds` runs each); `nfe_ratio`, `pred_time_ratio`, "
             f"`train_time_ratio` and `metric_change` against vanilla on the same seeds. `pred_time`: median of "
             f"the timed predictions of the test set (`torch.utils.benchmark.Timer`), measured right after training "
-            f"in the run's own process, so with `--jobs` > 1 beside another run; `budget`: weight = target / "
+            f"in the run's own process, so with `--jobs` > 1 beside another run; `pred_time_interleaved`: "
+            f"median over rounds of `--retime` (every saved model's prediction timed in one process, interleaved, "
+            f"see `timing.csv`), `timed_seeds` the seeds timed with vanilla's; `budget`: weight = target / "
             f"vanilla's test NFE.\n\n" + markdown_table(summary, SUMMARY_COLUMNS) + f"\n{TAYNODE_NOTE}\n")
     if notes:
         text += f"\n{notes}\n"
