@@ -465,12 +465,14 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
 
 def reproduce(problem: Task, specs: Sequence[Spec], args: argparse.Namespace, out: Path) -> List[Spec]:
     """Retrains the runs of ``specs`` that have a row in ``runs.csv`` but no saved model (trained
-    before models were saved), to save their models for :func:`retime`; adds no rows. Training is
+    before models were saved), to save their models for :func:`retime`; adds no rows. Only the
+    methods of ``args.methods`` are retrained (not the vanilla runs that ``budget`` adds to the specs),
+    so that two commands can share the work. Training is
     deterministic on a given machine and device, so the retrained run must give the row's test NFE
     and test metric: otherwise its model is deleted and ``RuntimeError`` says so. Returns the runs retrained.
     """
     rows = {_key(r): r for r in read_rows(out / "runs.csv")}
-    todo = [s for s in specs if s.key in rows and not model_path(out, s).exists()]
+    todo = [s for s in specs if s.method in args.methods and s.key in rows and not model_path(out, s).exists()]
     print(f"{len(todo)} runs to retrain for their models", flush=True)
     for spec in todo:
         result, _, _, _ = _train_spec(problem, spec, args, out)

@@ -130,6 +130,72 @@ def test_jobs_2_gives_the_rows_of_jobs_1(tmp_path):
     assert (tmp_path / "two" / "summary.csv").stat().st_size > 0
 
 
+def test_retime_times_every_saved_model_interleaved(tmp_path):
+    """--retime loads every run's saved model and times them together; the summary pairs each with vanilla."""
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path)])
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "biased_1_seed0.pt", "budget_0.6_seed0.pt", "vanilla_0_seed0.pt"]
+    rows = read_csv(tmp_path / "runs.csv")
+    main([*SPIRALS, "--retime", "--pred_repeats", "2", "--out", str(tmp_path)])
+    assert read_csv(tmp_path / "runs.csv") == rows  # trains nothing
+    timing = read_csv(tmp_path / "timing.csv")
+    assert [(t["method"], t["rounds"], t["models"]) for t in timing] == [
+        ("vanilla", "2", "3"), ("biased", "2", "3"), ("budget", "2", "3")]
+    assert all(float(t["pred_time_interleaved"]) > 0 and float(t["pred_time_interleaved_iqr"]) >= 0 for t in timing)
+    summary = {s["method"]: s for s in read_csv(tmp_path / "summary.csv")}
+    vanilla = float(timing[0]["pred_time_interleaved"])
+    for t in timing:
+        s = summary[t["method"]]
+        assert s["timed_seeds"] == "1"
+        assert float(s["pred_time_interleaved_ratio"]) == pytest.approx(float(t["pred_time_interleaved"]) / vanilla)
+    assert "interleaved" in (tmp_path / "summary.md").read_text()
+    sessions = json.loads((tmp_path / "settings.json").read_text())["sessions"]
+    assert sessions[-1]["runs"]["mode"] == "--retime"
+
+
+def test_retime_leaves_out_runs_without_a_model_and_refuses_a_foreign_file(tmp_path, capsys):
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path)])
+    (tmp_path / "models" / "biased_1_seed0.pt").unlink()
+    main([*SPIRALS, "--retime", "--out", str(tmp_path)])
+    assert "not timed: biased@1 seed 0" in capsys.readouterr().out
+    assert [t["method"] for t in read_csv(tmp_path / "timing.csv")] == ["vanilla", "budget"]
+    summary = {s["method"]: s for s in read_csv(tmp_path / "summary.csv")}
+    assert summary["biased"]["timed_seeds"] == "0" and summary["biased"]["pred_time_interleaved_ratio"] == "nan"
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "models" / "budget_0.6_seed0.pt")
+    with pytest.raises(ValueError, match="budget_0.6_seed0.pt is not a saved model"):
+        main([*SPIRALS, "--retime", "--out", str(tmp_path)])
+    for path in (tmp_path / "models").iterdir():
+        path.unlink()
+    with pytest.raises(RuntimeError, match="no saved models"):
+        main([*SPIRALS, "--retime", "--out", str(tmp_path)])
+
+
+def test_reproduce_retrains_a_run_without_its_model_to_the_same_model(tmp_path):
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path)])
+    rows = read_csv(tmp_path / "runs.csv")
+    path = tmp_path / "models" / "budget_0.6_seed0.pt"
+    saved = torch.load(path, weights_only=True)
+    path.unlink()
+    (tmp_path / "models" / "vanilla_0_seed0.pt").unlink()
+    main(["--smoke", "--methods", "budget", "--reproduce", "--out", str(tmp_path)])
+    assert not (tmp_path / "models" / "vanilla_0_seed0.pt").exists()  # not asked for
+    again = torch.load(path, weights_only=True)
+    assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)
+    assert read_csv(tmp_path / "runs.csv") == rows  # no row added
+    # A run that does not give its row again keeps no model.
+    path.unlink()
+    with open(tmp_path / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([r if r["method"] != "budget" else {**r, "test_nfe": "999"} for r in rows])
+    with pytest.raises(RuntimeError, match="did not reproduce its row: test NFE"):
+        main([*SPIRALS, "--reproduce", "--out", str(tmp_path)])
+    assert not path.exists()
+
+
 def test_spiral_data_is_irregular_and_noisy():
     t = torch.linspace(0, 2, 20)
     x, mask, clean = M["latent_ode_spirals"].make_spirals(200, t, 0.5, 0.05, torch.Generator().manual_seed(0))
