@@ -644,6 +644,29 @@ def interleaved_ratios(rows: Sequence[Mapping], timing: Sequence[Mapping], summa
                                             if pairs else float("nan"))
 
 
+def compact_table(summary: Sequence[Mapping]) -> str:
+    """The summary as the short table of ``benchmarks/README.md``: test metric and NFE (mean ± standard
+    deviation over seeds), the ratios against vanilla (prediction time: interleaved where
+    :func:`retime` timed the run, else measured after training, marked ``*``) and the metric's change."""
+    def metric(value: float, name: str) -> str:
+        return f"{100 * value:.2f}%" if name == "accuracy" else f"{value:.3g}"
+
+    lines = ["| method | seeds | test metric | test NFE | NFE ratio | prediction time ratio | training time ratio "
+             "| metric change |", "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        name, f = s["metric_name"], {k: float(v) for k, v in s.items() if k.endswith(("_mean", "_std", "_ratio", "change"))}
+        spread = lambda key, fmt: "" if int(s["seeds"]) < 2 else f" ± {fmt(f[key])}"  # noqa: E731
+        pred = (f"{f['pred_time_interleaved_ratio']:.2f}" if math.isfinite(f.get("pred_time_interleaved_ratio", math.nan))
+                else f"{f['pred_time_ratio']:.2f}*")
+        change = f["metric_change"]
+        change = "" if s["method"] == "vanilla" else (f"{100 * change:+.2f} pt" if name == "accuracy" else f"{change:+.3g}")
+        lines.append(f"| {s['label']} | {s['seeds']} | {metric(f['test_metric_mean'], name)}"
+                     f"{spread('test_metric_std', lambda v: metric(v, name).rstrip('%'))} | "
+                     f"{f['test_nfe_mean']:.1f}{spread('test_nfe_std', lambda v: f'{v:.1f}')} | {f['nfe_ratio']:.2f} | "
+                     f"{pred} | {f['train_time_ratio']:.2f} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_summary(out: Path, title: str, notes: str = "") -> Dict:
     """``summary.csv`` / ``summary.md`` (one row per method and weight) and the plots, from all rows of
     ``runs.csv`` and ``curves.csv``; returns the rows, the summary and the curves."""
@@ -662,7 +685,8 @@ def write_summary(out: Path, title: str, notes: str = "") -> Dict:
             f"in the run's own process, so with `--jobs` > 1 beside another run; `pred_time_interleaved`: "
             f"median over rounds of `--retime` (every saved model's prediction timed in one process, interleaved, "
             f"see `timing.csv`), `timed_seeds` the seeds timed with vanilla's; `budget`: weight = target / "
-            f"vanilla's training NFE.\n\n" + markdown_table(summary, SUMMARY_COLUMNS) + f"\n{TAYNODE_NOTE}\n")
+            f"vanilla's training NFE.\n\n" + compact_table(summary) + "\nAll columns:\n\n"
+            + markdown_table(summary, SUMMARY_COLUMNS) + f"\n{TAYNODE_NOTE}\n")
     if notes:
         text += f"\n{notes}\n"
     (out / "summary.md").write_text(text)

@@ -51,7 +51,12 @@ def _check_outputs(result, out, labels):
     for s in summary:
         assert float(s["nfe_ratio"]) == pytest.approx(float(s["test_nfe_mean"]) / float(vanilla["test_nfe_mean"]))
     assert float(vanilla["nfe_ratio"]) == 1.0 and float(vanilla["pred_time_ratio"]) == 1.0
-    assert "TayNODE" in (out / "summary.md").read_text()
+    text = (out / "summary.md").read_text()
+    assert "TayNODE" in text
+    # The short table first: one line per (method, weight), in-run prediction times marked with *.
+    short = text.split("All columns:")[0]
+    assert sorted(line.split(" | ")[0][2:] for line in short.splitlines()[5:] if line.startswith("| ")) == sorted(labels)
+    assert "| vanilla | 1 | " in short and "| 1.00 | 1.00* | 1.00 |  |" in short
     return rows
 
 
