@@ -39,7 +39,7 @@ SMOKE = dict(niters=3, batch_size=16, n_train=32, n_test=16, n_times=12, tol=1e-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _train.add_args(parser, methods=METHODS, niters=250, batch_size=64, lr=1e-2, tol=1e-5,
+    _train.add_args(parser, methods=METHODS, niters=1000, batch_size=64, lr=1e-2, tol=1e-5,
                     reg_weights=(0.3, 1.0, 3.0, 10.0), global_weight=1.0, steer_b=0.02, rnode_weight=0.01)
     _train.add_ode_args(parser, stiffness_weight=0.1)
     parser.add_argument("--n_train", type=int, default=512, help="training trajectories")

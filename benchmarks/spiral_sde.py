@@ -41,7 +41,7 @@ parser.add_argument("--data_dt", type=float, default=1e-3, help="fixed step of t
 parser.add_argument("--eval_samples", type=int, default=512, help="model samples for the test statistics")
 # Calibrated on a 2-core CPU (one thread): with these settings vanilla's NFE grows from about 20 to 49
 # drift evaluations per solve over 200 iterations and a run takes about 15 s.
-_train.add_args(parser, methods=METHODS, niters=200, batch_size=64, lr=1e-2, lr_decay=1e-5, tol=0.05,
+_train.add_args(parser, methods=METHODS, niters=1000, batch_size=64, lr=1e-2, lr_decay=1e-5, tol=0.05,
                 reg_weights=(0.3, 1.0, 3.0), global_weight=3.0, steer_b=0.02, rnode_weight=0.01)
 add_sde_args(parser, dt=0.1, sigma_max=0.5)
 SMOKE = dict(niters=2, batch_size=16, n_paths=64, eval_samples=32, data_dt=1e-2, seeds=[0], reg_weights=[1.0],
