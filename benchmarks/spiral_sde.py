@@ -39,8 +39,9 @@ parser.add_argument("--n_times", type=int, default=31, help="observation times o
 parser.add_argument("--noise", type=float, default=0.2, help="multiplicative noise of the true spiral")
 parser.add_argument("--data_dt", type=float, default=1e-3, help="fixed step of the data simulation")
 parser.add_argument("--eval_samples", type=int, default=512, help="model samples for the test statistics")
-# Calibrated on a 2-core CPU (one thread): with these settings vanilla's NFE grows from about 20 to 49
-# drift evaluations per solve over 200 iterations and a run takes about 15 s.
+# Measured on a 2-core CPU (one thread per run, two at a time): with these settings vanilla's NFE
+# grows from about 20 to 55 drift evaluations per solve over the first 300 iterations and then stays
+# there; a run takes about 40 s.
 _train.add_args(parser, methods=METHODS, niters=1000, batch_size=64, lr=1e-2, lr_decay=1e-5, tol=0.05,
                 reg_weights=(0.3, 1.0, 3.0), global_weight=3.0, steer_b=0.02, rnode_weight=0.01)
 add_sde_args(parser, dt=0.1, sigma_max=0.5)
