@@ -108,9 +108,13 @@ def time_prediction(fn: Callable[[], object], repeats: int) -> Tuple[float, floa
     the times are those of the computation on any device, not of the kernel launches.
     """
     fn()
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    times = [timer.timeit(1).raw_times[0] for _ in range(repeats)]
+    times = [time_call(fn) for _ in range(repeats)]
     return statistics.median(times), iqr(times)
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Seconds of one call of ``fn()``, timed with ``torch.utils.benchmark.Timer`` (CUDA-synchronised)."""
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).raw_times[0]
 
 
 def iqr(values: Sequence[float]) -> float:

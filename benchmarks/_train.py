@@ -39,11 +39,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torchdiffeq
-from torch.utils.benchmark import Timer
 from tqdm import tqdm
 
 import _plots
-from _harness import (RESULTS, append_rows, iqr, markdown_table, read_rows, start_run, summarize_runs,
+from _harness import (RESULTS, append_rows, iqr, markdown_table, read_rows, start_run, summarize_runs, time_call,
                       time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
@@ -527,8 +526,7 @@ def retime(problem: Task, args: argparse.Namespace, out: Path) -> List[Dict]:
     for _ in tqdm(range(args.pred_repeats), desc=f"timing {len(timed)} models, interleaved", disable=args.smoke):
         shuffle.shuffle(order)
         for i in order:
-            timer = Timer(stmt="predict()", globals={"predict": timed[i][1]}, num_threads=torch.get_num_threads())
-            times[i].append(timer.timeit(1).raw_times[0])
+            times[i].append(time_call(timed[i][1]))
     date = time.strftime("%Y-%m-%d %H:%M:%S")
     rows = [{"method": spec.method, "weight": spec.weight, "seed": spec.seed,
              "pred_time_interleaved": statistics.median(t), "pred_time_interleaved_iqr": iqr(t), "rounds": len(t),
@@ -633,11 +631,8 @@ def interleaved_ratios(rows: Sequence[Mapping], timing: Sequence[Mapping], summa
     seeds; NaN where there are none)."""
     times = {_key(t): float(t["pred_time_interleaved"]) for t in timing}
     for s in summary:
-        seeds = [int(r["seed"]) for r in rows if r["method"] == s["method"] and f"{float(r['weight']):g}" ==
-                 f"{float(s['weight']):g}"]
-        pairs = [(times[(s["method"], f"{float(s['weight']):g}", seed)], times[("vanilla", "0", seed)])
-                 for seed in seeds if (s["method"], f"{float(s['weight']):g}", seed) in times
-                 and ("vanilla", "0", seed) in times]
+        runs = [k for k in map(_key, rows) if k[:2] == (s["method"], f"{float(s['weight']):g}")]
+        pairs = [(times[k], times[("vanilla", "0", k[2])]) for k in runs if k in times and ("vanilla", "0", k[2]) in times]
         s["timed_seeds"] = len(pairs)
         s["pred_time_interleaved_mean"] = statistics.fmean(p[0] for p in pairs) if pairs else float("nan")
         s["pred_time_interleaved_ratio"] = (statistics.fmean(p[0] for p in pairs) / statistics.fmean(p[1] for p in pairs)
