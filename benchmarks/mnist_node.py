@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train.add_args(parser, methods=METHODS, niters=1500, batch_size=128, lr=1e-3, tol=1e-6,
                     reg_weights=(0.1, 0.3, 1.0), global_weight=0.1, steer_b=0.5, rnode_weight=0.01)
     _train.add_ode_args(parser, stiffness_weight=0.1)
-    parser.add_argument("--data_root", type=str, default="data/", help="MNIST folder (downloaded or built offline)")
+    parser.add_argument("--data_root", type=str, default="data/", help=mnist_data.DATA_ROOT_HELP)
     parser.add_argument("--train_subset", type=int, default=60000, help="training images used (first N)")
     parser.add_argument("--test_subset", type=int, default=10000, help="test images used (first N)")
     parser.add_argument("--train_eval_subset", type=int, default=2000,

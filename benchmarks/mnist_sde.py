@@ -34,7 +34,7 @@ PAPER = {"data": "MNIST 60k/10k", "model": "784-32, drift 32-64(tanh)-32, diffus
 
 SMOKE = dict(niters=2, batch_size=16, train_subset=64, test_subset=32, seeds=[0], reg_weights=[0.1], pred_repeats=1)
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--data_root", type=str, default="data/", help="MNIST folder (downloaded if missing)")
+parser.add_argument("--data_root", type=str, default="data/", help=mnist_data.DATA_ROOT_HELP)
 parser.add_argument("--train_subset", type=int, default=60000, help="training images used (first N)")
 parser.add_argument("--test_subset", type=int, default=10000, help="test images used (first N)")
 # Measured on a 2-core CPU (one thread per run, two runs at a time): with these settings vanilla's

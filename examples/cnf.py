@@ -204,7 +204,7 @@ def pyplot():
 
 def save_figure(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # "tight": keeps legends placed outside the axes
     plt.close(fig)
     return path
 
@@ -218,15 +218,17 @@ def visualize(path, func, data, args, lim=2.5):
     logp, _ = log_likelihood(func, points, args)
     samples = sample(func, n_samples, args, data).cpu()
     fig, (ax_data, ax_density, ax_samples) = plt.subplots(1, 3, figsize=(12, 4))
-    ax_data.scatter(data[:, 0].cpu(), data[:, 1].cpu(), s=2)
-    ax_data.set_title("Data")
-    ax_density.pcolormesh(gx.numpy(), gy.numpy(), logp.exp().reshape(n_grid, n_grid).cpu().numpy(), shading="auto")
-    ax_density.set_title("Learned density")
-    ax_samples.scatter(samples[:, 0], samples[:, 1], s=2)
-    ax_samples.set_title("Samples")
+    ax_data.scatter(data[:, 0].cpu(), data[:, 1].cpu(), s=2, color="#1f77b4")
+    ax_data.set_title("held-out data")
+    mesh = ax_density.pcolormesh(gx.numpy(), gy.numpy(), logp.exp().reshape(n_grid, n_grid).cpu().numpy(),
+                                 shading="auto")
+    fig.colorbar(mesh, ax=ax_density, fraction=0.046, pad=0.04, label="density")
+    ax_density.set_title("learned density")
+    ax_samples.scatter(samples[:, 0], samples[:, 1], s=2, color="#d62728")
+    ax_samples.set_title("samples of the learned flow")
     for ax in (ax_data, ax_density, ax_samples):
-        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
-    fig.suptitle(f"CNF on {args.data} (--reg {args.reg})")
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="x1", ylabel="x2")
+    fig.suptitle(f"CNF on {args.data}: data, learned density and samples (--reg {args.reg})")
     return save_figure(plt, fig, path)
 
 
@@ -234,15 +236,28 @@ def plot_nfe(path, rows, title):
     """Forward and regularization NFE of the training solves, and the weight of reg, over training."""
     plt = pyplot()
     fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
-    itrs = [r["itr"] for r in rows]
-    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward NFE")
-    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
-    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
-    ax_nfe.legend()
-    ax_weight.plot(itrs, [r["weight"] for r in rows])
-    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    itrs, every = [r["itr"] for r in rows], max(1, len(rows) // 12)
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], color="#1f77b4", marker="o", markevery=every, markersize=5,
+                lw=1.2, label="solve (forward)")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], color="#ff7f0e", marker="s", markevery=every, markersize=5,
+                lw=1.2, label="regularization step")
+    ax_nfe.set(xlabel="training iteration", ylabel="function evaluations (NFE)", title="cost of each training step")
+    ax_nfe.set_ylim(bottom=0)
+    ax_nfe.grid(alpha=0.3)
+    ax_nfe.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    plot_weight(ax_weight, rows)
     fig.suptitle(title)
     return save_figure(plt, fig, path)
+
+
+def plot_weight(ax, rows):
+    """The weight of reg over training, on a log axis when it is positive throughout."""
+    itrs, weights = [r["itr"] for r in rows], [r["weight"] for r in rows]
+    ax.plot(itrs, weights, color="#9467bd", marker="^", markevery=max(1, len(rows) // 12), markersize=5, lw=1.2)
+    if all(w > 0 for w in weights):
+        ax.set_yscale("log")
+    ax.set(xlabel="training iteration", ylabel="weight of reg", title="weight of reg")
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None):
@@ -270,7 +285,7 @@ def main(argv=None):
     t = torch.tensor([T1, 0.0], device=device)
     rows = []
     steps = range(1, args.niters + 1)
-    bar = tqdm(steps, desc=f"cnf --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    bar = tqdm(steps, desc=f"cnf --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
         weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)

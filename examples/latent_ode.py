@@ -218,7 +218,7 @@ def pyplot():
 
 def save_figure(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # "tight": keeps legends placed outside the axes
     plt.close(fig)
     return path
 
@@ -234,15 +234,15 @@ def visualize(path, rec, func, dec, test, args, n_show=4):
     for k, ax in enumerate(axes):
         obs = show["mask"][k] > 0
         truth_k, pred_k, x_k = truth[k].cpu(), pred[k].cpu(), show["x"][k][obs].cpu()
-        ax.plot(truth_k[:, 0], truth_k[:, 1], color="0.6", label="true")
-        ax.scatter(x_k[:, 0], x_k[:, 1], s=8, color="black", label="observed")
-        ax.plot(pred_k[inside, 0], pred_k[inside, 1], "r-", label="reconstruction")
-        ax.plot(pred_k[~inside, 0], pred_k[~inside, 1], "r--", label="extrapolation")
+        ax.plot(truth_k[:, 0], truth_k[:, 1], color="0.6", lw=2, label="true spiral")
+        ax.scatter(x_k[:, 0], x_k[:, 1], s=10, color="black", marker="o", label="observed (noisy)", zorder=3)
+        ax.plot(pred_k[inside, 0], pred_k[inside, 1], color="#d62728", ls="-", label="reconstruction")
+        ax.plot(pred_k[~inside, 0], pred_k[~inside, 1], color="#1f77b4", ls="--", label="extrapolation")
         ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].legend(loc="lower left", fontsize=7)
-    fig.suptitle(f"Latent ODE on held-out spirals (--reg {args.reg})")
+        ax.set(title=f"held-out spiral {k + 1}", xlabel="x", ylabel="y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=4, frameon=False)
+    fig.suptitle(f"Latent ODE on held-out spirals: reconstruction and extrapolation (--reg {args.reg})")
     return save_figure(plt, fig, path)
 
 
@@ -250,15 +250,28 @@ def plot_nfe(path, rows, title):
     """Forward and regularization NFE of the training solves, and the weight of reg, over training."""
     plt = pyplot()
     fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
-    itrs = [r["itr"] for r in rows]
-    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward NFE")
-    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
-    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
-    ax_nfe.legend()
-    ax_weight.plot(itrs, [r["weight"] for r in rows])
-    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    itrs, every = [r["itr"] for r in rows], max(1, len(rows) // 12)
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], color="#1f77b4", marker="o", markevery=every, markersize=5,
+                lw=1.2, label="solve (forward)")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], color="#ff7f0e", marker="s", markevery=every, markersize=5,
+                lw=1.2, label="regularization step")
+    ax_nfe.set(xlabel="training iteration", ylabel="function evaluations (NFE)", title="cost of each training step")
+    ax_nfe.set_ylim(bottom=0)
+    ax_nfe.grid(alpha=0.3)
+    ax_nfe.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    plot_weight(ax_weight, rows)
     fig.suptitle(title)
     return save_figure(plt, fig, path)
+
+
+def plot_weight(ax, rows):
+    """The weight of reg over training, on a log axis when it is positive throughout."""
+    itrs, weights = [r["itr"] for r in rows], [r["weight"] for r in rows]
+    ax.plot(itrs, weights, color="#9467bd", marker="^", markevery=max(1, len(rows) // 12), markersize=5, lw=1.2)
+    if all(w > 0 for w in weights):
+        ax.set_yscale("log")
+    ax.set(xlabel="training iteration", ylabel="weight of reg", title="weight of reg")
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None):
@@ -294,7 +307,7 @@ def main(argv=None):
 
     rows = []
     steps = range(1, args.niters + 1)
-    bar = tqdm(steps, desc=f"latent_ode --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    bar = tqdm(steps, desc=f"latent_ode --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
         weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)

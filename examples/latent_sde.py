@@ -219,7 +219,7 @@ def pyplot():
 
 def save_figure(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # "tight": keeps legends placed outside the axes
     plt.close(fig)
     return path
 
@@ -235,31 +235,45 @@ def save_posterior(sde, args, ts_obs, ys_obs, seeds, path, num_paths=30, num_ban
                        atol=args.atol, strategy="none")
     zs, t = zs.squeeze(-1).cpu(), ts.cpu()
     q = torch.quantile(zs, torch.tensor([0.05, 0.25, 0.75, 0.95]), dim=1)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7.5, 3.5))
     ax.fill_between(t, q[0], q[3], color="tab:blue", alpha=0.15, label="posterior 5-95%")
     ax.fill_between(t, q[1], q[2], color="tab:blue", alpha=0.3, label="posterior 25-75%")
     ax.plot(t, zs[:, :num_paths], color="tab:blue", alpha=0.3, linewidth=0.7)
-    ax.scatter(ts_obs.cpu(), ys_obs.cpu(), color="black", zorder=3, s=15, label="data")
-    ax.set_xlabel("t")
-    ax.set_ylabel("y")
-    ax.set_title(f"latent SDE posterior, reg={args.reg}")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.plot([], [], color="tab:blue", alpha=0.6, linewidth=0.7, label=f"{num_paths} posterior paths")
+    ax.scatter(ts_obs.cpu(), ys_obs.cpu(), color="black", marker="o", zorder=3, s=15, label="observations")
+    ax.set_xlabel("time t")
+    ax.set_ylabel("state y")
+    ax.set_title(f"Latent SDE: posterior against the observations (--reg {args.reg})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return save_figure(plt, fig, path)
 
 
 def plot_nfe(path, rows, title):
-    """Drift and regularization NFE of the training solves, and the weight of reg, over training."""
+    """Forward and regularization NFE of the training solves, and the weight of reg, over training."""
     plt = pyplot()
     fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
-    itrs = [r["itr"] for r in rows]
-    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], label="forward (drift) NFE")
-    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], label="reg NFE")
-    ax_nfe.set(xlabel="iteration", ylabel="function evaluations")
-    ax_nfe.legend()
-    ax_weight.plot(itrs, [r["weight"] for r in rows])
-    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    itrs, every = [r["itr"] for r in rows], max(1, len(rows) // 12)
+    ax_nfe.plot(itrs, [r["nfe_forward"] for r in rows], color="#1f77b4", marker="o", markevery=every, markersize=5,
+                lw=1.2, label="solve (drift evaluations)")
+    ax_nfe.plot(itrs, [r["nfe_reg"] for r in rows], color="#ff7f0e", marker="s", markevery=every, markersize=5,
+                lw=1.2, label="regularization step")
+    ax_nfe.set(xlabel="training iteration", ylabel="function evaluations (NFE)", title="cost of each training step")
+    ax_nfe.set_ylim(bottom=0)
+    ax_nfe.grid(alpha=0.3)
+    ax_nfe.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    plot_weight(ax_weight, rows)
     fig.suptitle(title)
     return save_figure(plt, fig, path)
+
+
+def plot_weight(ax, rows):
+    """The weight of reg over training, on a log axis when it is positive throughout."""
+    itrs, weights = [r["itr"] for r in rows], [r["weight"] for r in rows]
+    ax.plot(itrs, weights, color="#9467bd", marker="^", markevery=max(1, len(rows) // 12), markersize=5, lw=1.2)
+    if all(w > 0 for w in weights):
+        ax.set_yscale("log")
+    ax.set(xlabel="training iteration", ylabel="weight of reg", title="weight of reg")
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None):
@@ -288,7 +302,7 @@ def main(argv=None):
 
     rows = []
     steps = range(1, args.num_iters + 1)
-    bar = tqdm(steps, desc=f"latent_sde --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    bar = tqdm(steps, desc=f"latent_sde --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
         weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)

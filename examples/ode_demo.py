@@ -164,17 +164,21 @@ def pyplot():
     return plt
 
 
-def visualize(path, t, true_y, pred_y, func):
+def visualize(path, t, true_y, pred_y, func, reg):
     plt = pyplot()
-    fig, (ax_traj, ax_phase, ax_field) = plt.subplots(1, 3, figsize=(12, 4))
+    fig, (ax_traj, ax_phase, ax_field) = plt.subplots(1, 3, figsize=(13, 4.2))
     ts, true_y, pred_y = t.cpu(), true_y.cpu()[:, 0], pred_y.cpu()[:, 0]
-    ax_traj.plot(ts, true_y[:, 0], "g-", ts, true_y[:, 1], "b-")
-    ax_traj.plot(ts, pred_y[:, 0], "g--", ts, pred_y[:, 1], "b--")
-    ax_traj.set(title="Trajectories", xlabel="t", ylabel="x, y")
-    ax_phase.plot(true_y[:, 0], true_y[:, 1], "g-", label="true")
-    ax_phase.plot(pred_y[:, 0], pred_y[:, 1], "b--", label="learned")
+    # x in blue, y in orange; the true curve solid, the learned one dashed
+    ax_traj.plot(ts, true_y[:, 0], color="#1f77b4", ls="-", label="x, true")
+    ax_traj.plot(ts, pred_y[:, 0], color="#1f77b4", ls="--", label="x, learned")
+    ax_traj.plot(ts, true_y[:, 1], color="#ff7f0e", ls="-", label="y, true")
+    ax_traj.plot(ts, pred_y[:, 1], color="#ff7f0e", ls="--", label="y, learned")
+    ax_traj.set(title="Trajectories", xlabel="time t", ylabel="state (x or y)")
+    ax_traj.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    ax_phase.plot(true_y[:, 0], true_y[:, 1], color="#2ca02c", ls="-", label="true")
+    ax_phase.plot(pred_y[:, 0], pred_y[:, 1], color="#d62728", ls="--", label="learned")
     ax_phase.set(title="Phase portrait", xlabel="x", ylabel="y", xlim=(-2, 2), ylim=(-2, 2))
-    ax_phase.legend(loc="upper right")
+    ax_phase.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     grid = torch.linspace(-2, 2, 21)
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")
     points = torch.stack([gx, gy], dim=-1).reshape(-1, 2)
@@ -184,26 +188,44 @@ def visualize(path, t, true_y, pred_y, func):
     field = field / field.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     ax_field.streamplot(gx.numpy(), gy.numpy(), field[:, 0].reshape(gx.shape).numpy(),
                         field[:, 1].reshape(gx.shape).numpy(), color="black")
-    ax_field.set(title="Learned vector field", xlabel="x", ylabel="y", xlim=(-2, 2), ylim=(-2, 2))
+    ax_field.set(title="Learned vector field (direction)", xlabel="x", ylabel="y", xlim=(-2, 2), ylim=(-2, 2))
+    fig.suptitle(f"ode_demo: the true spiral and the learned model on the whole trajectory (--reg {reg})")
+    return save_figure(plt, fig, path)
+
+
+def save_figure(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # "tight": keeps legends placed outside the axes
     plt.close(fig)
     return path
 
 
 def plot_nfe(path, rows, test_rows, title):
-    """Forward NFE of the training solves and of the test solves over training."""
+    """Forward NFE of the training solves and of the test solves, and the weight of reg, over training."""
     plt = pyplot()
-    fig, (ax_train, ax_test) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax_train.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows])
-    ax_train.set(xlabel="iteration", ylabel="NFE", title="training solve (a window)")
-    ax_test.plot([r["itr"] for r in test_rows], [r["test_nfe"] for r in test_rows], "o-")
-    ax_test.set(xlabel="iteration", ylabel="NFE", title="test solve (whole trajectory)")
+    fig, (ax_train, ax_test, ax_weight) = plt.subplots(1, 3, figsize=(14, 3.6))
+    ax_train.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows], color="#1f77b4", lw=1.0)
+    ax_train.set(xlabel="training iteration", ylabel="function evaluations (NFE)",
+                 title="training solve (a window of --batch_time)")
+    ax_test.plot([r["itr"] for r in test_rows], [r["test_nfe"] for r in test_rows], color="#2ca02c", marker="D",
+                 markersize=4)
+    ax_test.set(xlabel="training iteration", ylabel="function evaluations (NFE)", title="test solve (whole trajectory)")
+    for ax in (ax_train, ax_test):
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    plot_weight(ax_weight, rows)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
+
+
+def plot_weight(ax, rows):
+    """The weight of reg over training, on a log axis when it is positive throughout."""
+    itrs, weights = [r["itr"] for r in rows], [r["weight"] for r in rows]
+    ax.plot(itrs, weights, color="#9467bd", marker="^", markevery=max(1, len(rows) // 12), markersize=5, lw=1.2)
+    if all(w > 0 for w in weights):
+        ax.set_yscale("log")
+    ax.set(xlabel="training iteration", ylabel="weight of reg", title="weight of reg")
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None):
@@ -229,7 +251,7 @@ def main(argv=None):
     optimizer = torch.optim.RMSprop(func.parameters(), lr=args.lr)
     rows, test_rows = [], []
     steps = range(1, args.niters + 1)
-    bar = tqdm(steps, desc=f"ode_demo --reg {args.reg}", disable=args.smoke) if tqdm else steps
+    bar = tqdm(steps, desc=f"ode_demo --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
         weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
@@ -264,7 +286,7 @@ def main(argv=None):
     write_csv(os.path.join(args.out_dir, "test.csv"), test_rows)
     figures = []
     if args.viz:
-        figures.append(visualize(os.path.join(args.out_dir, "spiral.png"), t, true_y, test_y, func))
+        figures.append(visualize(os.path.join(args.out_dir, "spiral.png"), t, true_y, test_y, func, args.reg))
         figures.append(plot_nfe(os.path.join(args.out_dir, "nfe.png"), rows, test_rows,
                                 f"ode_demo: NFE over training (--reg {args.reg})"))
     last = rows[-max(1, len(rows) // 10):]

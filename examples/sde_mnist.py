@@ -106,7 +106,9 @@ parser.add_argument("--batch_size", type=int, default=128)
 parser.add_argument("--test_batch_size", type=int, default=1000)
 parser.add_argument("--train_subset", type=int, default=20000, help="first N training images (0: all 60k)")
 parser.add_argument("--test_subset", type=int, default=0, help="first N test images (0: all 10k)")
-parser.add_argument("--data_root", type=str, default="data", help="MNIST folder")
+parser.add_argument("--data_root", type=str, default="data",
+                    help="MNIST folder, relative to the working directory (default data); on first use "
+                         "55 MB are written there")
 parser.add_argument("--save", type=str, default=os.path.join("runs", "sde_mnist"))
 parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False,
                     help="save probabilities.png and nfe.png in --save")
@@ -234,7 +236,7 @@ def pyplot():
 
 def save_figure(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # "tight": keeps legends placed outside the axes
     plt.close(fig)
     return path
 
@@ -259,24 +261,38 @@ def save_probabilities(model, loader, device, seeds, path, n=8, samples=16):
         axes[1, i].set_ylim(0, 1)
         axes[1, i].set_xticks([0, 5, 9])
         axes[1, i].tick_params(labelsize=7)
+        axes[1, i].set_xlabel("class", fontsize=8)
+    axes[1, 0].set_ylabel("probability", fontsize=8)
     fig.suptitle(f"class probabilities over {samples} Brownian samples (mean, min-max)")
     return save_figure(plt, fig, path)
 
 
 def plot_nfe(path, rows, test_rows, title):
-    """Drift NFE of the training solves and the weight of reg per iteration; test NFE per epoch."""
+    """Forward NFE of the training solves and the weight of reg per iteration; test NFE per epoch."""
     plt = pyplot()
     fig, (ax_nfe, ax_weight) = plt.subplots(1, 2, figsize=(10, 3.5))
     per_epoch = len(rows) / max(1, len(test_rows))
-    ax_nfe.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows], label="training solve")
-    ax_nfe.plot([r["epoch"] * per_epoch for r in test_rows], [r["test_nfe"] for r in test_rows], "o-",
-                label="test solve (end of epoch)")
-    ax_nfe.set(xlabel="iteration", ylabel="drift NFE")
-    ax_nfe.legend()
-    ax_weight.plot([r["itr"] for r in rows], [r["weight"] for r in rows])
-    ax_weight.set(xlabel="iteration", ylabel="weight of reg")
+    ax_nfe.plot([r["itr"] for r in rows], [r["nfe_forward"] for r in rows], color="#1f77b4", marker="o",
+                markevery=max(1, len(rows) // 12), markersize=5, lw=1.0, label="training solve (per batch)")
+    ax_nfe.plot([r["epoch"] * per_epoch for r in test_rows], [r["test_nfe"] for r in test_rows], color="#2ca02c",
+                marker="D", ls="--", label="test solve (end of epoch, per batch)")
+    ax_nfe.set(xlabel="training iteration", ylabel="drift evaluations (NFE)", title="solver cost, training and test")
+    ax_nfe.set_ylim(bottom=0)
+    ax_nfe.grid(alpha=0.3)
+    ax_nfe.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    plot_weight(ax_weight, rows)
     fig.suptitle(title)
     return save_figure(plt, fig, path)
+
+
+def plot_weight(ax, rows):
+    """The weight of reg over training, on a log axis when it is positive throughout."""
+    itrs, weights = [r["itr"] for r in rows], [r["weight"] for r in rows]
+    ax.plot(itrs, weights, color="#9467bd", marker="^", markevery=max(1, len(rows) // 12), markersize=5, lw=1.2)
+    if all(w > 0 for w in weights):
+        ax.set_yscale("log")
+    ax.set(xlabel="training iteration", ylabel="weight of reg", title="weight of reg")
+    ax.grid(alpha=0.3)
 
 
 def main(argv=None):
@@ -308,7 +324,8 @@ def main(argv=None):
     rows, test_rows, itr = [], [], 0
     for epoch in range(1, args.nepochs + 1):
         correct, seen, epoch_start = 0, 0, time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=args.smoke) if tqdm else train_loader
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.nepochs}", disable=True if args.smoke else None) \
+            if tqdm else train_loader
         for x, y in bar:
             itr += 1
             x, y = x.to(device), y.to(device)

