@@ -1,10 +1,128 @@
-"""The benchmarks' plots: test metric against test NFE (Pareto), and NFE over training."""
+"""The benchmarks' plots, and the names and styles of their series.
+
+Every figure names a series as a reader says it (:func:`display_name`: ``unbiased@0.3`` is
+"local, unbiased, weight 0.3") and gives it a colour and a marker that no other series of the same
+figure has (:func:`styles`); legends sit outside the axes. The figures:
+
+- :func:`pareto`: test metric against test NFE, one point per method and weight;
+- :func:`training_nfe`: the NFE of the training solve over the iterations, one panel per family
+  of methods, vanilla in each as the reference;
+- :func:`bars`: grouped bars (the plugin's overhead);
+- :func:`experiment_plots`: both plots of one results folder from its ``summary.csv`` and
+  ``curves.csv`` (``python benchmarks/replot.py`` redraws every committed folder with it).
+"""
+import csv
+import math
 import statistics
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-MARKERS = {"vanilla": "s", "budget": "*", "unbiased": "o", "biased": "D", "unbiased_stiff": "h", "global": "^",
-           "steer": "v", "rnode": "P"}
+# Distinguishable colours (Okabe-Ito and Tol's palettes, then darker and lighter extras); vanilla
+# is always black. 19 colours and 16 markers: series i gets colour i % 19 and marker i % 16, so two
+# series of one figure share neither up to 16 series, and never share both below 304.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#882255", "#44AA99", "#332288",
+           "#999933", "#AA4499", "#117733", "#661100", "#6699CC", "#B8860B", "#888888", "#E41A1C", "#00CED1",
+           "#8B4513")
+MARKER_CYCLE = ("o", "s", "D", "^", "v", "<", ">", "P", "X", "p", "h", "d", "H", "8", "*", "+")
+VANILLA_STYLE = {"color": "#000000", "marker": "s"}
+
+# The order in which families are listed, and their names in legends and panel titles.
+FAMILIES = {
+    "vanilla": "vanilla (no regularization)",
+    "unbiased": "local, unbiased",
+    "biased": "local, biased",
+    "unbiased_stiff": "local, unbiased + stiffness",
+    "const": "local, unbiased",
+    "budget": "NFEBudget",
+    "auto": "AutoWeight",
+    "global": "global",
+    "steer": "STEER",
+    "rnode": "RNODE",
+}
+# Variants of the weight controls (``budget_<variant>``, ``auto_<variant>``), as a reader says them.
+VARIANTS = {
+    "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
+    "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
+    "biased": "biased", "nocap": "no cap", "allnorm": "all-parameter norm", "smooth": "smoothed",
+}
+
+
+def split_label(label: str) -> Tuple[str, Optional[str]]:
+    """``"unbiased@0.3"`` -> ``("unbiased", "0.3")``; ``"vanilla"`` -> ``("vanilla", None)``."""
+    method, _, weight = label.partition("@")
+    return method, (weight or None)
+
+
+def family(label: str) -> str:
+    """The family of a series: its method without a weight control's variant (``budget_sum`` -> ``budget``)."""
+    method = split_label(label)[0]
+    if method in FAMILIES:
+        return method
+    head = method.split("_", 1)[0]
+    return head if head in ("budget", "auto") else method
+
+
+def display_name(label: str) -> str:
+    """A series' name as a reader says it, from the benchmarks' label ``method`` or ``method@weight``.
+
+    ``vanilla`` -> "vanilla (no regularization)"; ``unbiased@0.3`` -> "local, unbiased, weight 0.3";
+    ``const@1`` (the weight-control protocol's constant) -> "local, unbiased, weight 1";
+    ``budget@0.6`` -> "NFEBudget 0.6x" (the target as a fraction of vanilla's NFE); ``budget`` ->
+    "NFEBudget"; ``budget_sum`` -> "NFEBudget, plain sum"; ``auto`` -> "AutoWeight"; ``auto@0.1``
+    -> "AutoWeight c=0.1"; ``global@0.1`` -> "global, weight 0.1"; ``steer@0.5`` -> "STEER b=0.5";
+    ``rnode@0.01`` -> "RNODE 0.01". A label it does not know is returned as it is.
+    """
+    method, weight = split_label(label)
+    fam = family(label)
+    if fam not in FAMILIES:
+        return label
+    if method == "vanilla":
+        return FAMILIES["vanilla"]
+    name = FAMILIES[fam]
+    if method != fam and fam in ("budget", "auto"):
+        variant = method[len(fam) + 1:]
+        name += ", " + VARIANTS.get(variant, variant)
+    if weight is None:
+        return name
+    if fam in ("unbiased", "biased", "unbiased_stiff", "const", "global"):
+        return f"{name}, weight {weight}"
+    if fam == "budget":
+        return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
+    if fam == "auto":
+        return f"{name} c={weight}"
+    if fam == "steer":
+        return f"{name} b={weight}"
+    return f"{name} {weight}"
+
+
+def _order(label: str) -> Tuple[int, float, str]:
+    method, weight = split_label(label)
+    fam = family(label)
+    rank = list(FAMILIES).index(fam) if fam in FAMILIES else len(FAMILIES)
+    try:
+        value = float(weight) if weight is not None else -math.inf
+    except ValueError:
+        value = math.inf
+    return rank, value, method
+
+
+def ordered(labels: Iterable[str]) -> List[str]:
+    """The distinct labels in legend order: by family (vanilla first), then by weight."""
+    return sorted(set(labels), key=_order)
+
+
+def styles(labels: Iterable[str]) -> Dict[str, Dict[str, str]]:
+    """A ``{"color", "marker"}`` style per label: vanilla black squares, the others a colour and a
+    marker of their own, given in legend order, so that the same set of labels gets the same styles
+    in every figure of an experiment."""
+    out, i = {}, 0
+    for label in ordered(labels):
+        if label == "vanilla":
+            out[label] = dict(VANILLA_STYLE)
+            continue
+        out[label] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKER_CYCLE[i % len(MARKER_CYCLE)]}
+        i += 1
+    return out
 
 
 def pyplot():
@@ -15,82 +133,181 @@ def pyplot():
     return plt
 
 
-def pareto(summary: Sequence[Dict], path: Path, *, label: str = "label", panel: Optional[str] = None,
-           xlabel: str = "test NFE (plain odeint)", title: str = "", markers: Optional[Mapping[str, str]] = None,
-           colors: Optional[Mapping[str, str]] = None) -> Path:
-    """Test metric against test NFE (means, with the standard deviations over seeds as error bars).
-
-    One point per summary row, named in the legend by its ``label`` column; one panel per value of
-    the ``panel`` column (or a single panel titled ``title``). Markers and colors are looked up by
-    ``label``, then by ``method``; control rows (``budget...``) are drawn larger.
-    """
-    plt = pyplot()
-    markers = {**MARKERS, **(markers or {})}
-    colors = colors or {}
-    panels = list(dict.fromkeys(s[panel] for s in summary)) if panel else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.8) if panel else (6.5, 4.5),
-                             squeeze=False)
-    for ax, name in zip(axes[0], panels):
-        rows = [s for s in summary if panel is None or s[panel] == name]
-        for s in rows:
-            key = s[label]
-            ax.errorbar(s["test_nfe_mean"], s["test_metric_mean"], xerr=s["test_nfe_std"], yerr=s["test_metric_std"],
-                        fmt=markers.get(key, markers.get(s["method"], "o")),
-                        markersize=10 if "budget" in key else 7, capsize=3,
-                        color=colors.get(key, colors.get(s["method"])), label=key)
-        metric = rows[0]["metric_name"]
-        better = "higher" if metric == "accuracy" else "lower"
-        ax.set_title(f"{name} ({better} is better)" if panel else f"{title} ({better} is better)")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def _save(plt, fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")   # "tight": keeps the legends outside the axes in the file
     plt.close(fig)
     return path
 
 
-def training_nfe(curves: Sequence[Dict], path: Path, title: str = "", label: str = "label") -> Path:
-    """Forward NFE of the training solve over the iterations, averaged over seeds and smoothed,
-    one line per ``label`` (the rows of ``curves.csv``)."""
+def metric_axis(metric: str) -> Tuple[str, float]:
+    """The y-axis label of a metric and the factor its values are shown with (accuracy in %)."""
+    if metric == "accuracy":
+        return "test accuracy (%), higher is better", 100.0
+    return f"test {METRIC_NAMES.get(metric, metric)}, lower is better", 1.0
+
+
+METRIC_NAMES = {"mse": "MSE", "error": "error of mean and variance"}
+
+
+def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", panel: Optional[str] = None,
+           xlabel: str = "test NFE (function evaluations of the prediction solve)", title: str = "",
+           markers: Optional[Mapping[str, str]] = None, colors: Optional[Mapping[str, str]] = None) -> Path:
+    """Test metric against test NFE (means, with the standard deviations over seeds as error bars).
+
+    One point per summary row, named in the legend by :func:`display_name` of its ``label`` column;
+    one panel per value of the ``panel`` column (or a single panel). Dashed lines mark vanilla's NFE
+    and metric, so that the better quadrant (fewer evaluations at least as good a metric) reads at
+    a glance. ``markers`` and ``colors`` override :func:`styles` for the labels they name.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    look = styles(s[label] for s in summary)
+    for key, value in (markers or {}).items():
+        look.setdefault(key, {})["marker"] = value
+    for key, value in (colors or {}).items():
+        look.setdefault(key, {})["color"] = value
+    panels = list(dict.fromkeys(s[panel] for s in summary)) if panel else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2) if panel else (6.8, 4.6),
+                             squeeze=False)
+    drawn = {}
+    for ax, name in zip(axes[0], panels):
+        rows = [s for s in summary if panel is None or s[panel] == name]
+        ylabel, scale = metric_axis(rows[0]["metric_name"])
+        for s in rows:
+            key = s[label]
+            control = family(key) in ("budget", "auto")
+            drawn[key] = ax.errorbar(float(s["test_nfe_mean"]), scale * float(s["test_metric_mean"]),
+                                     xerr=_spread(s["test_nfe_std"]), yerr=scale * _spread(s["test_metric_std"]),
+                                     fmt=look[key]["marker"], color=look[key]["color"], markersize=10 if control else 7,
+                                     markeredgecolor="black" if control else look[key]["color"], capsize=3,
+                                     elinewidth=1, alpha=0.9, label=display_name(key))
+            if key == "vanilla":
+                ax.axvline(float(s["test_nfe_mean"]), color="0.5", ls="--", lw=0.8, zorder=0)
+                ax.axhline(scale * float(s["test_metric_mean"]), color="0.5", ls="--", lw=0.8, zorder=0)
+        values = [scale * float(s["test_metric_mean"]) for s in rows]
+        if scale == 1.0 and min(values) > 0 and max(values) > 10 * min(values):
+            ax.set_yscale("log")   # an error metric over more than a decade: the small ones stay apart
+            ax.set_ylabel(ylabel + " (log scale)")
+        ax.set_title(name if panel else (title or "test metric against test NFE"), fontsize=10)
+        ax.set_xlabel(xlabel)
+        if ax.get_yscale() != "log":
+            ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    if panel:
+        fig.suptitle(title or "Test metric against test NFE, per problem (dashed: vanilla)", fontsize=11)
+    keys = ordered(drawn)
+    fig.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper left",
+               bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
+               title="mean ± std over seeds\n(dashed: vanilla)" if not panel else "mean ± std over seeds")
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
+def _spread(value) -> float:
+    """A standard deviation as an error bar: 0 where there is none (one seed: nan or empty)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
+
+
+def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: str = "label") -> Path:
+    """Forward NFE of the training solve over the iterations, averaged over seeds and smoothed.
+
+    One panel per family of methods (local unbiased, local biased, weight controls, global,
+    STEER, RNODE, ...), each with vanilla drawn in black as the reference, so that no panel has more
+    than a handful of lines; lines carry their markers at staggered iterations, so that lines lying
+    on the same NFE stay apart."""
+    plt = pyplot()
     by_label: Dict[str, Dict[int, List[float]]] = {}
     for r in curves:
         by_label.setdefault(r[label], {}).setdefault(int(r["itr"]), []).append(float(r["nfe_forward"]))
-    for name, per_itr in by_label.items():
-        itrs = sorted(per_itr)
-        means = [statistics.fmean(per_itr[i]) for i in itrs]
-        window = max(1, len(means) // 20)
-        smooth = [statistics.fmean(means[max(0, i - window + 1):i + 1]) for i in range(len(means))]
-        ax.plot(itrs, smooth, label=name, lw=1.2)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("forward NFE (training solve)")
-    ax.set_title(title or "NFE over training")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    look = styles(by_label)
+    groups: Dict[str, List[str]] = {}
+    for key in ordered(by_label):
+        if key != "vanilla":
+            groups.setdefault(FAMILIES.get(family(key), family(key)), []).append(key)
+    if not groups:
+        groups = {FAMILIES["vanilla"]: []}
+    cols = min(3, len(groups))
+    nrows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (group, keys) in zip(axes.flat, groups.items()):
+        shown = (["vanilla"] if "vanilla" in by_label else []) + keys
+        for j, key in enumerate(shown):
+            itrs = sorted(by_label[key])
+            means = [statistics.fmean(by_label[key][i]) for i in itrs]
+            window = max(1, len(means) // 20)
+            smooth = [statistics.fmean(means[max(0, i - window + 1):i + 1]) for i in range(len(means))]
+            every = max(1, len(itrs) // 8)
+            ax.plot(itrs, smooth, color=look[key]["color"], marker=look[key]["marker"],
+                    markevery=((j * every) // max(1, len(shown)), every), markersize=5,
+                    lw=1.6 if key == "vanilla" else 1.2, label=display_name(key))
+        ax.set_title(group, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False, ncol=1)
+        ax.tick_params(labelbottom=True, labelleft=True)
+        ax.set_xlabel("training iteration")
+        ax.set_ylabel("NFE of the training solve")
+    fig.suptitle((title or "NFE over training") + " (mean over seeds, smoothed; vanilla in black in every panel)",
+                 fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def bars(groups: Sequence[Tuple[str, ...]], series: Mapping[str, Sequence[float]], path: Path, ylabel: str,
          title: str) -> Path:
-    """Grouped bars: one group per tuple of ``groups`` (its parts on separate lines), one bar per series."""
+    """Grouped bars: one group per tuple of ``groups`` (its parts on separate lines), one bar per series,
+    each series its own colour and hatch; a line at 1 (the reference)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups)), 4))
     width = 0.8 / len(series)
+    hatches = ("", "//", "..", "xx", "\\\\", "oo")
     for i, (name, values) in enumerate(series.items()):
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=name)
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=name,
+               color=PALETTE[i % len(PALETTE)], hatch=hatches[i % len(hatches)], edgecolor="white")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))])
     ax.set_xticklabels(["\n".join(g) for g in groups], fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def read_csv(path: Path) -> List[Dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_label(method: str, weight) -> str:
+    """The label of a run as the harness writes it: ``method``, or ``method@weight`` for all but vanilla."""
+    return method if method == "vanilla" else f"{method}@{float(weight):g}"
+
+
+def experiment_plots(out: Path, summary: Sequence[Mapping], curves: Sequence[Mapping], title: str) -> List[Path]:
+    """``pareto.png`` and ``nfe_training.png`` of one experiment's results folder."""
+    written = []
+    if summary:
+        rows = [{**s, "label": s.get("label") or run_label(s["method"], s["weight"])} for s in summary]
+        written.append(pareto(rows, out / "pareto.png",
+                              title=f"{title}: test metric against test NFE, every method (dashed: vanilla)"))
+    if curves:
+        written.append(training_nfe([{**c, "label": run_label(c["method"], c["weight"])} for c in curves],
+                                    out / "nfe_training.png", title=f"{title}: NFE of the training solve"))
+    return written
+
+
+def replot(out: Path) -> List[Path]:
+    """Redraws the plots of a results folder from its ``summary.csv`` and ``curves.csv`` (no training);
+    the title is the heading of its ``summary.md``."""
+    heading = (out / "summary.md").read_text().splitlines()[0] if (out / "summary.md").is_file() else ""
+    title = heading.lstrip("#").strip() or out.name
+    if out.name.endswith("_short"):
+        title += " (old defaults, short runs)"
+    return experiment_plots(out, read_csv(out / "summary.csv"), read_csv(out / "curves.csv"), title)

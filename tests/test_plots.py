@@ -1,0 +1,116 @@
+"""The benchmarks' plots: series named as a reader says them, a colour and a marker of their own,
+legends outside the axes, and the committed figures redrawn from the committed CSV files alone."""
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import _plots  # noqa: E402
+import replot  # noqa: E402
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.mark.parametrize("label,name", [
+    ("vanilla", "vanilla (no regularization)"),
+    ("unbiased@0.3", "local, unbiased, weight 0.3"),
+    ("biased@1", "local, biased, weight 1"),
+    ("unbiased_stiff@0.1", "local, unbiased + stiffness, weight 0.1"),
+    ("const@0.1", "local, unbiased, weight 0.1"),
+    ("budget@0.6", "NFEBudget 0.6x"),
+    ("budget", "NFEBudget"),
+    ("budget_sum", "NFEBudget, plain sum"),
+    ("budget_rows32", "NFEBudget, reg_batch_size 32"),
+    ("auto", "AutoWeight"),
+    ("auto@0.1", "AutoWeight c=0.1"),
+    ("auto_nocap@0.1", "AutoWeight, no cap c=0.1"),
+    ("global@0.1", "global, weight 0.1"),
+    ("steer@0.5", "STEER b=0.5"),
+    ("rnode@0.01", "RNODE 0.01"),
+    ("something_new@3", "something_new@3"),
+])
+def test_display_name(label, name):
+    assert _plots.display_name(label) == name
+
+
+def test_styles_are_distinct_and_stable():
+    labels = ["vanilla"] + [f"unbiased@{w}" for w in range(10)] + [f"biased@{w}" for w in range(10)] + \
+        ["budget@0.6", "auto", "global@0.1", "steer@0.5", "rnode@0.01"]
+    look = _plots.styles(reversed(labels))
+    assert look["vanilla"] == {"color": "#000000", "marker": "s"}
+    others = [look[k] for k in _plots.ordered(labels) if k != "vanilla"]
+    pairs = {(s["color"], s["marker"]) for s in others}
+    assert len(pairs) == len(others) == 25                       # no two series look alike
+    assert len({s["color"] for s in others[:len(_plots.PALETTE)]}) == len(_plots.PALETTE)   # no colour repeats
+    assert len({s["marker"] for s in others[:len(_plots.MARKER_CYCLE)]}) == len(_plots.MARKER_CYCLE)
+    assert "#000000" not in {s["color"] for s in others}
+    assert _plots.styles(labels) == look                          # the order given does not matter
+    assert _plots.ordered(labels)[:3] == ["vanilla", "unbiased@0", "unbiased@1"]
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _summary(n):
+    rows = [{"label": "vanilla", "method": "vanilla", "metric_name": "accuracy", "test_nfe_mean": 44.0,
+             "test_nfe_std": 1.0, "test_metric_mean": 0.96, "test_metric_std": 0.002}]
+    rows += [{"label": f"unbiased@{w}", "method": "unbiased", "metric_name": "accuracy", "test_nfe_mean": 20.0 + w,
+              "test_nfe_std": "nan", "test_metric_mean": 0.95, "test_metric_std": ""} for w in range(n)]
+    return rows
+
+
+def test_pareto_legend_is_outside_the_data(tmp_path, monkeypatch):
+    plt = _plots.pyplot()
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
+    _plots.pareto(_summary(16), tmp_path / "p.png", title="t")
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["vanilla (no regularization)",
+                                                            "local, unbiased, weight 0"]
+    for ax in fig.axes:
+        assert not _overlaps(legend.get_window_extent(renderer), ax.get_window_extent(renderer))
+    assert fig.axes[0].get_ylabel().startswith("test accuracy (%)") and "NFE" in fig.axes[0].get_xlabel()
+    plt.close(fig)
+
+
+def test_training_nfe_panels_by_family_with_vanilla_in_each(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
+    curves = [{"label": label, "itr": i, "nfe_forward": 20 + i} for label in
+              ("vanilla", "unbiased@0.1", "unbiased@1", "biased@1", "budget@0.6", "rnode@0.01") for i in range(1, 30)]
+    _plots.training_nfe(curves, tmp_path / "n.png", title="t")
+    (fig,) = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["local, unbiased", "local, biased", "NFEBudget", "RNODE"]
+    for ax in visible:
+        names = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert names[0] == "vanilla (no regularization)" and len(names) >= 2
+        assert ax.get_xlabel() == "training iteration" and "NFE" in ax.get_ylabel()
+    _plots.pyplot().close(fig)
+
+
+@pytest.mark.parametrize("folder", ["mnist_node", "spiral_sde_short"])
+def test_replot_from_the_committed_csv_files(tmp_path, folder):
+    """The figures of a committed results folder come back from its CSV files and summary.md alone."""
+    out = tmp_path / folder
+    out.mkdir()
+    for name in ("summary.csv", "curves.csv", "summary.md"):
+        shutil.copy(BENCHMARKS / "results" / folder / name, out / name)
+    written = replot.main([str(out)])
+    assert sorted(p.name for p in written) == ["nfe_training.png", "pareto.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replot_default_folders_leave_out_weight_control():
+    folders = [p.name for p in replot.default_folders()]
+    assert "mnist_node" in folders and not any(f.startswith("weight_control") for f in folders)
