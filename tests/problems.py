@@ -51,6 +51,30 @@ class Linear(nn.Module):
         return y @ self.A.T
 
 
+class SmallSDE(nn.Module):
+    """A diagonal Ito SDE on 2 channels: drift tanh(W y + b), diffusion 0.1 * sigmoid(V y + c)."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, dtype=torch.float64):
+        super().__init__()
+        self.drift = nn.Linear(2, 2).to(dtype)
+        self.diffusion = nn.Linear(2, 2).to(dtype)
+
+    def f(self, t, y):
+        return torch.tanh(self.drift(y))
+
+    def g(self, t, y):
+        return 0.1 * torch.sigmoid(self.diffusion(y))
+
+
+def brownian(batch=3, entropy=5):
+    """A Brownian motion on [0, 1] for :class:`SmallSDE`, the same path for the same entropy."""
+    import torchsde
+
+    return torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(batch, 2), dtype=torch.float64, entropy=entropy)
+
+
 def options_for(method, step_size=0.05):
     """Fixed-grid methods need a grid; adaptive ones run with their defaults."""
     return {"step_size": step_size} if method in FIXED_GRID_METHODS else None

@@ -7,11 +7,12 @@ See Pal, Edelman, Rackauckas, "Locally Regularized Neural Differential Equations
 """
 from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
-from ._context import odeint, odeint_adjoint, regularize, sdeint, sdeint_adjoint
+from ._context import intercept, odeint, odeint_adjoint, regularize, sdeint, sdeint_adjoint
 from ._events import odeint_event_reg
 from ._stats import LocalRegStats
 from ._weight_control import NFEBudget
 
 __all__ = ["odeint_reg", "odeint_adjoint_reg", "sdeint_reg", "sdeint_adjoint_reg", "odeint_event_reg", "LocalRegStats",
-           "NFEBudget", "regularize", "odeint", "odeint_adjoint", "sdeint", "sdeint_adjoint"]
+           "NFEBudget", "regularize", "intercept", "odeint", "odeint_adjoint", "sdeint",
+           "sdeint_adjoint"]
 __version__ = "0.1.0"

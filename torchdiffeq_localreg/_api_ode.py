@@ -3,14 +3,14 @@ from typing import Any, Callable, Dict, Iterable, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
-import torchdiffeq
 
 from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, UNSUPPORTED_METHODS, WRAPPED,
                            ode_rows, odeint_adjoint_observed, odeint_observed)
-from ._recorder import Recorder
+from ._recorder import Recorder, recording_gradients
 from ._stats import EvalCounter, LocalRegStats
-from ._upstream import _all_adjoint_callback_names, _all_callback_names
-from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times
+from ._upstream import (_all_adjoint_callback_names, _all_callback_names, find_parameters, upstream_odeint,
+                        upstream_odeint_adjoint)
+from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times, has_no_elements
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 # The state y0 (a tensor or a tuple of tensors); the solution has the same structure.
@@ -54,18 +54,20 @@ def _check_method(method: Optional[str]) -> str:
 
 def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
          error_weight, stiffness_weight, generator, reg_batch_size, return_stats, adjoint_kwargs: Dict[str, Any]):
-    check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
+    num_samples, error_weight, stiffness_weight = check_reg_args(strategy, num_samples, error_weight,
+                                                                 stiffness_weight, generator, return_stats, adjoint)
     # strategy="none" is the plain solve: every method upstream accepts, checked by upstream.
     method_name = ("dopri5" if method is None else method) if strategy == "none" else _check_method(method)
     check_times("t", t)
     check_real_state(y0, strategy)
-    batch = check_reg_batch_size(reg_batch_size, y0, strategy)
+    reg_batch_size, batch = check_reg_batch_size(reg_batch_size, y0, strategy)
     # Without gradients (evaluation) a regularization step could not train anything: skip it.
-    skipped = strategy != "none" and not torch.is_grad_enabled()
+    skipped = strategy != "none" and not recording_gradients()
     stats = LocalRegStats(strategy=strategy, method=str(method_name), skipped=skipped)
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
-    if skipped:
+    if skipped or has_no_elements(y0):
+        # An empty state (a batch of 0 rows) has nothing to regularize: the plain solve, reg = 0.
         strategy = "none"
 
     if strategy == "none" and method_name in OWN_METHODS:
@@ -77,11 +79,11 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     elif strategy == "none":
         recorder = None
         if adjoint:
-            out = torchdiffeq.odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
-                                             event_fn=event_fn, **adjoint_kwargs)
+            out = upstream_odeint_adjoint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+                                          event_fn=event_fn, **adjoint_kwargs)
         else:
-            out = torchdiffeq.odeint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
-                                     event_fn=event_fn)
+            out = upstream_odeint(counted, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+                                  event_fn=event_fn)
     else:
         time_sign = -1.0 if len(t) > 1 and bool(t[0] > t[1]) else 1.0
         rows = None if batch is None else ode_rows(counted, y0, t, rtol, atol, method_name, options, batch,
@@ -171,7 +173,8 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
     whose solver reuses a last-stage derivative that is not taken at y1, E can therefore differ
     from the solver's internal number by a tolerance-sized amount (it is exact for the others).
 
-    Args:
+    Args (numbers of ours may be numpy scalars or 0-d tensors: ``num_samples`` and ``reg_batch_size``
+    any ``numbers.Integral``, the weights any ``numbers.Real``; booleans are refused):
         func, y0, t, rtol, atol, method, options, event_fn: exactly as in ``torchdiffeq.odeint``
             (default method ``"dopri5"``; tuple states, decreasing ``t``, ``options`` such as
             ``step_t``, ``jump_t``, ``first_step``, ``norm``, and callbacks on ``func`` all work).
@@ -218,8 +221,12 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
         ``(solution, reg)``; with ``event_fn``, ``(event_t, solution, reg)``; with
         ``return_stats=True`` a :class:`LocalRegStats` is appended. ``reg`` is a scalar tensor of
         the state's dtype and device (zero when the solve took no step). Under ``torch.no_grad()``
-        or ``torch.inference_mode()`` (evaluation) no regularization step is taken: the plain
-        solve runs at no extra cost, ``reg`` is zero and ``stats.skipped`` is True.
+        or ``torch.inference_mode()`` (evaluation; also with ``torch.enable_grad()`` inside it) no
+        regularization step is taken: the plain solve runs at no extra cost, ``reg`` is zero and
+        ``stats.skipped`` is True. A state with no elements (an empty batch, of every tensor of a
+        tuple) has nothing to regularize: the plain solve runs (upstream's solution, where upstream
+        gives one: its adaptive methods cannot start on an empty state) and ``reg`` is a zero
+        that adds nothing to any gradient.
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
@@ -228,7 +235,8 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
             dimensions), with per-row tolerances or with ``strategy="global"``, a
             ``method`` without single steps to retake (Adams and scipy solvers; ``strategy="none"``
             runs them, as upstream does), or any error upstream raises.
-        TypeError: arguments of the wrong type (``reg_batch_size`` not an int or None); a complex ``y0``
+        TypeError: arguments of the wrong type (``num_samples`` or ``reg_batch_size`` not an integer,
+            weights not real numbers, booleans, tensors that require grad); a complex ``y0``
             (the error norms are defined for real states; ``strategy="none"`` passes it to upstream
             untouched).
         FloatingPointError: if ``reg`` is not finite.
@@ -308,6 +316,10 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
     :func:`odeint_reg`'s, gradient included. ``stats.nfe_backward`` counts the evaluations of
     ``func`` made by the adjoint solve (read it after ``backward()``).
 
+    ``nn.DataParallel``: a replica of ``func`` holds its parameters as plain tensor attributes;
+    without ``adjoint_params`` they are found on ``func`` as upstream finds them, so the weights
+    get upstream's gradients.
+
     Args:
         See :func:`odeint_reg` and ``torchdiffeq.odeint_adjoint``. ``strategy="global"`` is not
         available here. With this package's own ``tsit5`` (a torchdiffeq without one), the
@@ -325,6 +337,10 @@ def odeint_adjoint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTen
     if adjoint_params is None and not isinstance(func, nn.Module):
         raise ValueError("func must be an instance of nn.Module to specify the adjoint parameters; "
                          "alternatively pass them as `adjoint_params` (use `adjoint_params=()` if there are none).")
+    if adjoint_params is None:
+        # Upstream's own search, on the caller's func: our counting wrapper around a DataParallel
+        # replica (whose parameters are plain tensor attributes) would hide them from it.
+        adjoint_params = tuple(find_parameters(func))
     # Resolve the backward solve's settings from the caller's method and options, as upstream does,
     # so that the adjoint solve uses the upstream solver and never sees our recorder.
     if adjoint_method is None:

@@ -14,13 +14,14 @@ import torch
 import torch.nn as nn
 from torchsde import BaseBrownian
 
-from ._recorder import Recorder
+from ._recorder import Recorder, recording_gradients
 from ._sde_solvers import WRAPPERS, SDERows, methods_for
 from ._stats import EvalCounter, LocalRegStats
-from ._upstream import METHODS, _SdeintAdjointMethod, _select_default_adjoint_method, check_contract, parse_return
+from ._upstream import (METHODS, _SdeintAdjointMethod, _select_default_adjoint_method, check_contract, find_parameters,
+                        parse_return)
 from ._upstream import sde_methods as methods
 from ._upstream import sde_misc as misc
-from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size
+from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, has_no_elements
 
 # torchsde ships no type information, so to a type checker its aliases (torchsde.types) are Any;
 # the public signatures spell the same types out.
@@ -84,15 +85,21 @@ class _CountedSDE(nn.Module):
 def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp,
          extra, extra_solver_state, strategy, num_samples, error_weight, stiffness_weight, generator,
          reg_batch_size, return_stats, adjoint_args: Dict[str, Any]):
-    check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, return_stats, adjoint)
+    num_samples, error_weight, stiffness_weight = check_reg_args(strategy, num_samples, error_weight,
+                                                                 stiffness_weight, generator, return_stats, adjoint)
     check_real_state(y0, strategy)
-    batch = check_reg_batch_size(reg_batch_size, y0, strategy)
+    reg_batch_size, batch = check_reg_batch_size(reg_batch_size, y0, strategy)
     if adjoint and adjoint_args["adjoint_params"] is None and not isinstance(sde, nn.Module):
         raise ValueError('`sde` must be an instance of nn.Module to specify the adjoint parameters; alternatively '
                          'they can be specified explicitly via the `adjoint_params` argument. If there are no '
                          'parameters then it is allowable to set `adjoint_params=()`.')
+    if adjoint and adjoint_args["adjoint_params"] is None:
+        # torchdiffeq's search, on the caller's sde: torchsde's default, the parameters() of the module
+        # it builds around ours, is the same tuple for a plain module, and empty for a DataParallel
+        # replica (whose parameters are plain tensor attributes), whose weights would get no gradient.
+        adjoint_args = dict(adjoint_args, adjoint_params=tuple(find_parameters(sde)))
     # Without gradients (evaluation) a regularization step could not train anything: skip it.
-    skipped = strategy != "none" and not torch.is_grad_enabled()
+    skipped = strategy != "none" and not recording_gradients()
     stats = LocalRegStats(strategy=strategy, method=str(method), skipped=skipped)
     drift, diffusion = EvalCounter(stats, "nfe"), EvalCounter(stats, "nfe_diffusion")
     counted = _CountedSDE(sde, drift, diffusion, names)
@@ -111,7 +118,8 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
         raise ValueError(f"method {method!r} cannot solve an SDE of type {sde.sde_type!r} with noise type "
                          f"{sde.noise_type!r}; the methods that can: {methods_for(sde.sde_type, sde.noise_type)}.")
     recorder = None
-    if strategy != "none" and not skipped:
+    # An empty state (a batch of 0 rows) has nothing to regularize: the plain solve, reg = 0.
+    if strategy != "none" and not skipped and not has_no_elements(y0):
         recorder = Recorder(strategy, num_samples, error_weight, stiffness_weight, generator, stats,
                             counters=(drift, diffusion),
                             rows=None if batch is None else SDERows(batch, reg_batch_size))
@@ -262,7 +270,8 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
     ``BrownianInterval(..., halfway_tree=True)`` do not depend on query order; with them the
     adjoint's gradients are bit-identical too.
 
-    Args:
+    Args (numbers of ours may be numpy scalars or 0-d tensors: ``num_samples`` and ``reg_batch_size``
+    any ``numbers.Integral``, the weights any ``numbers.Real``; booleans are refused):
         sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
             extra_solver_state: exactly as in ``torchsde.sdeint``, with the same defaults (the
             method depends on the SDE's type and noise type; ``bm`` defaults to a
@@ -295,16 +304,20 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
         ``(ys, log_ratio, reg)``; with ``extra=True`` the extra solver state before ``reg``. With
         ``return_stats=True`` a :class:`LocalRegStats` comes last. ``reg`` is a scalar tensor of
         ``ys``'s dtype and device (zero when the solve took no step). Under ``torch.no_grad()``
-        or ``torch.inference_mode()`` (evaluation) no regularization step is taken: the plain
-        solve runs at no extra cost, ``reg`` is zero and ``stats.skipped`` is True.
+        or ``torch.inference_mode()`` (evaluation; also with ``torch.enable_grad()`` inside it) no
+        regularization step is taken: the plain solve runs at no extra cost, ``reg`` is zero and
+        ``stats.skipped`` is True. A ``y0`` with no elements (an empty batch) has nothing to
+        regularize: the plain solve runs and ``reg`` is a zero that adds nothing to any gradient.
 
     Raises:
         ValueError: unknown ``strategy``, ``num_samples`` outside [1, 1024], negative or non-finite
             weights, ``reg_batch_size`` below 1 or above the batch size or with ``strategy="global"``,
             and everything torchsde rejects (unknown or incompatible ``method``, bad shapes,
             ``ts`` not strictly increasing, arguments that require grad, ...).
-        TypeError: our keyword arguments of the wrong type; a complex ``y0`` (the error norms are
-            defined for real states; ``strategy="none"`` passes it to torchsde untouched).
+        TypeError: our keyword arguments of the wrong type (``num_samples`` or ``reg_batch_size`` not an
+            integer, weights not real numbers, booleans, tensors that require grad); a complex ``y0``
+            (the error norms are defined for real states; ``strategy="none"`` passes it to torchsde
+            untouched).
         FloatingPointError: if ``reg`` is not finite; the message says whether ``y0``, the solve's
             own states or only the regularization step were not finite.
 
@@ -411,6 +424,12 @@ def sdeint_adjoint_reg(sde: nn.Module, y0: torch.Tensor, ts: _Vector, bm: Option
     :func:`sdeint_reg`'s, gradient included. ``stats.nfe_backward`` and
     ``stats.nfe_diffusion_backward`` count the evaluations of the adjoint solve (read them after
     ``backward()``).
+
+    One difference, for ``nn.DataParallel``: without ``adjoint_params`` the parameters are found on
+    ``sde`` as ``torchdiffeq.odeint_adjoint`` finds them. For a plain module that is torchsde's
+    default (``sde``'s parameters, in the same order); a DataParallel replica holds its parameters
+    as plain tensor attributes, which torchsde's default does not see (with ``torchsde.sdeint_adjoint``
+    its weights get no gradient), and here they get their gradients.
 
     Args:
         See :func:`sdeint_reg` and ``torchsde.sdeint_adjoint``. ``strategy="global"`` is not

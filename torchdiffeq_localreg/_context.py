@@ -9,8 +9,13 @@ upstream's solve (a direct call, nothing recorded). Inside, each solve runs thro
 The active block lives in a :class:`contextvars.ContextVar`, so blocks nest (a solve counts in
 the innermost block only), threads start outside any block, and asyncio tasks see the block that
 was active when they were created.
+
+Code that calls ``torchdiffeq.odeint`` & co. by attribute (``torchcde.cdeint``) is reached by
+:class:`intercept` (or ``regularize(intercept=True)``), which routes those module attributes to the
+functions here while a block is open (the mechanism is in ``_intercept``).
 """
 import contextvars
+import warnings
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Tuple, Union
 
 import torch
@@ -19,14 +24,20 @@ import torchsde
 
 from ._api_ode import odeint_adjoint_reg, odeint_reg
 from ._api_sde import sdeint_adjoint_reg, sdeint_reg
+from ._intercept import Route, Router, routed_function
+from ._recorder import recording_gradients
 from ._stats import LocalRegStats
 from ._upstream import sde_misc as _sde_misc
+from ._upstream import upstream_odeint, upstream_odeint_adjoint, upstream_sdeint, upstream_sdeint_adjoint
 from ._validate import Strategy, check_reg_args, check_reg_batch_size_value
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 _ACTIVE: "contextvars.ContextVar[Optional[regularize]]" = contextvars.ContextVar("torchdiffeq_localreg_active",
                                                                                    default=None)
+
+_UNREACHABLE = ("names bound before the call by `from torchdiffeq import odeint` (or `from torchsde import "
+                "sdeint`) keep upstream's function")
 
 
 class regularize:
@@ -38,11 +49,16 @@ class regularize:
             logits = model(x)               # model code uses: from torchdiffeq_localreg import odeint
         loss = criterion(logits, y) + lam * r.reg
 
+    With ``intercept=True`` the solves of code that calls ``torchdiffeq.odeint``,
+    ``torchdiffeq.odeint_adjoint``, ``torchsde.sdeint`` or ``torchsde.sdeint_adjoint`` by attribute
+    (``torchcde.cdeint`` does) are regularized too; see :class:`intercept`.
+
     Args (keyword-only; the same meanings as in :func:`odeint_reg`):
         strategy: ``"unbiased"`` (default), ``"biased"``, ``"global"`` (direct solves only) or
             ``"none"``.
         num_samples, error_weight, stiffness_weight, reg_batch_size: as in :func:`odeint_reg`
-            (``reg_batch_size`` is checked against each solve's batch when it runs).
+            (``reg_batch_size`` is checked against each solve's batch when it runs). Numbers may be
+            numpy scalars or 0-d tensors; booleans are refused.
         generator: ``torch.Generator`` for the sampling. When None, each solve draws from the
             package's private generator, as :func:`odeint_reg` does without one (seeded from
             ``torch.initial_seed()``, re-seeded when that changes): the block never draws from
@@ -52,7 +68,14 @@ class regularize:
         when_no_grad: what a solve does while gradients are off (``torch.no_grad()``,
             ``torch.inference_mode()``, evaluation): ``"skip"`` (default) runs the plain upstream
             solve, with no regularization step and nothing recorded; ``"regularize"`` regularizes
-            it anyway, with gradients switched on for that solve (not under inference mode).
+            it anyway under ``torch.no_grad()``, with gradients switched on for that solve. Under
+            ``torch.inference_mode()`` nothing can record a gradient, so there ``"regularize"``
+            skips as ``"skip"`` does and warns once per block.
+        intercept: False (default): only the package's one-import functions are regularized.
+            True: for the duration of the block, ``torchdiffeq.odeint``, ``torchdiffeq.odeint_adjoint``,
+            ``torchsde.sdeint`` and ``torchsde.sdeint_adjoint`` route through them as well (exactly
+            as inside ``with intercept():``), in this thread (or task) only. It cannot reach names
+            bound before the call by ``from torchdiffeq import odeint``.
 
     Attributes:
         reg: the sum of the ``reg`` of every regularized solve in the block, a scalar tensor
@@ -63,35 +86,78 @@ class regularize:
             ``loss.backward()``).
 
     A weight control takes the list of stats: ``budget.update(r.stats)``.
+
+    Warns:
+        UserWarning: when a block entered with gradients on ends, without an exception, having seen
+            no solve at all (none here, none skipped, none in a nested block): ``r.reg`` is then 0
+            with no gradient, almost always because the solves bypassed the package (upstream
+            called by attribute, as ``torchcde`` does, or imported with ``from torchdiffeq import
+            odeint``). The message names the fix.
+
+    Raises:
+        ValueError, TypeError: a bad argument, when the block is created (nothing has changed yet).
+        RuntimeError: entering a block that is already active.
     """
 
     def __init__(self, *, strategy: Strategy = "unbiased", num_samples: int = 1, error_weight: float = 1.0,
                  stiffness_weight: float = 0.0, generator: Optional[torch.Generator] = None,
-                 when_no_grad: Literal["skip", "regularize"] = "skip", reg_batch_size: Optional[int] = None) -> None:
-        check_reg_args(strategy, num_samples, error_weight, stiffness_weight, generator, False, False)
-        check_reg_batch_size_value(reg_batch_size, strategy)
-        self.reg_batch_size = reg_batch_size
+                 when_no_grad: Literal["skip", "regularize"] = "skip", reg_batch_size: Optional[int] = None,
+                 intercept: bool = False) -> None:
+        num_samples, error_weight, stiffness_weight = check_reg_args(strategy, num_samples, error_weight,
+                                                                     stiffness_weight, generator, False, False)
+        self.reg_batch_size = check_reg_batch_size_value(reg_batch_size, strategy)
         if when_no_grad not in ("skip", "regularize"):
             raise ValueError(f"when_no_grad must be one of ('skip', 'regularize'), got {when_no_grad!r}.")
+        if not isinstance(intercept, bool):
+            raise TypeError(f"intercept must be a bool (True or False), got {intercept!r}.")
         self.strategy, self.num_samples = strategy, num_samples
         self.error_weight, self.stiffness_weight = error_weight, stiffness_weight
         self.generator = generator
         self.when_no_grad = when_no_grad
+        self.intercept = intercept
         self.stats: List[LocalRegStats] = []
         self.skipped = 0
         self._regs: List[torch.Tensor] = []
         self._token: Optional[contextvars.Token] = None
+        self._routing: Optional[contextvars.Token] = None
+        self._parent: Optional[regularize] = None
+        self._saw_solve = False
+        self._warned_inference = False
 
     def __enter__(self) -> "regularize":
         if self._token is not None:
             raise RuntimeError("this regularize() block is already active; create a new one to nest.")
+        if self.intercept:
+            self._routing = _ROUTER.open()
+        self._parent = _ACTIVE.get()
+        self._saw_solve = False
+        self._grad_at_enter = recording_gradients()
         self._token = _ACTIVE.set(self)
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._token is not None:
-            _ACTIVE.reset(self._token)
-            self._token = None
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if self._token is None:
+            return
+        _ACTIVE.reset(self._token)
+        self._token = None
+        if self._routing is not None:
+            routing, self._routing = self._routing, None
+            _ROUTER.close(routing)
+        if exc_type is None and self._grad_at_enter and not self._saw_solve:
+            warnings.warn(self._no_solve_message(), UserWarning, stacklevel=2)
+
+    def _no_solve_message(self) -> str:
+        head = ("regularize() block ended without seeing a solve: r.reg is 0 and has no gradient. Only solves through "
+                "torchdiffeq_localreg.odeint, odeint_adjoint, sdeint or sdeint_adjoint count")
+        if self.intercept:
+            return (f"{head}, and with intercept=True also torchdiffeq.odeint & co. called by attribute; "
+                    f"{_UNREACHABLE}: import them from torchdiffeq_localreg instead. (odeint_reg and the other "
+                    f"*_reg functions return their reg themselves and are not counted.)")
+        return (f"{head}. Code that calls torchdiffeq.odeint / torchsde.sdeint by attribute (torchcde.cdeint does) "
+                f"bypasses the block: pass regularize(..., intercept=True) to route those calls through it. "
+                f"Code that does `from torchdiffeq import odeint` should import odeint from torchdiffeq_localreg "
+                f"instead. (odeint_reg and the other *_reg functions return their reg themselves and are not "
+                f"counted.)")
 
     @property
     def reg(self) -> torch.Tensor:
@@ -127,16 +193,35 @@ class regularize:
         self.stats.append(stats)
         return tuple(rest)
 
+    def _skip_under_inference_mode(self) -> bool:
+        """Whether a solve must run plainly although ``when_no_grad="regularize"``: inference mode
+        records no gradient whatever grad mode says. Warns the first time in this block."""
+        if not torch.is_inference_mode_enabled():
+            return False
+        if not self._warned_inference:
+            self._warned_inference = True
+            warnings.warn("regularize(when_no_grad='regularize') under torch.inference_mode(): no gradient can be "
+                          "recorded there, so the solve runs plainly, as with when_no_grad='skip' (counted in "
+                          "r.skipped). Use torch.no_grad() to regularize without gradients elsewhere.",
+                          UserWarning, stacklevel=4)
+        return True
+
     def __repr__(self) -> str:
-        return f"regularize(strategy={self.strategy!r}, solves={len(self.stats)}, skipped={self.skipped})"
+        return (f"regularize(strategy={self.strategy!r}, intercept={self.intercept}, solves={len(self.stats)}, "
+                f"skipped={self.skipped})")
 
 
 def _active() -> Optional[regularize]:
-    """The innermost active block that should regularize a solve now, or None for a plain solve."""
+    """The innermost active block that should regularize a solve now, or None for a plain solve.
+    The block and the blocks around it note that a solve ran."""
     block = _ACTIVE.get()
     if block is None:
         return None
-    if not torch.is_grad_enabled() and block.when_no_grad == "skip":
+    outer: Optional[regularize] = block
+    while outer is not None:
+        outer._saw_solve = True
+        outer = outer._parent
+    if not recording_gradients() and (block.when_no_grad == "skip" or block._skip_under_inference_mode()):
         block.skipped += 1
         return None
     return block
@@ -157,7 +242,7 @@ def odeint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol: Any = 
     block = _active()
     kwargs = dict(rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
     if block is None:
-        return torchdiffeq.odeint(func, y0, t, **kwargs)
+        return upstream_odeint(func, y0, t, **kwargs)
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
         return _unwrap(block._record(odeint_reg(func, y0, t, **kwargs, **block._kwargs())))
 
@@ -174,7 +259,7 @@ def odeint_adjoint(func: Callable, y0: TensorOrTensors, t: torch.Tensor, *, rtol
                   adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options,
                   adjoint_params=adjoint_params)
     if block is None:
-        return torchdiffeq.odeint_adjoint(func, y0, t, **kwargs)
+        return upstream_odeint_adjoint(func, y0, t, **kwargs)
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
         return _unwrap(block._record(odeint_adjoint_reg(func, y0, t, **kwargs, **block._kwargs())))
 
@@ -189,7 +274,7 @@ def sdeint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: Optional
     kwargs = dict(bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol, dt_min=dt_min, options=options,
                   names=names, logqp=logqp, extra=extra, extra_solver_state=extra_solver_state)
     if block is None:
-        return torchsde.sdeint(sde, y0, ts, **kwargs, **unused_kwargs)
+        return upstream_sdeint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint`")
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
         return _unwrap(block._record(sdeint_reg(sde, y0, ts, **kwargs, **block._kwargs())))
@@ -211,8 +296,79 @@ def sdeint_adjoint(sde: Any, y0: torch.Tensor, ts: Any, bm: Any = None, method: 
                   adjoint_params=adjoint_params, names=names, logqp=logqp, extra=extra,
                   extra_solver_state=extra_solver_state)
     if block is None:
-        return torchsde.sdeint_adjoint(sde, y0, ts, **kwargs, **unused_kwargs)
+        return upstream_sdeint_adjoint(sde, y0, ts, **kwargs, **unused_kwargs)
     _sde_misc.handle_unused_kwargs(unused_kwargs, msg="`sdeint_adjoint`")
     with torch.enable_grad():  # a no-op, unless when_no_grad='regularize' asked for it under no_grad
         return _unwrap(block._record(sdeint_adjoint_reg(sde, y0, ts, **kwargs, **block._kwargs())))
 
+
+
+# The module attributes intercept() routes, each to the one-import function above with its signature.
+_ROUTER = Router([Route(module, name, original, routed_function(original, one_import))
+                  for module, name, original, one_import in (
+                      (torchdiffeq, "odeint", upstream_odeint, odeint),
+                      (torchdiffeq, "odeint_adjoint", upstream_odeint_adjoint, odeint_adjoint),
+                      (torchsde, "sdeint", upstream_sdeint, sdeint),
+                      (torchsde, "sdeint_adjoint", upstream_sdeint_adjoint, sdeint_adjoint))])
+
+
+class intercept:
+    """Route ``torchdiffeq.odeint``, ``torchdiffeq.odeint_adjoint``, ``torchsde.sdeint`` and
+    ``torchsde.sdeint_adjoint`` through this package's one-import functions while the block is open,
+    so that code which calls them by attribute (``torchcde.cdeint``, or user code written
+    ``torchdiffeq.odeint(...)``) is regularized inside :class:`regularize` blocks without edits::
+
+        import torchcde
+        import torchdiffeq_localreg as localreg
+        with localreg.intercept():                     # e.g. around the whole training loop
+            for x, y in loader:
+                with localreg.regularize() as r:
+                    logits = model(x)                  # calls torchcde.cdeint -> torchdiffeq.odeint
+                loss = criterion(logits, y) + lam * r.reg
+
+    ``with regularize(intercept=True):`` is the same as a :class:`regularize` block inside an
+    ``intercept()`` block. A routed call outside any :class:`regularize` block is upstream's solve
+    (a direct call, bit-identical), so the routing changes no result there.
+
+    What it does and guarantees:
+        - Nothing at import: the module attributes change only while at least one block is open,
+          and are upstream's functions again when the last one, in any thread, closes. Blocks nest
+          and may be open in several threads at once; upstream's functions are put back exactly
+          once, by the last block to close.
+        - Only the calls made in this thread (or asyncio task) inside the block are routed: a solve
+          in another thread, while a block is open here, calls upstream's own function and gets
+          upstream's result (even inside that thread's own :class:`regularize` block, unless that
+          block intercepts too).
+        - It replaces an attribute only while it holds upstream's own function, and restores only
+          what it replaced: an attribute that other code replaced before the first block opened,
+          or while blocks were open, is left as that code set it (with a ``RuntimeWarning``).
+
+    What it cannot reach:
+        - Names bound before the call by ``from torchdiffeq import odeint`` (or
+          ``from torchsde import sdeint``): they hold upstream's function itself, not the module
+          attribute. Import them from ``torchdiffeq_localreg`` instead (same signature).
+        - ``torchdiffeq.odeint_event``, whose default ``odeint_interface`` was bound when
+          torchdiffeq was imported: pass ``odeint_interface=torchdiffeq_localreg.odeint``.
+        - Calls in other threads, and in processes (DataLoader workers, torchrun ranks) that do not
+          open a block themselves.
+
+    Raises:
+        RuntimeError: entering a block that is already active.
+    """
+
+    def __init__(self) -> None:
+        self._token: Optional[contextvars.Token] = None
+
+    def __enter__(self) -> "intercept":
+        if self._token is not None:
+            raise RuntimeError("this intercept() block is already active; create a new one to nest.")
+        self._token = _ROUTER.open()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._token is not None:
+            token, self._token = self._token, None
+            _ROUTER.close(token)
+
+    def __repr__(self) -> str:
+        return f"intercept(active={self._token is not None})"

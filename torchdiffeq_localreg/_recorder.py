@@ -15,6 +15,13 @@ from ._sampling import LOCAL_STRATEGIES, Sample, StepSampler
 from ._stats import EvalCounter, LocalRegStats
 
 
+def recording_gradients() -> bool:
+    """Whether autograd records operations now. Off under ``torch.no_grad()`` and under
+    ``torch.inference_mode()``, also with ``torch.enable_grad()`` inside it (grad mode is then on,
+    but inference mode records nothing): a regularization step could not train anything."""
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
 def _float(x) -> float:
     return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 

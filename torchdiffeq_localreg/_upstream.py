@@ -6,6 +6,11 @@ methods our wrapper solvers override or call on upstream's classes. All of it is
 package is imported: if an installed version lacks any of it, the import fails at once with an
 ImportError that names what is missing and the versions this package is tested with, instead of
 an AttributeError deep inside a training run.
+
+The four solve functions are taken from the modules that define them (``upstream_odeint`` is
+``torchdiffeq._impl.odeint.odeint``, and so on), not from the ``torchdiffeq`` / ``torchsde``
+attributes: while :func:`~torchdiffeq_localreg.intercept` routes those attributes through this
+package, every call this package makes still reaches upstream's own function.
 """
 from typing import Dict, Tuple
 
@@ -33,20 +38,24 @@ def _incompatible(what: str) -> ImportError:
 
 try:
     from torchdiffeq._impl.adjoint import OdeintAdjointMethod, find_parameters, handle_adjoint_norm_
+    from torchdiffeq._impl.adjoint import odeint_adjoint as upstream_odeint_adjoint
     from torchdiffeq._impl.interp import _interp_evaluate
     from torchdiffeq._impl.misc import (_all_adjoint_callback_names, _all_callback_names, _check_inputs,
                                         _compute_error_ratio, _flat_to_shape)
     from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.odeint import odeint as upstream_odeint
     from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _ButcherTableau, _runge_kutta_step
     from torchdiffeq._impl.solvers import FixedGridODESolver
     from torchsde._core import methods as sde_methods
     from torchsde._core import misc as sde_misc
     from torchsde._core.adaptive_stepping import _rms as sde_rms
     from torchsde._core.adjoint import _SdeintAdjointMethod, _select_default_adjoint_method
+    from torchsde._core.adjoint import sdeint_adjoint as upstream_sdeint_adjoint
     from torchsde._core.base_sde import ForwardSDE
     from torchsde._core.base_solver import BaseSDESolver
     from torchsde._core.methods.reversible_heun import ReversibleHeun
     from torchsde._core.sdeint import check_contract, parse_return
+    from torchsde._core.sdeint import sdeint as upstream_sdeint
     from torchsde.settings import METHODS, SDE_TYPES
 except ImportError as error:
     raise _incompatible(str(error)) from error
@@ -78,4 +87,5 @@ __all__ = [
     "SOLVERS", "RKAdaptiveStepsizeODESolver", "_ButcherTableau", "_runge_kutta_step", "FixedGridODESolver",
     "sde_methods", "sde_misc", "sde_rms", "_SdeintAdjointMethod", "_select_default_adjoint_method", "ForwardSDE",
     "BaseSDESolver", "ReversibleHeun", "check_contract", "parse_return", "METHODS", "SDE_TYPES",
+    "upstream_odeint", "upstream_odeint_adjoint", "upstream_sdeint", "upstream_sdeint_adjoint",
 ]
