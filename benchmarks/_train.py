@@ -45,9 +45,18 @@ import _plots
 from _harness import (RESULTS, append_rows, iqr, markdown_table, read_rows, start_run, summarize_runs, time_call,
                       time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
-from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
-METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "global", "steer", "rnode")
+METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_nocap", "auto_allnorm",
+           "auto_smooth", "global", "steer", "rnode")
+# AutoWeight and the candidates of the weight-control protocol: its class settings overridden
+# (benchmarks/weight_control.py); the run's ``weight`` is the fraction c (AutoWeight.FRACTION).
+AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
+    "auto": {},
+    "auto_nocap": {"CEILING": math.inf},
+    "auto_allnorm": {"RESTRICT_NORM": False},
+    "auto_smooth": {"SMOOTHING": 0.9},
+}
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
                 "through Taylor-mode automatic differentiation, which PyTorch does not have.")
@@ -165,6 +174,14 @@ class Problem(Task):
             return self.metric(model, zs, self.test)
 
         return predict
+
+
+def make_auto(method: str, fraction: float) -> AutoWeight:
+    """The AutoWeight of ``method`` (a key of :data:`AUTO_CANDIDATES`) at the fraction ``fraction``."""
+    settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction)
+    if settings == {"FRACTION": AutoWeight.FRACTION}:
+        return AutoWeight()  # the package's own class, at its defaults
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
@@ -293,6 +310,9 @@ def add_args(parser: argparse.ArgumentParser, *, methods: Sequence[str], niters:
     parser.add_argument("--budget_ratio", type=float, default=0.6,
                         help="budget: NFEBudget's target as a fraction of vanilla's training NFE of the same seed "
                              "(mean over its last 10%% of steps)")
+    parser.add_argument("--auto_fractions", nargs="+", type=float, default=[AutoWeight.FRACTION],
+                        help="auto and its candidates: the share c of the task's pull (AutoWeight.FRACTION; each "
+                             "is a run)")
     parser.add_argument("--niters", type=int, default=niters, help="training iterations per run")
     parser.add_argument("--batch_size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
@@ -365,12 +385,15 @@ def settings_of(args: argparse.Namespace) -> Dict:
 
 def check_args(args: argparse.Namespace, allowed: Sequence[str] = METHODS) -> None:
     """Raises ``ValueError`` naming the flag for a value out of range."""
+    allowed = tuple(dict.fromkeys((*allowed, *AUTO_CANDIDATES)))  # every benchmark can run the auto candidates
     unknown = [m for m in args.methods if m not in allowed]
     if unknown:
         raise ValueError(f"--methods must be among {' '.join(allowed)}, got {' '.join(unknown)}.")
     for name in ("niters", "batch_size", "pred_repeats", "threads", "jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if not args.auto_fractions or any(not (math.isfinite(c) and c > 0) for c in args.auto_fractions):
+        raise ValueError(f"--auto_fractions must be finite numbers > 0, got {args.auto_fractions}.")
     for name in ("lr", "tol", "budget_ratio"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}.")
@@ -419,7 +442,8 @@ def run_specs(args: argparse.Namespace) -> List[Spec]:
     """Every run of the command: vanilla first (the budget's target needs it; it is added when the
     budget is asked for), then each method at its weights, seed by seed."""
     weights = {"vanilla": [0.0], "budget": [args.budget_ratio], "global": [args.global_weight],
-               "steer": [args.steer_b], "rnode": [args.rnode_weight]}
+               "steer": [args.steer_b], "rnode": [args.rnode_weight],
+               **{m: args.auto_fractions for m in AUTO_CANDIDATES}}
     methods = list(dict.fromkeys(args.methods))
     if "budget" in methods or "vanilla" in methods:
         methods = ["vanilla"] + [m for m in methods if m != "vanilla"]
@@ -444,6 +468,8 @@ def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, 
         # the test NFE (MNIST NODE: 44.0 and 44), for an SDE it is not (MNIST SDE: about 20 and 38).
         target = spec.weight * float(vanilla[0]["final_train_nfe"])
         control, method = NFEBudget(target_nfe=target), "unbiased"
+    elif spec.method in AUTO_CANDIDATES:
+        control, method = make_auto(spec.method, spec.weight), "unbiased"
     result, curve = train_run(problem, spec.label, method, spec.weight, spec.seed, args, control=control,
                               progress=not args.smoke, position=position, save_model=model_path(out, spec))
     return result, curve, control, target

@@ -1,277 +1,277 @@
-"""Weight control protocol: constant weights against NFEBudget on three problems, one fixed protocol.
+"""Weight-control protocol: AutoWeight against vanilla, a constant-weight sweep and NFEBudget.
 
-For each problem every method trains the same initialisation on the same batches with the same
-optimiser and budget; the prediction of the test set is then solved with plain
-``torchdiffeq.odeint`` at the training tolerance. Methods:
+Six problems, each at the benchmarks' realistic number of training steps and in a short run of
+200 steps, every method from the same initialisation on the same batches (the experiment scripts'
+own harness, ``_train.run_benchmark``):
 
-- ``vanilla``: no regularization.
-- ``const@0.1``, ``const@1``: unbiased local regularization at a constant weight.
-- ``budget``: unbiased local regularization, weight from ``NFEBudget`` with its default settings and
-  ``target_nfe = 0.6 x vanilla's test NFE`` (same problem and seed), each step's backward pass
-  ``budget.backward(task_loss, reg, model.parameters())`` (its default ``combine="project"``: the
-  part of the regularization's gradient that opposes the task's is dropped): the README's
-  recommended training step.
-- ``budget_sum``: ``budget`` with the plain ``(task_loss + budget.weight * reg).backward()``
-  (``combine="sum"``).
-- ``budget_biased``: ``budget`` with ``strategy="biased"``.
-- ``budget_cap``: ``budget_sum`` with the regularization's gradient scaled to at most the task
-  gradient's norm (:func:`_train.capped_backward`, a harness-only candidate).
+- ``rings``: the quickstart's disk-vs-ring classifier (``rings.py``), 600 steps;
+- ``mnist_node``: the paper's MNIST neural ODE (``mnist_node.py``), 1500 steps;
+- ``mnist_sde``: the MNIST neural SDE (``mnist_sde.py``), 2000 steps;
+- ``latent_ode``: latent ODE on irregular spirals (``latent_ode_spirals.py``), 1000 steps;
+- ``spiral_sde``: the spiral SDE fit (``spiral_sde.py``), 1000 steps;
+- ``lotka_volterra``: a Lotka-Volterra field learned from noisy trajectories (``lotka_volterra.py``),
+  1000 steps: a regression whose plain NFE grows during training.
 
-Candidates of the controller itself, all with the plain sum (``combine="sum"``):
+Methods: ``vanilla``; ``unbiased`` at a sweep of constant weights (at least 4 over two decades
+around the best, :data:`SWEEPS`); ``budget`` (``NFEBudget``, target 0.6 x vanilla's training NFE
+of the same seed); ``auto`` (``AutoWeight()``; its ``weight`` column is the share c, the default
+``AutoWeight.FRACTION`` unless ``--auto_fractions`` says otherwise) and the candidates of
+``_train.AUTO_CANDIDATES``. Seeds are paired: 5 where vanilla's metric spreads widely across seeds
+(MNIST SDE, latent ODE, spiral SDE), 3 elsewhere (:data:`SEEDS`).
 
-- ``budget_gentle``: ``anticipation=4`` and ``rate=0.03`` (the trend extrapolated twice as far, the
-  weight moving 40% slower): less overshoot, at the price of holding the target less tightly from
-  below on the classifier.
-- ``budget_r02``: ``rate=0.02`` alone.
-- ``budget_notrend``: ``anticipation=0``: reacts to the averaged NFE alone (the default before the
-  anticipation was added).
-- ``budget_noleak``: ``budget_notrend`` with ``leak=0`` and ``hold=False``: plain dual ascent, the first candidate.
-- ``budget_nohold``: ``budget_notrend`` with ``hold=False`` (the weight may decay before the NFE first
-  exceeds the target), the second candidate.
-- ``budget_slow``: ``budget_nohold`` with ``rate=0.02`` (less overshoot, slower to act).
-- ``budget_rows32``: ``budget_notrend`` with the regularization step on 32 random rows of the batch
-  (``reg_batch_size=32``), the cheap step of the cost-floor work.
+Acceptance (issue 19), per problem and run length, against vanilla on the same seeds:
+(a) mean accuracy within 0.3 points of vanilla's, or mean error within 10% of vanilla's;
+(b) AutoWeight's mean test NFE at most that of the cheapest constant meeting (a), plus one solver
+step (:data:`STEP_NFE`); and on the two ODE classifiers at most 0.65x vanilla's NFE.
 
-Problems:
+Resumable: each run appends its row to ``<folder>/runs.csv`` under
+``benchmarks/results/weight_control/<problem>`` (``<problem>_short`` for 200 steps); a rerun skips
+finished runs. ``--summarize`` writes ``summary.md``, ``summary.csv``, ``pareto.png`` and
+``pareto_short.png`` there from every row.
 
-- ``rings``: the quickstart's 2-D disk-vs-ring classification with an augmented state
-  (``examples/quickstart.py``), 600 steps of 256.
-- ``mnist``: the paper's MNIST neural ODE (``benchmarks/mnist_node.py``): full 60k training set,
-  10k test set, 1000 steps of 128, Adam 1e-3, dopri5 tol 1e-6.
-- ``spirals``: latent ODE interpolation of irregular noisy spirals (``benchmarks/latent_ode_spirals.py``),
-  a regression, 1000 steps of 64.
-
-Resumable: each finished (problem, method, seed) appends a row to ``runs_<problem>.csv`` (and its
-NFE and weight every 10 iterations to ``curves_<problem>.csv``); a rerun
-skips the rows that are there. Two processes can work on different problems at once.
-
-    python benchmarks/weight_control.py --problems rings spirals --seeds 0 1 2
-    python benchmarks/weight_control.py --problems mnist --seeds 0
-    python benchmarks/weight_control.py --summarize          # tables and the Pareto plot only
-    python benchmarks/weight_control.py --smoke              # seconds (used by the tests)
-
-Writes ``runs_<problem>.csv``, ``summary.csv``, ``summary.md``, ``settings.json`` and
-``pareto.png`` under ``benchmarks/results/weight_control/`` (or ``--out``).
+    python benchmarks/weight_control.py --problems latent_ode spiral_sde --jobs 2
+    python benchmarks/weight_control.py --problems mnist_node --lengths short --methods vanilla auto
+    python benchmarks/weight_control.py --summarize
+    python benchmarks/weight_control.py --smoke          # seconds (used by the tests)
 """
 import argparse
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
-
-import torch
-import torch.nn as nn
+from typing import Dict, List, Optional, Sequence
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _harness  # noqa: E402  (puts examples/ on sys.path)
+import _harness  # noqa: E402
 import _plots  # noqa: E402
 import _train  # noqa: E402
 import latent_ode_spirals  # noqa: E402
+import lotka_volterra  # noqa: E402
 import mnist_node  # noqa: E402
-import quickstart  # noqa: E402
+import mnist_sde  # noqa: E402
+import rings  # noqa: E402
+import spiral_sde  # noqa: E402
 
-from torchdiffeq_localreg import NFEBudget  # noqa: E402
-
-PROBLEMS = ("rings", "mnist", "spirals")
-METHODS = ("vanilla", "const@0.1", "const@1", "budget", "budget_sum", "budget_biased", "budget_cap", "budget_gentle",
-           "budget_r02", "budget_notrend", "budget_noleak", "budget_nohold", "budget_slow", "budget_rows32")
-# Candidate settings of NFEBudget besides its defaults (the method name says which).
-CANDIDATES = {"budget_sum": {"combine": "sum"}, "budget_cap": {"combine": "sum"},
-              "budget_gentle": {"anticipation": 4.0, "rate": 0.03, "combine": "sum"},
-              "budget_r02": {"rate": 0.02, "combine": "sum"},
-              "budget_notrend": {"anticipation": 0.0, "combine": "sum"},
-              "budget_noleak": {"leak": 0.0, "hold": False, "anticipation": 0.0, "combine": "sum"},
-              "budget_nohold": {"hold": False, "anticipation": 0.0, "combine": "sum"},
-              "budget_slow": {"rate": 0.02, "hold": False, "anticipation": 0.0, "combine": "sum"},
-              "budget_rows32": {"anticipation": 0.0, "combine": "sum"}}
-TARGET_RATIO = 0.6
-FIELDS = ("problem", "method", "seed", "metric_name", "test_metric", "test_nfe", "target_nfe", "final_weight",
-          "final_train_nfe", "train_time", "pred_time", "niters")
-CURVE_FIELDS = ("problem", "method", "seed", "itr", "nfe_forward", "weight")
-CURVE_EVERY = 10  # iterations between the rows of curves_<problem>.csv
-
-# Per-problem training settings (the protocol): niters, batch, lr, tol.
-SETTINGS = {
-    "rings": dict(niters=600, batch_size=256, lr=1e-2, tol=1e-5),
-    "mnist": dict(niters=1000, batch_size=128, lr=1e-3, tol=1e-6),
-    "spirals": dict(niters=1000, batch_size=64, lr=1e-2, tol=1e-5),
+# problem -> (experiment script, metric kind, whether it is an ODE classifier)
+PROBLEMS = {
+    "rings": (rings, "accuracy", True),
+    "mnist_node": (mnist_node, "accuracy", True),
+    "mnist_sde": (mnist_sde, "accuracy", False),
+    "latent_ode": (latent_ode_spirals, "error", False),
+    "spiral_sde": (spiral_sde, "error", False),
+    "lotka_volterra": (lotka_volterra, "error", False),
 }
-SMOKE = dict(niters=4, batch_size=16, lr=1e-2, tol=1e-3)
+SWEEPS = {
+    "rings": (0.03, 0.1, 0.3, 1.0, 3.0),
+    "mnist_node": (0.01, 0.1, 0.3, 1.0),
+    "mnist_sde": (0.003, 0.01, 0.015, 0.02, 0.03, 0.1, 0.3),
+    "latent_ode": (0.1, 0.3, 1.0, 3.0, 10.0),
+    "spiral_sde": (0.03, 0.1, 0.3, 1.0, 3.0),
+    "lotka_volterra": (0.01, 0.03, 0.1, 0.3, 1.0),
+}
+SEEDS = {"rings": 3, "mnist_node": 3, "mnist_sde": 5, "latent_ode": 5, "spiral_sde": 5, "lotka_volterra": 3}
+# NFE of one solver step of the prediction solve: dopri5 takes 6 evaluations per step; torchsde's
+# adaptive Milstein with step doubling takes 3 drift evaluations per step (one full, two halves).
+STEP_NFE = {"rings": 6, "mnist_node": 6, "mnist_sde": 3, "latent_ode": 6, "spiral_sde": 3, "lotka_volterra": 6}
+LENGTHS = {"realistic": None, "short": 200}  # None: the script's own default number of steps
+METHODS = ("vanilla", "unbiased", "budget", "auto")
+ACCURACY_TOLERANCE = 0.003  # (a): 0.3 points of accuracy
+ERROR_TOLERANCE = 0.10      # (a): 10% of vanilla's mean error
+CLASSIFIER_NFE_RATIO = 0.65
+SMOKE = ["--smoke", "--pred_repeats", "1"]
 
 
-class RingsProblem(_train.Problem):
-    """The quickstart's classification, in the benchmark harness's terms."""
-
-    metric_name = "accuracy"
-
-    def __init__(self, n_train: int, n_test: int, augment: int = 2):
-        gen = torch.Generator().manual_seed(1234)
-        self.x_train, self.y_train = quickstart.make_data(n_train, gen)
-        self.test = quickstart.make_data(n_test, gen)
-        self.train_eval = self.test
-        self.augment = augment
-        self.t = torch.tensor([0.0, 1.0])
-
-    def make_model(self):
-        return quickstart.Classifier(self.augment)
-
-    def batch(self, batch_size, generator):
-        idx = torch.randint(len(self.x_train), (batch_size,), generator=generator)
-        return self.x_train[idx], self.y_train[idx]
-
-    def initial(self, model, batch, generator):
-        x = batch[0]
-        return model.initial(x), self.t, torch.zeros(())
-
-    def loss(self, model, zs, batch):
-        return nn.functional.binary_cross_entropy_with_logits(model.readout(zs[-1]).squeeze(1), batch[1])
-
-    def metric(self, model, zs, batch):
-        return ((model.readout(zs[-1]).squeeze(1) > 0).float() == batch[1]).float().mean().item()
+def folder(out: Path, problem: str, length: str) -> Path:
+    return out / (problem if length == "realistic" else f"{problem}_{length}")
 
 
-def make_problem(name: str, smoke: bool, data_root: str) -> _train.Problem:
-    if name == "rings":
-        return RingsProblem(*((64, 64) if smoke else (4096, 4096)))
-    if name == "mnist":
-        n_train, n_test = (64, 32) if smoke else (60000, 10000)
-        x_train, y_train = mnist_node.load_split(data_root, True, n_train)
-        x_test, y_test = mnist_node.load_split(data_root, False, n_test)
-        return mnist_node.MNISTProblem(x_train, y_train, x_test, y_test, eval_size=min(2000, n_test))
-    args = latent_ode_spirals.build_parser().parse_args([])
-    if smoke:
-        args.n_train, args.n_test, args.n_times = 32, 16, 12
-    t = torch.linspace(0.0, 2.0, args.n_times)
-    data = torch.Generator().manual_seed(1234)
-    train = latent_ode_spirals.make_spirals(args.n_train, t, args.observed, args.noise, data)
-    test = latent_ode_spirals.make_spirals(args.n_test, t, args.observed, args.noise, data)
-    return latent_ode_spirals.SpiralProblem(args, t, train, test)
+def command(problem: str, length: str, args: argparse.Namespace, out: Path) -> List[str]:
+    """The experiment script's arguments for one (problem, length) of the protocol."""
+    argv = ["--out", str(folder(out, problem, length)), "--methods", *args.methods]
+    seeds = args.seeds if args.seeds is not None else [0] if args.smoke else list(range(SEEDS[problem]))
+    weights = args.reg_weights or (SWEEPS[problem][-1:] if args.smoke else SWEEPS[problem])
+    argv += ["--seeds", *map(str, seeds), "--reg_weights", *map(str, weights)]
+    if args.auto_fractions:
+        argv += ["--auto_fractions", *map(str, args.auto_fractions)]
+    if args.smoke:
+        argv += SMOKE + ["--niters", "3" if length == "realistic" else "2"]
+    elif LENGTHS[length] is not None:
+        argv += ["--niters", str(LENGTHS[length])]
+    if problem in ("mnist_node", "mnist_sde"):
+        argv += ["--data_root", args.data_root]
+    return argv + ["--jobs", str(args.jobs), "--threads", str(args.threads)]
 
 
-read_rows, append_rows = _harness.read_rows, _harness.append_rows
+# ---- the acceptance table ----------------------------------------------------------------------
+
+def _paired(rows: Sequence[Dict], label: str, seeds: Sequence[str]) -> List[Dict]:
+    return [r for r in rows if _plots.run_label(r["method"], r["weight"]) == label and r["seed"] in seeds]
 
 
-def run_one(problem_name: str, problem: _train.Problem, method: str, seed: int, settings: Dict, done: List[Dict],
-            pred_repeats: int, progress: bool) -> Dict:
-    combine = "cap" if method == "budget_cap" else "sum"  # with a budget, its own combine decides otherwise
-    args = argparse.Namespace(**settings, grad="direct", stiffness_weight=0.0, eval_tol=None,
-                              pred_repeats=pred_repeats, combine=combine,
-                              reg_batch_size=min(32, settings["batch_size"]) if method == "budget_rows32" else None)
-    control, weight, target = None, 0.0, float("nan")
-    base = "none" if method == "vanilla" else "unbiased"
-    if method.startswith("const@"):
-        weight = float(method.split("@", 1)[1])
-    elif method.startswith("budget"):
-        vanilla = [r for r in done if r["method"] == "vanilla" and int(r["seed"]) == seed]
-        if not vanilla:
-            raise RuntimeError(f"{problem_name} {method} seed {seed} needs the vanilla row of the same seed first.")
-        target = TARGET_RATIO * float(vanilla[0]["test_nfe"])
-        control = NFEBudget(target_nfe=target, **CANDIDATES.get(method, {}))
-        base = "biased" if method == "budget_biased" else "unbiased"
-    method_arg = "vanilla" if base == "none" else base
-    row, curve = _train.train_run(problem, f"{problem_name}/{method}", method_arg, weight, seed, args,
-                                  control=control, progress=progress)
-    curve = [{"problem": problem_name, "method": method, "seed": seed, "itr": c["itr"], "nfe_forward": c["nfe_forward"],
-              "weight": c["weight"]} for c in curve if c["itr"] % CURVE_EVERY == 0]
-    return curve, {"problem": problem_name, "method": method, "seed": seed, "metric_name": problem.metric_name,
-            "test_metric": row["test_metric"], "test_nfe": row["test_nfe"], "target_nfe": target,
-            "final_weight": control.weight if control else weight, "final_train_nfe": row["final_train_nfe"],
-            "train_time": row["train_time"], "pred_time": row["pred_time"], "niters": settings["niters"]}
+def meets_a(kind: str, metric: float, vanilla: float) -> bool:
+    """Criterion (a): no worse than vanilla beyond its seed noise."""
+    if kind == "accuracy":
+        return metric >= vanilla - ACCURACY_TOLERANCE
+    return metric <= vanilla * (1.0 + ERROR_TOLERANCE)
 
 
-def summarize(out: Path, problems) -> List[Dict]:
-    """One row per (problem, method): means over seeds and ratios to vanilla; writes summary.csv/.md."""
-    summary = []
-    for name in problems:
-        rows = read_rows(out / f"runs_{name}.csv")
-        by_method = {s["method"]: s for s in _harness.summarize_runs(rows, group=("method",),
-                                                                   means=("target_nfe", "final_weight", "train_time"))}
-        for method in (m for m in METHODS if m in by_method):
-            s = by_method[method]
-            group = [r for r in rows if r["method"] == method]
-            # How well a control holds its target: the final test NFE over the target, mean and
-            # the seed farthest from 1 (nan for the constant weights, which have no target).
-            over = [float(r["test_nfe"]) / float(r["target_nfe"]) for r in group]
-            summary.append({"problem": name, **{k: s[k] for k in (
-                "method", "seeds", "metric_name", "test_metric_mean", "test_metric_std", "test_nfe_mean",
-                "test_nfe_std")}, "target_nfe": s["target_nfe_mean"], "final_weight": s["final_weight_mean"],
-                **{k: s[k] for k in ("train_time_mean", "nfe_ratio", "pred_time_ratio", "train_time_ratio",
-                                     "metric_change")},
-                "nfe_over_target": statistics.fmean(over),
-                "nfe_over_target_worst": max(over, key=lambda v: abs(v - 1.0))})
-    if summary:
-        _harness.write_csv(summary, out / "summary.csv")
-        text = ("## Weight control protocol (means over seeds; ratios and changes against vanilla of the same "
-                "problem on the same seeds)\n\n")
-        text += _harness.markdown_table(summary)
-        (out / "summary.md").write_text(text)
-        print(text)
-        pareto(summary, out / "pareto.png")
-    return summary
+def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]:
+    """The acceptance row of one (problem, length): every method's means on the seeds it shares with
+    vanilla, the cheapest constant meeting (a), and the verdicts of ``auto_label``."""
+    kind = PROBLEMS[problem][1]
+    vanilla_seeds = {r["seed"] for r in rows if r["method"] == "vanilla"}
+    labels = list(dict.fromkeys(_plots.run_label(r["method"], r["weight"]) for r in rows))
+    table = {}
+    for label in labels:
+        runs = [r for r in rows if _plots.run_label(r["method"], r["weight"]) == label and r["seed"] in vanilla_seeds]
+        if not runs:
+            continue
+        seeds = sorted({r["seed"] for r in runs})
+        base = _paired(rows, "vanilla", seeds)
+        metric = statistics.fmean(float(r["test_metric"]) for r in runs)
+        base_metric = statistics.fmean(float(r["test_metric"]) for r in base)
+        nfe = statistics.fmean(float(r["test_nfe"]) for r in runs)
+        base_nfe = statistics.fmean(float(r["test_nfe"]) for r in base)
+        table[label] = {"label": label, "seeds": len(seeds), "metric": metric, "vanilla_metric": base_metric,
+                        "nfe": nfe, "nfe_ratio": nfe / base_nfe, "a": meets_a(kind, metric, base_metric),
+                        "metric_ratio": metric / base_metric if kind == "error" else metric - base_metric}
+    if "vanilla" not in table or auto_label not in table:
+        return None
+    full = max(s["seeds"] for s in table.values())
+    constants = [s for k, s in table.items() if k.startswith("unbiased@") and s["a"] and s["seeds"] == full]
+    best = min(constants, key=lambda s: (s["nfe"], -s["metric"] if kind == "accuracy" else s["metric"]),
+               default=None)
+    auto = table[auto_label]
+    bound = best["nfe"] + STEP_NFE[problem] if best else table["vanilla"]["nfe"] + STEP_NFE[problem]
+    verdict = {"problem": problem, "kind": kind, "seeds": auto["seeds"], "vanilla_metric": auto["vanilla_metric"],
+               "vanilla_nfe": auto["nfe"] / auto["nfe_ratio"], "auto_metric": auto["metric"], "auto_nfe": auto["nfe"],
+               "auto_nfe_ratio": auto["nfe_ratio"], "auto_a": auto["a"],
+               "best_constant": best["label"] if best else "none", "best_constant_nfe": best["nfe"] if best else math.nan,
+               "best_constant_metric": best["metric"] if best else math.nan,
+               "auto_b": auto["nfe"] <= bound,
+               "classifier_ok": (auto["nfe_ratio"] <= CLASSIFIER_NFE_RATIO) if PROBLEMS[problem][2] else None,
+               "table": table}
+    return verdict
 
 
-MARKERS = {"vanilla": "s", "const@0.1": "o", "const@1": "o", "budget": "*", "budget_sum": "^", "budget_biased": "P",
-           "budget_cap": "<", "budget_gentle": "p", "budget_r02": "h", "budget_notrend": "*", "budget_noleak": "X",
-           "budget_nohold": "D", "budget_slow": "*", "budget_rows32": "v"}
-COLORS = dict(zip(METHODS, ("black", "tab:orange", "tab:red", "tab:green", "navy", "tab:olive", "teal", "tab:pink",
-                            "tab:gray", "tab:purple", "tab:brown", "tab:cyan", "tab:blue", "gold")))
+def _metric(kind: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if kind == "accuracy" else f"{value:.4g}"
 
 
-def pareto(summary: List[Dict], path: Path) -> None:
-    """Test metric against test NFE, one panel per problem, constant weights and the controls."""
-    _plots.pareto(summary, path, label="method", panel="problem", markers=MARKERS, colors=COLORS)
+def _change(kind: str, value: float, base: float) -> str:
+    return f"{100 * (value - base):+.2f} pt" if kind == "accuracy" else f"{value / base:.2f}x"
+
+
+def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
+    lines = ["| problem | run | seeds | vanilla | AutoWeight() | NFE ratio | (a) | cheapest constant meeting (a) | (b) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        kind = v["kind"]
+        best = ("none" if v["best_constant"] == "none" else
+                f"{_plots.display_name(v['best_constant'])}: NFE {v['best_constant_nfe']:.1f}, "
+                f"{_change(kind, v['best_constant_metric'], v['vanilla_metric'])}")
+        b = "yes" if v["auto_b"] else "**no**"
+        if v["classifier_ok"] is not None:
+            b += f"; <= 0.65x: {'yes' if v['classifier_ok'] else '**no**'}"
+        lines.append(f"| {v['problem']} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
+                     f"NFE {v['vanilla_nfe']:.1f} | {_metric(kind, v['auto_metric'])} "
+                     f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
+                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {best} | {b} |")
+    return "\n".join(lines) + "\n"
+
+
+def methods_markdown(verdict: Dict) -> str:
+    kind = verdict["kind"]
+    lines = ["| method | seeds | test metric | vs vanilla | test NFE | NFE ratio | meets (a) |", "|---|---|---|---|---|---|---|"]
+    for s in sorted(verdict["table"].values(), key=lambda s: _plots._order(s["label"])):
+        lines.append(f"| {_plots.display_name(s['label'])} | {s['seeds']} | {_metric(kind, s['metric'])} | "
+                     f"{'' if s['label'] == 'vanilla' else _change(kind, s['metric'], s['vanilla_metric'])} | "
+                     f"{s['nfe']:.1f} | {s['nfe_ratio']:.2f} | {'yes' if s['a'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def summarize(out: Path, auto_label: str) -> List[Dict]:
+    """The acceptance table of every (problem, length) folder under ``out``, with each problem's
+    method table; writes ``summary.md``, ``summary.csv`` and the Pareto plots."""
+    verdicts, plots = [], {}
+    for length in LENGTHS:
+        for problem in PROBLEMS:
+            rows = _harness.read_rows(folder(out, problem, length) / "runs.csv")
+            verdict = judge(problem, rows, auto_label) if rows else None
+            if verdict is None:
+                continue
+            verdict["length"] = "realistic" if length == "realistic" else f"{LENGTHS[length]} steps"
+            verdicts.append(verdict)
+            plots.setdefault(length, []).extend(
+                {"problem": problem, "label": s["label"], "metric_name": "accuracy" if verdict["kind"] == "accuracy"
+                 else rows[0]["metric_name"], "test_metric_mean": s["metric"], "test_metric_std": "",
+                 "test_nfe_mean": s["nfe"], "test_nfe_std": ""} for s in verdict["table"].values())
+    if not verdicts:
+        print(f"no results under {out}")
+        return []
+    text = (f"## Weight-control protocol: `{auto_label}` against vanilla, constant weights and NFEBudget\n\n"
+            "Means over the seeds each method shares with vanilla (paired). (a): mean accuracy within "
+            f"{100 * ACCURACY_TOLERANCE:.1f} points of vanilla's, or mean error within {100 * ERROR_TOLERANCE:.0f}% of "
+            "vanilla's. (b): test NFE at most that of the cheapest constant weight meeting (a) (every seed), plus "
+            "one solver step (6 evaluations for dopri5, 3 drift evaluations for the adaptive Milstein solves); on "
+            f"the two ODE classifiers also at most {CLASSIFIER_NFE_RATIO}x vanilla's NFE.\n\n"
+            + acceptance_markdown(verdicts))
+    for v in verdicts:
+        text += f"\n### {v['problem']}, {v['length']}\n\n" + methods_markdown(v)
+    (out / "summary.md").write_text(text)
+    _harness.write_csv([{k: v for k, v in d.items() if k != "table"} for d in verdicts], out / "summary.csv")
+    for length, rows in plots.items():
+        name = "pareto.png" if length == "realistic" else f"pareto_{length}.png"
+        steps = "the benchmarks' realistic steps" if length == "realistic" else f"{LENGTHS[length]} steps"
+        _plots.pareto(rows, out / name, panel="problem",
+                      title=f"Weight-control protocol ({steps}): test metric against test NFE, means over paired "
+                            f"seeds (dashed: vanilla)")
+    print(text)
+    return verdicts
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--pred_repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--lengths", nargs="+", default=list(LENGTHS), choices=list(LENGTHS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help=f"methods of the experiment scripts (default: {' '.join(METHODS)}; candidates: "
+                             f"{' '.join(m for m in _train.AUTO_CANDIDATES if m != 'auto')})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds (default: 5 on MNIST SDE, latent ODE and spiral SDE, 3 elsewhere)")
+    parser.add_argument("--reg_weights", nargs="+", type=float, default=None,
+                        help="constant weights of unbiased (default: each problem's sweep)")
+    parser.add_argument("--auto_fractions", nargs="+", type=float, default=None,
+                        help="shares c of AutoWeight and its candidates (default: AutoWeight.FRACTION)")
+    parser.add_argument("--auto_label", type=str, default=None,
+                        help="the row judged by --summarize (default: auto@<AutoWeight.FRACTION>)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each process")
     parser.add_argument("--data_root", type=str, default="data/", help="MNIST folder (downloaded or built offline)")
-    parser.add_argument("--out", type=str, default=None, help="results folder (default benchmarks/results/weight_control/)")
-    parser.add_argument("--summarize", action="store_true", help="only rebuild the tables and the plot")
+    parser.add_argument("--out", type=str, default=None,
+                        help="results folder (default benchmarks/results/weight_control/)")
+    parser.add_argument("--summarize", action="store_true", help="train nothing: write the tables and plots")
     parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.pred_repeats < 1 or args.threads < 1:
-        raise ValueError("--pred_repeats and --threads must be >= 1.")
-    torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else _harness.RESULTS / "weight_control"
-    settings = {name: (SMOKE if args.smoke else SETTINGS[name]) for name in args.problems}
-    if args.summarize:
-        return summarize(out, PROBLEMS)
-    _harness.start_run("weight_control", {"problems": " ".join(args.problems), "methods": " ".join(args.methods),
-                                          "seeds": " ".join(map(str, args.seeds)), "target": f"{TARGET_RATIO} x vanilla",
-                                          "solver": "dopri5", "grad": "direct", "dtype": "float32",
-                                          **{f"{k} settings": v for k, v in settings.items()}},
-                       out_dir=str(out))
-    methods = ["vanilla"] + [m for m in args.methods if m != "vanilla"]  # the budget's target needs vanilla
-    wall = time.perf_counter()
-    for name in args.problems:
-        path = out / f"runs_{name}.csv"
-        problem = make_problem(name, args.smoke, args.data_root)
-        for seed in args.seeds:
-            for method in methods:
-                done = read_rows(path)
-                if any(r["method"] == method and int(r["seed"]) == seed for r in done):
-                    print(f"  {name}/{method} seed {seed}: in {path.name}, skipped")
-                    continue
-                curve, row = run_one(name, problem, method, seed, settings[name], done, args.pred_repeats,
-                              progress=not args.smoke)
-                append_rows(out / f"curves_{name}.csv", curve, CURVE_FIELDS)
-                append_rows(path, [row], FIELDS)
-                print(f"  {name}/{method} seed {seed}: test {row['metric_name']} {row['test_metric']:.4f}  "
-                      f"test NFE {row['test_nfe']}  target {row['target_nfe']:.1f}  weight {row['final_weight']:.3g}  "
-                      f"train {row['train_time']:.1f}s", flush=True)
-    print(f"total wall time {time.perf_counter() - wall:.1f}s")
-    return summarize(out, PROBLEMS)
+    from torchdiffeq_localreg import AutoWeight
+    out = Path(args.out) if args.out else _harness.RESULTS / ("weight_control" + "_smoke" * args.smoke)
+    auto_label = args.auto_label or f"auto@{AutoWeight.FRACTION:g}"
+    if not args.summarize:
+        wall = time.perf_counter()
+        for length in args.lengths:
+            for problem in args.problems:
+                argv_problem = command(problem, length, args, out)
+                script = PROBLEMS[problem][0]
+                print(f"== {problem}, {length}: {Path(script.__file__).name} {' '.join(argv_problem)}", flush=True)
+                script.main(argv_problem)
+        print(f"total wall time {time.perf_counter() - wall:.1f}s")
+    return summarize(out, auto_label)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The weight-control protocol benchmark: smoke run of every problem and method, resumption, summary."""
+"""The weight-control protocol: every problem and run length through the experiment scripts,
+resumption, and the acceptance table (criteria (a) and (b) of issue 19) on synthetic rows."""
 import math
 from pathlib import Path
 
@@ -7,10 +8,10 @@ import pytest
 from problems import import_isolated, write_random_mnist
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-M = import_isolated(BENCH, ("_harness", "_train", "_regularizers", "mnist_data", "mnist_node", "latent_ode_spirals",
-                            "quickstart", "weight_control"))
+M = import_isolated(BENCH, ("_harness", "_plots", "_train", "_regularizers", "_sde", "mnist_data", "quickstart",
+                            "rings", "mnist_node", "mnist_sde", "latent_ode_spirals", "spiral_sde", "lotka_volterra",
+                            "weight_control"))
 wc = M["weight_control"]
-read_csv = wc.read_rows
 
 
 @pytest.fixture(scope="module")
@@ -18,58 +19,83 @@ def mnist_root(tmp_path_factory):
     return write_random_mnist(tmp_path_factory.mktemp("mnist"), M["mnist_data"])
 
 
-def test_smoke_every_problem_and_method_then_resume(mnist_root, tmp_path):
-    # one timed prediction per run (--smoke keeps the default 3): the test checks the rows, not the timings
-    args = ["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--data_root", mnist_root]
-    summary = wc.main(args)
-    runs = {p: read_csv(tmp_path / f"runs_{p}.csv") for p in wc.PROBLEMS}
-    for problem, rows in runs.items():
-        assert [r["method"] for r in rows] == list(wc.METHODS), problem
-        vanilla = next(r for r in rows if r["method"] == "vanilla")
-        for r in rows:
-            assert int(r["test_nfe"]) > 0 and float(r["train_time"]) > 0
-            assert math.isfinite(float(r["test_metric"]))
-            if r["method"].startswith("budget"):
-                assert float(r["target_nfe"]) == pytest.approx(wc.TARGET_RATIO * float(vanilla["test_nfe"]))
-                assert float(r["final_weight"]) > 0
-            elif r["method"].startswith("const@"):
-                assert float(r["final_weight"]) == float(r["method"].split("@")[1])
-    assert len(summary) == len(wc.PROBLEMS) * len(wc.METHODS)
-    for s in summary:
-        for key in ("test_metric_mean", "test_nfe_mean", "nfe_ratio", "pred_time_ratio", "train_time_ratio",
-                    "metric_change"):
-            assert math.isfinite(s[key]), (s["problem"], s["method"], key)
-    assert all(s["nfe_ratio"] == 1.0 for s in summary if s["method"] == "vanilla")
-    for name in ("summary.csv", "summary.md", "pareto.png", "settings.json"):
+def test_smoke_every_problem(mnist_root, tmp_path):
+    verdicts = wc.main(["--smoke", "--out", str(tmp_path), "--data_root", mnist_root, "--methods", "vanilla", "auto",
+                        "--lengths", "short"])
+    assert [(v["problem"], v["length"]) for v in verdicts] == [(p, "200 steps") for p in wc.PROBLEMS]
+    for problem in wc.PROBLEMS:
+        runs = wc._harness.read_rows(wc.folder(tmp_path, problem, "short") / "runs.csv")
+        assert [r["method"] for r in runs] == ["vanilla", "auto"], problem
+        assert all(int(r["test_nfe"]) > 0 and math.isfinite(float(r["test_metric"])) for r in runs)
+    assert (tmp_path / "pareto_short.png").stat().st_size > 0
+
+
+def test_smoke_both_lengths_every_method_then_resume(tmp_path):
+    args = ["--smoke", "--out", str(tmp_path), "--problems", "rings", "--methods", "vanilla", "unbiased", "budget",
+            "auto"]
+    verdicts = wc.main(args)
+    assert [(v["problem"], v["length"]) for v in verdicts] == [("rings", "realistic"), ("rings", "200 steps")]
+    rows = {}
+    for length in wc.LENGTHS:
+        runs = wc._harness.read_rows(wc.folder(tmp_path, "rings", length) / "runs.csv")
+        assert [r["method"] for r in runs] == ["vanilla", "unbiased", "budget", "auto"], length
+        assert float(runs[1]["weight"]) == wc.SWEEPS["rings"][-1]
+        assert int(runs[0]["niters"]) == (3 if length == "realistic" else 2)
+        rows[length] = runs
+    for name in ("summary.md", "summary.csv", "pareto.png", "pareto_short.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-
-    # A second run of the same command trains nothing and adds no rows.
-    wc.main(args)
-    assert {p: read_csv(tmp_path / f"runs_{p}.csv") for p in wc.PROBLEMS} == runs
-
-
-def test_budget_needs_its_vanilla_row(tmp_path):
-    """The budget's target is 0.6 x vanilla's NFE: vanilla always runs first, even if not asked for."""
-    wc.main(["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--problems", "rings", "--methods", "budget"])
-    assert [r["method"] for r in read_csv(tmp_path / "runs_rings.csv")] == ["vanilla", "budget"]
+    assert "| rings | realistic |" in (tmp_path / "summary.md").read_text()
+    wc.main(args)  # a second run trains nothing and adds no rows
+    for length, runs in rows.items():
+        assert wc._harness.read_rows(wc.folder(tmp_path, "rings", length) / "runs.csv") == runs
 
 
-def test_budget_runs_take_the_packages_backward(tmp_path, monkeypatch):
-    """``budget`` trains with NFEBudget.backward and its projection, ``budget_sum`` with the plain sum
-    through the same method, constants and vanilla never call it."""
-    calls = []
-    real = wc.NFEBudget.backward
+def test_commands_follow_the_protocol(tmp_path):
+    args = wc.build_parser().parse_args([])
+    argv = wc.command("latent_ode", "short", args, tmp_path)
+    assert argv[argv.index("--seeds") + 1:argv.index("--reg_weights")] == ["0", "1", "2", "3", "4"]
+    assert argv[argv.index("--niters") + 1] == "200"
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "latent_ode_short")
+    weights = [float(w) for w in argv[argv.index("--reg_weights") + 1:argv.index("--niters")]]
+    assert len(weights) >= 4 and max(weights) / min(weights) >= 100  # two decades
+    realistic = wc.command("mnist_node", "realistic", args, tmp_path)
+    assert "--niters" not in realistic and realistic[realistic.index("--seeds") + 1:][:4] == ["0", "1", "2", "--reg_weights"]
+    for problem in wc.PROBLEMS:
+        assert len(wc.SWEEPS[problem]) >= 4 and max(wc.SWEEPS[problem]) / min(wc.SWEEPS[problem]) >= 100
 
-    def spy(self, task_loss, reg, parameters):
-        calls.append(self.combine)
-        return real(self, task_loss, reg, parameters)
 
-    monkeypatch.setattr(wc.NFEBudget, "backward", spy)
-    common = ["--smoke", "--pred_repeats", "1", "--out", str(tmp_path), "--problems", "rings"]
-    wc.main(common + ["--methods", "vanilla", "const@1"])
-    assert calls == []
-    wc.main(common + ["--methods", "budget"])
-    assert calls == ["project"] * wc.SMOKE["niters"]
-    calls.clear()
-    wc.main(common + ["--methods", "budget_sum"])
-    assert calls == ["sum"] * wc.SMOKE["niters"]
+def _rows(spec):
+    """Synthetic runs.csv rows: {label: [(metric, nfe) per seed]}."""
+    rows = []
+    for label, values in spec.items():
+        method, _, weight = label.partition("@")
+        for seed, (metric, nfe) in enumerate(values):
+            rows.append({"method": method, "weight": weight or "0.0", "seed": str(seed), "test_metric": str(metric),
+                         "test_nfe": str(nfe), "metric_name": "mse"})
+    return rows
+
+
+def test_judge_applies_criteria_a_and_b():
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)],
+                  "unbiased@0.1": [(1.5, 50), (1.6, 60)],     # mean 1.55 <= 1.65: meets (a), NFE 55
+                  "unbiased@1": [(2.0, 20), (1.5, 20)],       # mean 1.75 > 1.65: fails (a)
+                  "unbiased@0.03": [(1.4, 62), (1.5, 62)],    # meets (a), NFE 62
+                  "auto@0.1": [(1.6, 58), (1.6, 62)]})        # mean 1.6: (a); NFE 60 <= 55 + 6: (b)
+    v = wc.judge("latent_ode", rows, "auto@0.1")
+    assert v["best_constant"] == "unbiased@0.1" and v["best_constant_nfe"] == 55
+    assert v["auto_a"] and v["auto_b"] and v["classifier_ok"] is None
+    assert v["auto_nfe_ratio"] == pytest.approx(60 / 70)
+    rows = [r for r in rows if r["method"] != "auto"] + _rows({"auto@0.1": [(1.6, 62), (1.6, 68)]})
+    assert not wc.judge("latent_ode", rows, "auto@0.1")["auto_b"]  # 65 > 61
+    rows = [r for r in rows if r["method"] != "auto"] + _rows({"auto@0.1": [(1.7, 20), (1.7, 20)]})
+    assert not wc.judge("latent_ode", rows, "auto@0.1")["auto_a"]  # 1.7 > 1.65
+
+
+def test_judge_accuracy_and_the_classifier_bound():
+    rows = _rows({"vanilla": [(0.960, 44), (0.962, 44)], "unbiased@0.1": [(0.962, 26), (0.960, 26)],
+                  "unbiased@1": [(0.950, 20), (0.949, 20)], "auto@0.1": [(0.9585, 32), (0.9595, 26)]})
+    v = wc.judge("mnist_node", rows, "auto@0.1")
+    assert v["auto_a"]  # -0.25 points
+    assert v["best_constant"] == "unbiased@0.1" and v["auto_b"]  # 29 <= 26 + 6
+    assert v["classifier_ok"] is False  # 29 / 44 = 0.66 > 0.65
+    assert wc.judge("mnist_node", [r for r in rows if r["method"] != "auto"], "auto@0.1") is None

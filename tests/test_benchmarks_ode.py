@@ -60,12 +60,16 @@ def _check_outputs(result, out, labels):
     return rows
 
 
+# AutoWeight and its protocol candidates, at the default share c (their ``weight`` column).
+AUTO_LABELS = [f"{m}@{train_mod.AutoWeight.FRACTION:g}" for m in train_mod.AUTO_CANDIDATES]
+
+
 def test_mnist_node_smoke_every_method_and_weights(mnist_root, tmp_path):
     out = tmp_path / "out"
     result = M["mnist_node"].main(["--smoke", "--methods", *train_mod.METHODS, "--reg_weights", "1", "0.5",
                                    "--data_root", mnist_root, "--out", str(out)])
     labels = ["vanilla", "budget@0.6", "global@0.1", "steer@0.5", "rnode@0.01"] + [
-        f"{m}@{w}" for m in ("unbiased", "biased", "unbiased_stiff") for w in ("1", "0.5")]
+        f"{m}@{w}" for m in ("unbiased", "biased", "unbiased_stiff") for w in ("1", "0.5")] + AUTO_LABELS
     rows = _check_outputs(result, out, labels)
     assert {r["seed"] for r in rows} == {"0"}
     budget = next(r for r in rows if r["method"] == "budget")
@@ -78,7 +82,7 @@ def test_mnist_node_smoke_every_method_and_weights(mnist_root, tmp_path):
         by_method.setdefault(c["method"], []).append(int(c["nfe_reg"]))
     for method in ("vanilla", "steer", "rnode"):
         assert all(n == 0 for n in by_method[method])
-    for method in ("unbiased", "biased", "unbiased_stiff", "budget"):
+    for method in ("unbiased", "biased", "unbiased_stiff", "budget", *train_mod.AUTO_CANDIDATES):
         assert all(n >= 6 for n in by_method[method])
 
 
@@ -94,7 +98,7 @@ def test_mnist_node_adjoint_gradient(mnist_root, tmp_path):
 def test_latent_ode_spirals_smoke_every_method(tmp_path):
     result = M["latent_ode_spirals"].main(["--smoke", "--methods", *train_mod.METHODS, "--out", str(tmp_path)])
     rows = _check_outputs(result, tmp_path, ["vanilla", "unbiased@1", "biased@1", "unbiased_stiff@1", "budget@0.6",
-                                             "global@1", "steer@0.02", "rnode@0.01"])
+                                             "global@1", "steer@0.02", "rnode@0.01"] + AUTO_LABELS)
     assert all(float(r["test_metric"]) >= 0 for r in rows)
 
 

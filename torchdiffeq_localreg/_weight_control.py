@@ -1,28 +1,50 @@
-"""Weight control: the regularization weight that makes the trained model cost a chosen NFE.
+"""Weight control: the regularization weight set for you, and the machinery the controls share.
 
 A constant weight ``lam`` in ``loss = task_loss + lam * reg`` means something different on every
 problem, tolerance and batch size: too small and nothing changes, too large and accuracy is lost.
 :class:`NFEBudget` replaces it by a number a user knows, the evaluations of ``func`` per solve
-that the trained model should need, and adjusts ``lam`` by dual ascent on the measured NFE.
+that the trained model should need, and adjusts ``lam`` by dual ascent on the measured NFE;
+:class:`~torchdiffeq_localreg.AutoWeight` (``_auto_weight.py``) needs no number at all. Both
+combine the two gradients in :meth:`_Control.backward` and read the solves' statistics in
+:meth:`_Control._forward_nfe`.
 """
 import math
-from numbers import Real
-from typing import Any, Dict, Iterable, List, Literal, Optional, Union, get_args
+import warnings
+from numbers import Integral, Real
+from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Set, Union, get_args
 
 import torch
 
+from ._ode_solvers import FIXED_GRID_METHODS
 from ._stats import LocalRegStats
 
-StatsLike = Union[LocalRegStats, Iterable[LocalRegStats]]
+# What ``update`` takes: one solve's stats, or a sequence of them (``regularize().stats``). A tensor
+# (``reg`` passed by mistake) is rejected by the type checker and, at run time, with our own message.
+StatsLike = Union[LocalRegStats, Sequence[LocalRegStats]]
 Combine = Literal["project", "sum"]
 COMBINE_MODES = get_args(Combine)
+# Bounds that keep a restored state usable: bias corrections take ``beta ** steps`` (a float power
+# of an int, which overflows past about 2**1023 steps), and NFE averages are compared and added.
+MAX_STEPS = 2 ** 53
+MAX_NFE = 1e15
+
+
+def _as_number(name: str, value: Any, kind: type) -> Any:
+    """``value`` as a plain Python number of ``kind`` (``Integral`` or ``Real``): numpy scalars and
+    0-d tensors are accepted as users pass them, booleans are not; a TypeError names ``name``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0 \
+            and value.dtype is not torch.bool and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "an integer" if kind is Integral else "a real number"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}.")
+    return int(value) if isinstance(value, Integral) and kind is Integral else value
 
 
 def _check_real(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = True,
                 high_open: bool = True) -> float:
     """``value`` as a float inside the interval, or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}.")
+    value = _as_number(name, value, Real)
     try:
         value = float(value)
     except OverflowError:
@@ -35,7 +57,196 @@ def _check_real(name: str, value: Any, *, low: float, high: float = math.inf, lo
     return value
 
 
-class NFEBudget:
+def _check_int(name: str, value: Any, *, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], or a TypeError/ValueError naming ``name``."""
+    value = _as_number(name, value, Integral)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}.")
+    return value
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}.")
+    return value
+
+
+def _norm_sq(grads: Iterable[Optional[torch.Tensor]], like: torch.Tensor) -> torch.Tensor:
+    return sum(((g * g).sum() for g in grads if g is not None), torch.zeros((), dtype=like.dtype, device=like.device))
+
+
+class _Control:
+    """What the weight controls share: checking ``backward``'s and ``update``'s input, the backward
+    pass that keeps the task's and the regularization's gradients apart, and warnings given once.
+
+    A subclass sets :attr:`combine` and implements :attr:`weight`; it may override
+    :meth:`_scale_reg` to choose, from the two gradients, the weight of ``reg`` in this step.
+    """
+
+    combine: Combine = "project"
+
+    def __init__(self) -> None:
+        self._warned: Set[str] = set()
+
+    @property
+    def weight(self) -> float:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def _check_state_keys(self, state_dict: Any) -> None:
+        """A dict with exactly the keys of :meth:`state_dict`, or a TypeError/ValueError."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}.")
+        expected = set(self.state_dict())
+        if set(state_dict) != expected:
+            missing, unknown = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+            raise ValueError(f"state_dict has the wrong keys: missing {missing}, unexpected {unknown}.")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"{type(self).__name__}: {message}", RuntimeWarning, stacklevel=3)
+
+    @staticmethod
+    def _check_backward_args(task_loss: Any, reg: Any, parameters: Any) -> List[torch.Tensor]:
+        """The trainable tensors of ``parameters``; raises before any ``.grad`` is touched."""
+        for name, value in (("task_loss", task_loss), ("reg", reg)):
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise TypeError(f"{name} must be a scalar tensor, got "
+                                f"{type(value).__name__ if not isinstance(value, torch.Tensor) else tuple(value.shape)}.")
+        if isinstance(parameters, torch.Tensor):
+            parameters = [parameters]
+        if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+            raise TypeError(f"parameters must be an iterable of tensors, e.g. model.parameters(), "
+                            f"got {type(parameters).__name__}.")
+        params = list(parameters)
+        if not all(isinstance(q, torch.Tensor) for q in params):
+            raise TypeError("parameters must be an iterable of tensors, e.g. model.parameters().")
+        if not params:
+            raise ValueError("parameters is empty: pass the tensors the optimizer steps, e.g. model.parameters() "
+                             "called anew at each step (a generator made once is exhausted after its first use).")
+        trainable = [q for q in params if q.requires_grad]
+        if not trainable:
+            raise ValueError(f"parameters has no tensor that requires grad (all {len(params)} are frozen): pass "
+                             f"the tensors the optimizer steps.")
+        return trainable
+
+    def backward(self, task_loss: torch.Tensor, reg: torch.Tensor, parameters: Iterable[torch.Tensor]) -> None:
+        r"""Accumulates into ``.grad`` the gradient of ``task_loss + weight * reg``, combined by ``combine``.
+
+        Call it where you would call ``(task_loss + weight * reg).backward()``. The local
+        regularizer is computed by one extra solver step from a recorded, detached state, so its
+        graph is separate from the solve's and its gradient :math:`g_r` (of ``weight * reg``) comes
+        apart from the task's :math:`g_t` for one cheap backward pass through that step. With
+        ``combine="project"``, when the two conflict (:math:`g_t \cdot g_r < 0`, taken over all
+        ``parameters`` as one vector), the component of :math:`g_r` along :math:`g_t` is removed
+        (as in PCGrad, Yu et al. 2020):
+
+        .. math::
+
+            g = g_t + g_r - \min(0,\ g_t \cdot g_r)\, g_t / \lVert g_t \rVert^2,
+
+        so to first order a step never makes the task loss worse for the sake of fewer
+        evaluations: the model gets cheaper along the directions the task does not care about.
+        ``combine="sum"`` is ``(task_loss + weight * reg).backward()``.
+
+        Args:
+            task_loss: the scalar loss of the task (everything but the regularization term).
+            reg: the ``reg`` of this step's solve(s), a scalar (``odeint_reg``, ``regularize().reg``).
+            parameters: the parameters the optimizer steps, e.g. ``model.parameters()``. With
+                ``"project"`` the gradients of these are combined; other leaves of ``task_loss``'s
+                graph get its gradient as with ``backward()``, but the regularization's gradient
+                reaches only these.
+
+        A ``reg`` without gradient (no solve was regularized, or it ran under ``torch.no_grad()``)
+        gives ``task_loss.backward()``; a ``task_loss`` without gradient (a constant) gives the
+        plain sum, as ``(task_loss + weight * reg).backward()`` would.
+
+        Raises:
+            TypeError: for a non-scalar or non-tensor loss, or ``parameters`` that are not tensors.
+            ValueError: for an empty ``parameters`` (e.g. an exhausted ``model.parameters()``
+                generator) or one whose tensors are all frozen. Both checks run before any
+                ``.grad`` is touched.
+            RuntimeError: ``combine="project"`` under ``torch.distributed`` with more than one
+                process: each process would project against its own gradient; use ``"sum"``.
+        """
+        params = self._check_backward_args(task_loss, reg, parameters)
+        if self.combine == "sum" or not reg.requires_grad or not task_loss.requires_grad:
+            self._sum_backward(task_loss, reg, params)
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
+                torch.distributed.get_world_size() > 1:
+            raise RuntimeError(f"{type(self).__name__}(combine='project').backward is not supported with several "
+                               f"torch.distributed processes (each would project against its own gradient); use "
+                               f"combine='sum' there.")
+        before = [q.grad for q in params]
+        for q in params:
+            q.grad = None
+        # retain_graph: with strategy="global" reg shares the solve's graph.
+        task_loss.backward(retain_graph=True)
+        g_task: List[Optional[torch.Tensor]] = [q.grad for q in params]
+        g_reg = list(torch.autograd.grad(reg, params, allow_unused=True))
+        scale = self._scale_reg(task_loss, reg, g_task, g_reg)
+        g_reg = [None if b is None else scale * b for b in g_reg]
+        dot = sum(((a * b).sum() for a, b in zip(g_task, g_reg) if a is not None and b is not None),
+                  torch.zeros((), dtype=reg.dtype, device=reg.device))
+        task_sq = _norm_sq(g_task, reg)
+        coef = torch.where((dot < 0) & (task_sq > 0), dot / task_sq.clamp_min(torch.finfo(task_sq.dtype).tiny),
+                           torch.zeros_like(dot))
+        for q, old, a, b in zip(params, before, g_task, g_reg):
+            if a is not None:  # the projection acts on the whole vector, where reg does not reach too
+                b = -coef * a if b is None else b - coef * a
+            parts = [g for g in (old, a, b) if g is not None]
+            q.grad = None if not parts else sum(parts[1:], parts[0])
+
+    def _sum_backward(self, task_loss: torch.Tensor, reg: torch.Tensor, params: List[torch.Tensor]) -> None:
+        """``(task_loss + weight * reg).backward()``, or ``task_loss.backward()`` when reg has no gradient."""
+        if reg.requires_grad:
+            (task_loss + self.weight * reg).backward()
+        else:
+            task_loss.backward()
+
+    def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
+                   g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
+        """The weight of ``reg`` in this step, given both gradients (of ``task_loss`` and of ``reg``)."""
+        return self.weight
+
+    def _forward_nfe(self, stats: StatsLike) -> Optional[float]:
+        """The forward NFE of one step's solve(s) (summed), or None, with a warning given once, for a
+        step that recorded no solve."""
+        if isinstance(stats, LocalRegStats):
+            items = [stats]
+        elif isinstance(stats, torch.Tensor):
+            raise TypeError("stats must be a LocalRegStats or a sequence of them, got a Tensor (reg?): pass the "
+                            "stats of the step's solve(s), e.g. return_stats=True of odeint_reg, or regularize().stats.")
+        elif isinstance(stats, (str, bytes, dict)) or not isinstance(stats, Iterable):
+            raise TypeError(f"stats must be a LocalRegStats or a sequence of them, got {type(stats).__name__}.")
+        else:
+            items = list(stats)
+            if not all(isinstance(s, LocalRegStats) for s in items):
+                raise TypeError("stats must be a LocalRegStats or a sequence of LocalRegStats, got a sequence of "
+                                f"{sorted({type(s).__name__ for s in items})}.")
+        if not items:
+            self._warn_once("no solve", "update() got no stats: this step recorded no solve, so it is not counted. "
+                            "A regularize() block sees only the package's own odeint/sdeint calls: code that calls "
+                            "torchdiffeq.odeint (or torchsde.sdeint) by attribute, as torchcde does, needs "
+                            "regularize(intercept=True).")
+            return None
+        for s in items:
+            nfe = s.nfe_forward
+            if isinstance(nfe, bool) or not isinstance(nfe, Real) or not (math.isfinite(nfe) and 0 <= nfe <= MAX_NFE):
+                raise ValueError(f"stats.nfe_forward must be a finite number in [0, {MAX_NFE:g}], got {nfe!r}.")
+        fixed = sorted({s.method for s in items if s.method in FIXED_GRID_METHODS or getattr(s, "adaptive", True) is False})
+        if fixed:
+            self._warn_once("fixed", f"the solves use a fixed step ({', '.join(fixed)}): their NFE cannot change, so "
+                            f"regularizing for fewer evaluations cannot pay off. Use an adaptive method (dopri5, or "
+                            f"adaptive=True for torchsde), or train without this control.")
+        return float(sum(s.nfe_forward for s in items))
+
+
+class NFEBudget(_Control):
     r"""Regularization weight that steers the solver's NFE to a target, by dual ascent.
 
     Use it in place of a constant weight::
@@ -94,12 +305,17 @@ class NFEBudget:
     :math:`1/(1-\beta_s) - 1/(1-\beta)` steps (90 at the defaults), so :math:`\kappa = 2`
     extrapolates the trend about 180 steps ahead.
 
-    Choosing the target: the NFE the *trained* model should need per solve, at the training
-    tolerance. A good default is about 0.6 x what the same model needs when trained without
-    regularization (its prediction NFE at the end of training); a model whose NFE already stays
-    below the target is left alone (the weight decays to ``min_weight``). NFE is read from
-    training solves, so train and predict at the same tolerance for the target to mean the
-    prediction NFE.
+    Choosing the target: the NFE the *trained* model's *training* solves should need, in the
+    units :meth:`update` reads, ``stats.nfe_forward``. Without a number you know, use
+    :class:`~torchdiffeq_localreg.AutoWeight` instead. A good target is about 0.6 x the mean
+    ``stats.nfe_forward`` of the same model's last training steps without regularization; a
+    model whose NFE already stays below the target is left alone (the weight decays to
+    ``min_weight``). Three things make it differ from a count you may have: training solves can
+    differ from the prediction solve (``ode_demo`` trains on short windows of about 56 evaluations
+    and predicts the whole trajectory with 2594); an adaptive SDE solve's NFE depends on the batch;
+    and with ``logqp=True`` torchsde evaluates two drifts per step (the posterior's and the
+    prior's), and ``stats.nfe_forward`` counts both, twice what a counter inside ``f`` sees. A
+    fixed-step solver's NFE cannot move: the weight would only climb (a warning says so).
 
     Args:
         target_nfe: evaluations per solve that the trained model should need, a number > 0. With
@@ -135,29 +351,24 @@ class NFEBudget:
                  smoothing: float = 0.9, min_weight: float = 1e-4, max_weight: float = 1e4,
                  warmup_steps: int = 0, leak: float = 0.1, hold: bool = True, anticipation: float = 2.0,
                  trend_smoothing: float = 0.99, combine: Combine = "project") -> None:
-        self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0)
-        self.rate = _check_real("rate", rate, low=0.0)
+        super().__init__()
+        self.target_nfe = _check_real("target_nfe", target_nfe, low=0.0, high=MAX_NFE)
+        self.rate = _check_real("rate", rate, low=0.0, high=10.0)
         self.smoothing = _check_real("smoothing", smoothing, low=0.0, high=1.0, low_open=False)
         self.leak = _check_real("leak", leak, low=0.0, high=1.0, low_open=False, high_open=False)
-        self.anticipation = _check_real("anticipation", anticipation, low=0.0, low_open=False)
+        self.anticipation = _check_real("anticipation", anticipation, low=0.0, high=1e6, low_open=False)
         self.trend_smoothing = _check_real("trend_smoothing", trend_smoothing, low=0.0, high=1.0)
         if self.trend_smoothing <= self.smoothing:
             raise ValueError(f"trend_smoothing must be larger than smoothing (a slower average), got "
                              f"trend_smoothing={self.trend_smoothing:g}, smoothing={self.smoothing:g}.")
-        self.min_weight = _check_real("min_weight", min_weight, low=0.0)
-        self.max_weight = _check_real("max_weight", max_weight, low=0.0)
-        initial_weight = _check_real("initial_weight", initial_weight, low=0.0)
+        self.min_weight = _check_real("min_weight", min_weight, low=0.0, high=1e30)
+        self.max_weight = _check_real("max_weight", max_weight, low=0.0, high=1e30)
+        initial_weight = _check_real("initial_weight", initial_weight, low=0.0, high=1e30)
         if not self.min_weight <= initial_weight <= self.max_weight:
             raise ValueError(f"need min_weight <= initial_weight <= max_weight, got min_weight={self.min_weight:g}, "
                              f"initial_weight={initial_weight:g}, max_weight={self.max_weight:g}.")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
-            raise TypeError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}.")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps}.")
-        self.warmup_steps = warmup_steps
-        if not isinstance(hold, bool):
-            raise TypeError(f"hold must be a bool, got {hold!r}.")
-        self.hold = hold
+        self.warmup_steps = _check_int("warmup_steps", warmup_steps, low=0, high=MAX_STEPS)
+        self.hold = _check_bool("hold", hold)
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}.")
         self.combine = combine
@@ -199,9 +410,17 @@ class NFEBudget:
         Args:
             stats: the :class:`LocalRegStats` of the step's solve (``return_stats=True`` of any of
                 ``odeint_reg``, ``odeint_adjoint_reg``, ``sdeint_reg``, ``sdeint_adjoint_reg``), or
-                an iterable of them when a step runs several solves (their NFEs are added).
+                a sequence of them when a step runs several solves (their NFEs are added), such as
+                ``regularize().stats``. A step that recorded no solve (an empty sequence) is not
+                counted, with a warning given once.
+
+        Raises:
+            TypeError: ``stats`` is not a LocalRegStats or a sequence of them (e.g. ``reg``).
+            ValueError: a stats' ``nfe_forward`` is not a finite number >= 0.
         """
         nfe = self._forward_nfe(stats)
+        if nfe is None:
+            return self.weight
         self._steps += 1
         self._nfe_avg = self.smoothing * self._nfe_avg + (1.0 - self.smoothing) * nfe
         self._nfe_slow = self.trend_smoothing * self._nfe_slow + (1.0 - self.trend_smoothing) * nfe
@@ -217,92 +436,11 @@ class NFEBudget:
                 excess = max(-1.0, min(excess, -self.leak))
             log_weight = self._log_weight + self.rate * excess
             self._log_weight = min(math.log(self.max_weight), max(math.log(self.min_weight), log_weight))
+            if self._log_weight >= math.log(self.max_weight) and excess > 0:
+                self._warn_once("bound", f"the weight is at max_weight={self.max_weight:g} and the NFE "
+                                f"({self.nfe:.1f}) is still above target_nfe={self.target_nfe:g}: the target may be "
+                                f"out of reach for this model and tolerance (see the target's rule in the docs).")
         return self.weight
-
-    def backward(self, task_loss: torch.Tensor, reg: torch.Tensor, parameters: Iterable[torch.Tensor]) -> None:
-        r"""Accumulates into ``.grad`` the gradient of ``task_loss + weight * reg``, combined by ``combine``.
-
-        Call it where you would call ``(task_loss + budget.weight * reg).backward()``. The local
-        regularizer is computed by one extra solver step from a recorded, detached state, so its
-        graph is separate from the solve's and its gradient :math:`g_r` (of ``weight * reg``) comes
-        apart from the task's :math:`g_t` for one cheap backward pass through that step. With
-        ``combine="project"``, when the two conflict (:math:`g_t \cdot g_r < 0`, taken over all
-        ``parameters`` as one vector), the component of :math:`g_r` along :math:`g_t` is removed
-        (as in PCGrad, Yu et al. 2020):
-
-        .. math::
-
-            g = g_t + g_r - \min(0,\ g_t \cdot g_r)\, g_t / \lVert g_t 
-Vert^2,
-
-        so to first order a step never makes the task loss worse for the sake of fewer
-        evaluations: the model gets cheaper along the directions the task does not care about.
-        On our protocol this kept a regression's error at (or below) the unregularized model's
-        where the plain sum cost it, at the same NFE. ``combine="sum"`` is
-        ``(task_loss + weight * reg).backward()``.
-
-        Args:
-            task_loss: the scalar loss of the task (everything but the regularization term).
-            reg: the ``reg`` of this step's solve(s), a scalar (``odeint_reg``, ``regularize().reg``).
-            parameters: the parameters the optimizer steps, e.g. ``model.parameters()``. With
-                ``"project"`` the gradients of these are combined; other leaves of ``task_loss``'s
-                graph get its gradient as with ``backward()``, but the regularization's gradient
-                reaches only these.
-
-        Raises:
-            TypeError, ValueError: for a non-scalar or non-tensor loss, or parameters that are not
-                tensors.
-            RuntimeError: ``combine="project"`` under ``torch.distributed`` with more than one
-                process: each process would project against its own gradient; use ``"sum"``.
-        """
-        for name, value in (("task_loss", task_loss), ("reg", reg)):
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise TypeError(f"{name} must be a scalar tensor, got "
-                                f"{type(value).__name__ if not isinstance(value, torch.Tensor) else tuple(value.shape)}.")
-        if isinstance(parameters, torch.Tensor):
-            parameters = [parameters]
-        params = list(parameters)
-        if not all(isinstance(q, torch.Tensor) for q in params):
-            raise TypeError("parameters must be an iterable of tensors, e.g. model.parameters().")
-        weight = self.weight
-        if self.combine == "sum" or weight == 0.0 or not reg.requires_grad:
-            (task_loss + weight * reg).backward()
-            return
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and \
-                torch.distributed.get_world_size() > 1:
-            raise RuntimeError("NFEBudget(combine='project').backward is not supported with several torch.distributed "
-                               "processes (each would project against its own gradient); use combine='sum' there.")
-        params = [q for q in params if q.requires_grad]
-        before = [q.grad for q in params]
-        for q in params:
-            q.grad = None
-        # retain_graph: with strategy="global" reg shares the solve's graph.
-        task_loss.backward(retain_graph=True)
-        g_task: List[Optional[torch.Tensor]] = [q.grad for q in params]
-        g_reg = torch.autograd.grad(weight * reg, params, allow_unused=True)
-        dot = sum(((a * b).sum() for a, b in zip(g_task, g_reg) if a is not None and b is not None),
-                  torch.zeros((), dtype=reg.dtype, device=reg.device))
-        task_sq = sum(((a * a).sum() for a in g_task if a is not None),
-                      torch.zeros((), dtype=reg.dtype, device=reg.device))
-        coef = torch.where((dot < 0) & (task_sq > 0), dot / task_sq.clamp_min(torch.finfo(task_sq.dtype).tiny),
-                           torch.zeros_like(dot))
-        for q, old, a, b in zip(params, before, g_task, g_reg):
-            if a is not None:  # the projection acts on the whole vector, where reg does not reach too
-                b = -coef * a if b is None else b - coef * a
-            parts = [g for g in (old, a, b) if g is not None]
-            q.grad = None if not parts else sum(parts[1:], parts[0])
-
-    @staticmethod
-    def _forward_nfe(stats: StatsLike) -> int:
-        if isinstance(stats, LocalRegStats):
-            return stats.nfe_forward
-        if isinstance(stats, (str, bytes)) or not isinstance(stats, Iterable):
-            raise TypeError(f"stats must be a LocalRegStats or an iterable of them, got {type(stats).__name__}.")
-        items = list(stats)
-        if not items or not all(isinstance(s, LocalRegStats) for s in items):
-            raise TypeError("stats must be a LocalRegStats or a non-empty iterable of LocalRegStats "
-                            "(pass return_stats=True to the solve).")
-        return sum(s.nfe_forward for s in items)
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: settings and the running state (plain Python numbers)."""
@@ -315,27 +453,20 @@ Vert^2,
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; validates every entry before changing anything."""
-        if not isinstance(state_dict, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}.")
-        expected = set(self.state_dict())
-        if set(state_dict) != expected:
-            missing, unknown = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-            raise ValueError(f"state_dict has the wrong keys: missing {missing}, unexpected {unknown}.")
-        steps = state_dict["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"state_dict['steps'] must be an int >= 0, got {steps!r}.")
+        self._check_state_keys(state_dict)
+        steps = _check_int("state_dict['steps']", state_dict["steps"], low=0, high=MAX_STEPS)
         restored = NFEBudget(state_dict["target_nfe"], rate=state_dict["rate"], smoothing=state_dict["smoothing"],
                              min_weight=state_dict["min_weight"], max_weight=state_dict["max_weight"],
                              initial_weight=state_dict["min_weight"], warmup_steps=state_dict["warmup_steps"],
                              leak=state_dict["leak"], hold=state_dict["hold"],
                              anticipation=state_dict["anticipation"], trend_smoothing=state_dict["trend_smoothing"],
                              combine=state_dict["combine"])
-        log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-math.inf)
+        log_weight = _check_real("state_dict['log_weight']", state_dict["log_weight"], low=-1e3, high=1e3)
         if not math.log(restored.min_weight) - 1e-12 <= log_weight <= math.log(restored.max_weight) + 1e-12:
             raise ValueError(f"state_dict['log_weight'] must lie between log(min_weight) and log(max_weight), "
                              f"got {log_weight!r}.")
-        nfe_avg = _check_real("state_dict['nfe_avg']", state_dict["nfe_avg"], low=0.0, low_open=False)
-        nfe_slow = _check_real("state_dict['nfe_slow']", state_dict["nfe_slow"], low=0.0, low_open=False)
+        nfe_avg = _check_real("state_dict['nfe_avg']", state_dict["nfe_avg"], low=0.0, high=MAX_NFE, low_open=False)
+        nfe_slow = _check_real("state_dict['nfe_slow']", state_dict["nfe_slow"], low=0.0, high=MAX_NFE, low_open=False)
         if not isinstance(state_dict["active"], bool):
             raise ValueError(f"state_dict['active'] must be a bool, got {state_dict['active']!r}.")
         self.__dict__.update(restored.__dict__)
