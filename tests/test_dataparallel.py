@@ -5,8 +5,11 @@ the CPU with torch's own ``_replicate_for_data_parallel`` and sets the parameter
 ``torch/nn/parallel/replicate.py`` does (a clone stands for the broadcast copy: on one device both
 are the identity, in value and in gradient).
 """
+import threading
+
 import pytest
 import torch
+import torch.nn as nn
 import torchdiffeq
 import torchsde
 
@@ -113,3 +116,40 @@ def test_sde_reg_reaches_a_replicas_weights():
     assert all(g.abs().sum() > 0 for g in reg_grads)
     grads = _grads(ys.square().sum() + reg, tuple(sde.parameters()))
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+class _Net(nn.Module):
+    """A model for nn.DataParallel on several GPUs: each replica returns its reg beside its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.func = MLPField()
+
+    def forward(self, y0):
+        ys, reg = localreg.odeint_adjoint_reg(self.func, y0, T)
+        return ys[-1], reg
+
+
+def test_replicas_in_threads_return_their_reg_and_upstreams_gradients():
+    """DataParallel runs each replica's forward in a thread of its own (parallel_apply), which starts
+    outside any regularize() block; the *_reg functions return reg through forward instead. On the
+    CPU the threads are ours (parallel_apply needs CUDA), the replicas torch's."""
+    net, chunks = _Net(), (state(seed=1), state(seed=2))
+    params = tuple(net.parameters())
+    outputs = [None, None]
+
+    def worker(i):
+        outputs[i] = cpu_replica(net)(chunks[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert all(reg.requires_grad for _, reg in outputs)
+    loss = sum(out.square().sum() for out, _ in outputs)
+    expected = _grads(sum(torchdiffeq.odeint_adjoint(cpu_replica(net.func), c, T)[-1].square().sum()
+                          for c in chunks), params)
+    _assert_same(_grads(loss, params), expected)
+    reg = torch.stack([reg for _, reg in outputs]).mean()   # DataParallel gathers the replicas' regs into a vector
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(reg, params))

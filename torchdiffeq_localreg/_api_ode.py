@@ -173,8 +173,7 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
     whose solver reuses a last-stage derivative that is not taken at y1, E can therefore differ
     from the solver's internal number by a tolerance-sized amount (it is exact for the others).
 
-    Args (numbers of ours may be numpy scalars or 0-d tensors: ``num_samples`` and ``reg_batch_size``
-    any ``numbers.Integral``, the weights any ``numbers.Real``; booleans are refused):
+    Args:
         func, y0, t, rtol, atol, method, options, event_fn: exactly as in ``torchdiffeq.odeint``
             (default method ``"dopri5"``; tuple states, decreasing ``t``, ``options`` such as
             ``step_t``, ``jump_t``, ``first_step``, ``norm``, and callbacks on ``func`` all work).
@@ -192,8 +191,10 @@ def odeint_reg(func: Callable[[torch.Tensor, Any], Any], y0: TensorOrTensors, t:
             the solver, so it needs the direct (non-adjoint) method.
             ``"none"``: the plain solve; ``reg`` is zero and nothing extra is evaluated.
         num_samples: number of independent samples (drawn with replacement) for the local strategies,
-            1 to 1024 (each is one extra solver step, taken one after another).
-        error_weight: weight of ``E * |dt|``, a float >= 0.
+            1 to 1024 (each is one extra solver step, taken one after another). Any integer: a
+            Python or numpy int, or a 0-d integer tensor (as for ``reg_batch_size``); not a bool.
+        error_weight: weight of ``E * |dt|``, a float >= 0. Any real number: numpy scalars and
+            0-d tensors (without grad) too, as for ``stiffness_weight``; not a bool.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling. None (default): the package's private CPU
             generator, seeded from ``torch.initial_seed()`` and re-seeded whenever that changes, so

@@ -270,16 +270,17 @@ def sdeint_reg(sde: Any, y0: torch.Tensor, ts: _Vector, bm: Optional[BaseBrownia
     ``BrownianInterval(..., halfway_tree=True)`` do not depend on query order; with them the
     adjoint's gradients are bit-identical too.
 
-    Args (numbers of ours may be numpy scalars or 0-d tensors: ``num_samples`` and ``reg_batch_size``
-    any ``numbers.Integral``, the weights any ``numbers.Real``; booleans are refused):
+    Args:
         sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
             extra_solver_state: exactly as in ``torchsde.sdeint``, with the same defaults (the
             method depends on the SDE's type and noise type; ``bm`` defaults to a
             ``BrownianInterval``).
         strategy: ``"unbiased"``, ``"biased"``, ``"global"`` or ``"none"``, see above.
         num_samples: number of independent samples (drawn with replacement) for the local strategies,
-            1 to 1024 (each is one extra solver step, taken one after another).
-        error_weight: weight of ``E * |dt_s|``, a float >= 0.
+            1 to 1024 (each is one extra solver step, taken one after another). Any integer: a
+            Python or numpy int, or a 0-d integer tensor (as for ``reg_batch_size``); not a bool.
+        error_weight: weight of ``E * |dt_s|``, a float >= 0. Any real number: numpy scalars and
+            0-d tensors (without grad) too, as for ``stiffness_weight``; not a bool.
         stiffness_weight: weight of ``S``, a float >= 0; when 0, S is not computed.
         generator: ``torch.Generator`` for the sampling. None (default): the package's private CPU
             generator, never torch's global random stream (see ``generator`` of :func:`odeint_reg`).

@@ -92,7 +92,9 @@ class regularize:
             no solve at all (none here, none skipped, none in a nested block): ``r.reg`` is then 0
             with no gradient, almost always because the solves bypassed the package (upstream
             called by attribute, as ``torchcde`` does, or imported with ``from torchdiffeq import
-            odeint``). The message names the fix.
+            odeint``) or ran in other threads (``nn.DataParallel`` on several GPUs runs each
+            replica in a thread of its own, which starts outside any block). The message names the
+            fix.
 
     Raises:
         ValueError, TypeError: a bad argument, when the block is created (nothing has changed yet).
@@ -138,26 +140,29 @@ class regularize:
     def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
         if self._token is None:
             return
-        _ACTIVE.reset(self._token)
-        self._token = None
-        if self._routing is not None:
-            routing, self._routing = self._routing, None
-            _ROUTER.close(routing)
+        token, self._token = self._token, None
+        routing, self._routing = self._routing, None
+        try:
+            _ACTIVE.reset(token)
+        finally:   # the attributes are restored even if the block is closed from another context
+            if routing is not None:
+                _ROUTER.close(routing)
         if exc_type is None and self._grad_at_enter and not self._saw_solve:
             warnings.warn(self._no_solve_message(), UserWarning, stacklevel=2)
 
     def _no_solve_message(self) -> str:
         head = ("regularize() block ended without seeing a solve: r.reg is 0 and has no gradient. Only solves through "
-                "torchdiffeq_localreg.odeint, odeint_adjoint, sdeint or sdeint_adjoint count")
+                "torchdiffeq_localreg.odeint, odeint_adjoint, sdeint or sdeint_adjoint, in this thread, count")
+        tail = (" Solves in other threads are not this block's (nn.DataParallel on several GPUs runs each replica in "
+                "a thread of its own: return reg from forward with odeint_adjoint_reg & co. there). odeint_reg and "
+                "the other *_reg functions return their reg themselves and are not counted.")
         if self.intercept:
             return (f"{head}, and with intercept=True also torchdiffeq.odeint & co. called by attribute; "
-                    f"{_UNREACHABLE}: import them from torchdiffeq_localreg instead. (odeint_reg and the other "
-                    f"*_reg functions return their reg themselves and are not counted.)")
+                    f"{_UNREACHABLE}: import them from torchdiffeq_localreg instead.{tail}")
         return (f"{head}. Code that calls torchdiffeq.odeint / torchsde.sdeint by attribute (torchcde.cdeint does) "
                 f"bypasses the block: pass regularize(..., intercept=True) to route those calls through it. "
                 f"Code that does `from torchdiffeq import odeint` should import odeint from torchdiffeq_localreg "
-                f"instead. (odeint_reg and the other *_reg functions return their reg themselves and are not "
-                f"counted.)")
+                f"instead.{tail}")
 
     @property
     def reg(self) -> torch.Tensor:

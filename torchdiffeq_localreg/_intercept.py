@@ -95,7 +95,7 @@ class Router:
         for route in foreign:
             warnings.warn(f"intercept: {route} is not torchdiffeq's / torchsde's own function (other code replaced it "
                           f"with {getattr(route.module, route.name)!r}); it is left as it is, so calls through it are "
-                          f"not regularized.", RuntimeWarning, stacklevel=4)
+                          f"not regularized.", RuntimeWarning, stacklevel=3)
         return _ROUTING.set(True)
 
     def close(self, token: contextvars.Token) -> None:
@@ -116,4 +116,4 @@ class Router:
         for route in kept:
             warnings.warn(f"intercept: {route} was replaced by other code while routed "
                           f"({getattr(route.module, route.name)!r}); their replacement is left in place instead of "
-                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning, stacklevel=4)
+                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning, stacklevel=3)
