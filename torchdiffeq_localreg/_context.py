@@ -36,10 +36,6 @@ TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 _ACTIVE: "contextvars.ContextVar[Optional[regularize]]" = contextvars.ContextVar("torchdiffeq_localreg_active",
                                                                                    default=None)
 
-_UNREACHABLE = ("names bound before the call by `from torchdiffeq import odeint` (or `from torchsde import "
-                "sdeint`) keep upstream's function")
-
-
 class regularize:
     """Regularize every ``torchdiffeq_localreg.odeint`` / ``odeint_adjoint`` / ``sdeint`` /
     ``sdeint_adjoint`` call made inside the ``with`` block, at any depth::
@@ -124,6 +120,7 @@ class regularize:
         self._routing: Optional[contextvars.Token] = None
         self._parent: Optional[regularize] = None
         self._saw_solve = False
+        self._grad_at_enter = False
         self._warned_inference = False
 
     def __enter__(self) -> "regularize":
@@ -158,7 +155,8 @@ class regularize:
                 "the other *_reg functions return their reg themselves and are not counted.")
         if self.intercept:
             return (f"{head}, and with intercept=True also torchdiffeq.odeint & co. called by attribute; "
-                    f"{_UNREACHABLE}: import them from torchdiffeq_localreg instead.{tail}")
+                    f"names bound before the call by `from torchdiffeq import odeint` (or `from torchsde import "
+                    f"sdeint`) keep upstream's function: import them from torchdiffeq_localreg instead.{tail}")
         return (f"{head}. Code that calls torchdiffeq.odeint / torchsde.sdeint by attribute (torchcde.cdeint does) "
                 f"bypasses the block: pass regularize(..., intercept=True) to route those calls through it. "
                 f"Code that does `from torchdiffeq import odeint` should import odeint from torchdiffeq_localreg "
