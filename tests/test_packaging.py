@@ -1,5 +1,5 @@
-"""Packaging: one version, what the sdist and the wheel contain, the typed API, and the README's
-snippets run from outside the repository."""
+"""Packaging: one version, what the sdist and the wheel contain, and the typed API. (The README's and
+the docs' code blocks: tests/test_docs.py.)"""
 import importlib.util
 import re
 import subprocess
@@ -82,14 +82,3 @@ def test_mypy_clean_and_api_typed():
     pytest.importorskip("mypy", reason="mypy is in the [test] extra")
     proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_readme_snippets_run_from_outside_the_repository(tmp_path):
-    """Each runnable ```python block of the README, in its own isolated interpreter whose working
-    directory is outside the repository: the package comes from the installed environment."""
-    proc = subprocess.run([sys.executable, "-I", str(ROOT / "tools" / "readme_snippets.py"), str(ROOT / "README.md"),
-                           "--workdir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    ran = re.search(r"README snippets: (\d+) run, 0 failing", proc.stdout)
-    assert ran and int(ran.group(1)) >= 1, proc.stdout
-    assert "sdeint_reg" in "".join(p.read_text() for p in tmp_path.glob("readme_snippet_line*.py"))
