@@ -35,15 +35,17 @@ FAMILIES = {
     "const": "local, unbiased",
     "budget": "NFEBudget",
     "auto": "AutoWeight",
+    "share": "AutoWeight, first design (each step's own norms)",
     "global": "global",
     "steer": "STEER",
     "rnode": "RNODE",
 }
+CONTROLS = ("budget", "auto", "share")  # the weight controls' families (drawn larger in the Pareto plots)
 # Variants of the weight controls (``budget_<variant>``, ``auto_<variant>``), as a reader says them.
 VARIANTS = {
     "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
-    "biased": "biased", "nocap": "no cap", "allnorm": "all-parameter norm", "smooth": "smoothed",
+    "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
 
@@ -59,7 +61,7 @@ def family(label: str) -> str:
     if method in FAMILIES:
         return method
     head = method.split("_", 1)[0]
-    return head if head in ("budget", "auto") else method
+    return head if head in CONTROLS else method
 
 
 def display_name(label: str) -> str:
@@ -79,7 +81,7 @@ def display_name(label: str) -> str:
     if method == "vanilla":
         return FAMILIES["vanilla"]
     name = FAMILIES[fam]
-    if method != fam and fam in ("budget", "auto"):
+    if method != fam and fam in CONTROLS:
         variant = method[len(fam) + 1:]
         name += ", " + VARIANTS.get(variant, variant)
     if weight is None:
@@ -88,7 +90,7 @@ def display_name(label: str) -> str:
         return f"{name}, weight {weight}"
     if fam == "budget":
         return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
-    if fam == "auto":
+    if fam in ("auto", "share"):
         return f"{name} c={weight}"
     if fam == "steer":
         return f"{name} b={weight}"
@@ -174,7 +176,7 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
         ylabel, scale = metric_axis(rows[0]["metric_name"])
         for s in rows:
             key = s[label]
-            control = family(key) in ("budget", "auto")
+            control = family(key) in CONTROLS
             drawn[key] = ax.errorbar(float(s["test_nfe_mean"]), scale * float(s["test_metric_mean"]),
                                      xerr=_spread(s["test_nfe_std"]), yerr=scale * _spread(s["test_metric_std"]),
                                      fmt=look[key]["marker"], color=look[key]["color"], markersize=10 if control else 7,

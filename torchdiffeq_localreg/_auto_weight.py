@@ -1,15 +1,17 @@
 """AutoWeight: the regularization's weight with no number to choose.
 
 A constant weight means something different on every problem and at every point of a training
-run (see :mod:`._weight_control`); :class:`AutoWeight` instead fixes the *share* of the
-regularization's pull in each step's gradient, which means the same everywhere.
+run (see :mod:`._weight_control`); :class:`AutoWeight` instead sets the weight from the two
+gradients themselves, so that the regularization's pull is a fixed share of the task's.
 """
 import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from ._weight_control import MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control, _norm_sq
+from ._weight_control import (MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control,
+                              _norm_sq, _project_cone)
 
 
 class AutoWeight(_Control):
@@ -26,25 +28,35 @@ class AutoWeight(_Control):
     Each :meth:`backward` takes the task's gradient :math:`g_t` and the regularization's
     gradient :math:`g_r` apart (the local regularizer is one extra solver step outside the solve,
     so its gradient costs one backward pass through that step only) and weighs ``reg`` so that
-    its pull is a fixed fraction :math:`c` of the task's, measured on the parameters that
-    ``reg`` reaches (the vector field's, :math:`R`):
+    its pull is a share :math:`c` of the task's, measured on the parameters that ``reg`` reaches
+    (the vector field's, :math:`R`) and averaged over recent steps:
 
     .. math::
 
-        \lambda^\ast = c\, \frac{\lVert g_t \rVert_R}{\lVert g_r \rVert}, \qquad
-        \lambda = \min\big(\lambda^\ast,\ K \lambda_0\big), \qquad
-        g = g_t + \lambda g_r - \min(0,\ g_t \cdot \lambda g_r)\, g_t / \lVert g_t \rVert^2 .
+        T \leftarrow \beta T + (1 - \beta) \lVert g_t \rVert_R^2, \qquad
+        G \leftarrow \beta G + (1 - \beta) \lVert g_r \rVert^2, \qquad
+        \lambda = \min\Big(c \sqrt{\hat T / \hat G},\ K \lambda_0\Big),
 
-    The ratio makes the weight scale-free: ``reg = E |dt|`` weakens by orders of magnitude as the
-    solver's steps shrink, and the task's gradient varies as much between problems, but their
-    ratio is what moves the model. Because the pull is a share of the task's from the first step,
-    it acts while the solver's steps are still large, where it pays most, instead of waiting for
-    the NFE to grow. The last term drops the part of the regularization's pull that opposes the
-    task's (as :meth:`NFEBudget.backward` does), so to first order no step trades task loss for
-    fewer evaluations. :math:`\lambda_0` is the weight calibrated over the first steps (the
-    geometric mean of :math:`\lambda^\ast` there) and :math:`K` a ceiling relative to it: once the
-    model is as cheap as the solver allows, ``reg``'s gradient nearly vanishes while the task's
-    does not, and an unbounded ratio would scale noise up to a fixed share of every step.
+    with :math:`\hat T, \hat G` bias-corrected as in Adam. The ratio makes the weight scale-free:
+    ``reg = E |dt|`` weakens by orders of magnitude as the solver's steps shrink, and the task's
+    gradient varies as much between problems, but the ratio of the two is what moves the model.
+    Averaging the squared norms over steps (rather than normalizing each step) keeps the weight
+    steady although the sampled step changes every time: a sample from a step that the solver
+    takes with a tiny error pulls little, as it would with a constant weight. Because the pull
+    is a share of the task's from the first step, it acts while the solver's steps are still
+    large, where it pays most, instead of waiting for the NFE to grow. :math:`\lambda_0` is the
+    geometric mean of the weight over the first ``CALIBRATION_STEPS`` steps and :math:`K` a
+    ceiling relative to it:
+    once the model is as cheap as the solver allows, ``reg``'s gradient nearly vanishes while the
+    task's does not, and an unbounded ratio would scale noise up to a fixed share of every step.
+
+    The pull :math:`p = \lambda g_r` then loses the part that works against the task, both
+    against this step's gradient and against its moving average :math:`m \leftarrow \beta_m m +
+    (1 - \beta_m) g_t` (the task's systematic direction, which a noisy minibatch or SDE gradient
+    hides): the applied pull is the point nearest to :math:`p` of the cone
+    :math:`\{d : d \cdot g_t \ge 0,\ d \cdot m \ge 0\}`, and the step's gradient is
+    :math:`g_t + d`. To first order no step then trades task loss for fewer evaluations, in
+    expectation as well as on the batch at hand.
 
     Args:
         combine: ``"project"`` (default) as above; ``"sum"`` is the plain
@@ -53,8 +65,7 @@ class AutoWeight(_Control):
             load rank 0's :meth:`state_dict` everywhere so that all ranks use the same weight).
 
     Attributes:
-        weight: the weight used by the last :meth:`backward` (``"project"``), or the one the next
-            plain sum uses (``"sum"``); 0.0 before the first step.
+        weight: the weight of ``reg`` used by the last :meth:`backward` (0.0 before the first).
 
     Warnings (each given once): the solves use a fixed-step method (their NFE cannot change);
     the weight has sat at its ceiling for many steps; a step recorded no solve.
@@ -62,10 +73,11 @@ class AutoWeight(_Control):
 
     # The settings, found by benchmarks/weight_control.py; class attributes so that the protocol's
     # candidates can subclass them, not arguments: none is a number a user should have to choose.
-    FRACTION = 0.1           # c: the regularization's pull as a share of the task's
+    FRACTION = 0.3           # c: the regularization's pull as a share of the task's
+    NORM_SMOOTHING = 0.99    # beta: EMA factor of the squared gradient norms (0: each step's own)
+    MOMENTUM = 0.99          # beta_m: EMA factor of the task's gradient for the projection (0: none)
     CEILING = 10.0           # K: the weight's bound, relative to its calibrated value
-    CALIBRATION_STEPS = 10   # steps over which lambda_0 is measured
-    SMOOTHING = 0.0          # EMA factor of log(lambda*) (0: each step's own ratio)
+    CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
 
@@ -74,20 +86,20 @@ class AutoWeight(_Control):
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}.")
         self.combine = combine
-        self._log_weight = -math.inf   # log of the smoothed lambda* (the weight the plain sum uses)
+        self._task_sq = 0.0            # T: EMA of ||g_t||_R^2
+        self._reg_sq = 0.0             # G: EMA of ||g_r||^2
+        self._ref = 0.0                # lambda_0 (0 until calibrated)
+        self._log_ref_sum = 0.0        # sum of log(lambda) over the calibration steps
         self._last = 0.0               # the weight the last backward used
-        self._log_ref_sum = 0.0        # sum of log(lambda*) over the calibration steps
-        self._calibrated = 0           # calibration steps seen
         self._steps = 0                # backward calls that measured both gradients
         self._at_bound = 0             # consecutive steps at the ceiling
         self._updates = 0              # update() calls that counted a solve
         self._nfe = 0.0                # the last step's forward NFE
+        self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
 
     @property
     def weight(self) -> float:
-        """The weight of ``reg`` (see the class docstring); 0.0 before the first step."""
-        if self.combine == "sum":
-            return self._bounded(math.exp(self._log_weight)) if self._steps else 0.0
+        """The weight of ``reg`` of the last step (see the class docstring); 0.0 before the first."""
         return self._last
 
     @property
@@ -103,49 +115,64 @@ class AutoWeight(_Control):
     @property
     def ceiling(self) -> float:
         """The current bound of the weight, ``K * lambda_0`` (inf until calibrated)."""
-        if self._calibrated < self.CALIBRATION_STEPS:
-            return math.inf
-        return self.CEILING * math.exp(self._log_ref_sum / self._calibrated)
-
-    def _bounded(self, weight: float) -> float:
-        return min(weight, self.ceiling)
+        return self.CEILING * self._ref if self._ref > 0 else math.inf
 
     def _measure(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
-                 like: torch.Tensor) -> Optional[float]:
-        """Records lambda* = c ||g_t||_R / ||g_r|| of this step; returns it (None if it is undefined)."""
+                 like: torch.Tensor) -> float:
+        """Records this step's gradient norms; returns the weight lambda they give (0.0 if undefined)."""
         reached = [b is not None for b in g_reg]
-        task_sq = _norm_sq((a for a, r in zip(g_task, reached) if r or not self.RESTRICT_NORM), like)
-        reg_sq = _norm_sq(g_reg, like)
-        task_norm, reg_norm = math.sqrt(float(task_sq)), math.sqrt(float(reg_sq))
-        if not (reg_norm > 0 and math.isfinite(reg_norm) and math.isfinite(task_norm)):
-            return None
-        ratio = self.FRACTION * task_norm / reg_norm
-        if ratio <= 0:
-            return None
-        log_ratio = math.log(ratio)
+        task_sq = float(_norm_sq((a for a, r in zip(g_task, reached) if r or not self.RESTRICT_NORM), like))
+        reg_sq = float(_norm_sq(g_reg, like))
+        if not (math.isfinite(task_sq) and math.isfinite(reg_sq)) or reg_sq == 0.0:
+            return self._last  # nothing to measure this step: keep the weight
+        beta = self.NORM_SMOOTHING
         self._steps += 1
-        if self._calibrated < self.CALIBRATION_STEPS:
-            self._log_ref_sum += log_ratio
-            self._calibrated += 1
-        beta = self.SMOOTHING
-        self._log_weight = log_ratio if self._steps == 1 else beta * self._log_weight + (1 - beta) * log_ratio
-        bounded = self._bounded(ratio)
-        self._at_bound = self._at_bound + 1 if bounded < ratio else 0
+        self._task_sq = beta * self._task_sq + (1 - beta) * task_sq
+        self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
+        # The bias corrections of T and G are equal and cancel in their ratio.
+        weight = self.FRACTION * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
+        if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
+            self._log_ref_sum += math.log(weight)
+            if self._steps == self.CALIBRATION_STEPS:
+                self._ref = math.exp(self._log_ref_sum / self.CALIBRATION_STEPS)
+        bounded = min(weight, self.ceiling)
+        self._at_bound = self._at_bound + 1 if bounded < weight else 0
         if self._at_bound >= self.BOUND_PATIENCE:
             self._warn_once("bound", f"the weight has sat at its ceiling ({self.CEILING:g} x its calibrated value) "
                             f"for {self._at_bound} steps: the regularization's gradient has nearly vanished, "
                             f"usually because the model is already about as cheap as the solver allows. Nothing "
                             f"is wrong; the control keeps the pull bounded there.")
-        return ratio
+        return bounded
+
+    def _update_momentum(self, g_task: Sequence[Optional[torch.Tensor]]) -> None:
+        if self.MOMENTUM == 0:
+            return
+        shapes_match = len(self._momentum) == len(g_task) and all(
+            m is None or a is None or m.shape == a.shape for m, a in zip(self._momentum, g_task))
+        if not shapes_match:
+            if self._momentum:
+                warnings.warn("AutoWeight: the parameters passed to backward() changed; the task gradient's moving "
+                              "average starts anew.", RuntimeWarning, stacklevel=4)
+            self._momentum = [None] * len(g_task)
+        for k, a in enumerate(g_task):
+            if a is None:
+                continue
+            m = self._momentum[k]
+            if m is None:
+                self._momentum[k] = (1 - self.MOMENTUM) * a.detach()
+            else:
+                m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
 
     def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
                    g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
-        ratio = self._measure(g_task, g_reg, reg)
-        if ratio is None:
-            self._last = 0.0
-        else:
-            self._last = self._bounded(ratio if self.SMOOTHING == 0 else math.exp(self._log_weight))
+        self._update_momentum(g_task)
+        self._last = self._measure(g_task, g_reg, reg)
         return self._last
+
+    def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
+                     pull: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+        directions = [g_task] + ([self._momentum] if self.MOMENTUM else [])
+        return _project_cone(pull, directions)
 
     def _sum_backward(self, task_loss: torch.Tensor, reg: torch.Tensor, params: List[torch.Tensor]) -> None:
         if not reg.requires_grad:
@@ -154,9 +181,9 @@ class AutoWeight(_Control):
         if not task_loss.requires_grad:  # a constant task: nothing to measure against
             (task_loss + self.weight * reg).backward()
             return
-        # The plain sum, and the two gradients it mixes measured for the next steps' weight: reg's
-        # directly (one backward through the regularization step), the task's as what the sum
-        # added to .grad minus weight * reg's.
+        # The plain sum with the previous steps' weight, and the two gradients it mixes measured for
+        # the next steps: reg's directly (one backward through the regularization step), the task's
+        # as what the sum added to .grad minus weight * reg's.
         weight = self.weight
         g_reg = list(torch.autograd.grad(reg, params, allow_unused=True, retain_graph=True))
         before = [None if q.grad is None else q.grad.detach().clone() for q in params]
@@ -166,11 +193,10 @@ class AutoWeight(_Control):
             g = q.grad
             if g is not None and old is not None:
                 g = g - old
-            if g is not None and b is not None:
+            if g is not None and b is not None and weight:
                 g = g - weight * b
             g_task.append(g)
-        self._measure(g_task, g_reg, reg)
-        self._last = weight
+        self._last = self._measure(g_task, g_reg, reg)
 
     def update(self, stats: StatsLike) -> float:
         """Records one training step's statistics; returns :attr:`weight`.
@@ -194,10 +220,11 @@ class AutoWeight(_Control):
         return self.weight
 
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to resume (plain Python numbers)."""
-        return {"combine": self.combine, "log_weight": self._log_weight, "last": self._last,
-                "log_ref_sum": self._log_ref_sum, "calibrated": self._calibrated, "steps": self._steps,
-                "at_bound": self._at_bound, "updates": self._updates, "nfe": self._nfe}
+        """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
+        return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
+                "log_ref_sum": self._log_ref_sum,
+                "last": self._last, "steps": self._steps, "at_bound": self._at_bound, "updates": self._updates,
+                "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`; validates every entry before changing anything.
@@ -210,24 +237,28 @@ class AutoWeight(_Control):
         combine = state_dict["combine"]
         if combine not in COMBINE_MODES:
             raise ValueError(f"state_dict['combine'] must be one of {COMBINE_MODES}, got {combine!r}.")
-        calibrated = _check_int("state_dict['calibrated']", state_dict["calibrated"], low=0,
-                                high=self.CALIBRATION_STEPS)
-        steps = _check_int("state_dict['steps']", state_dict["steps"], low=calibrated, high=MAX_STEPS)
-        values = {"combine": combine, "calibrated": calibrated, "steps": steps,
-                  "at_bound": _check_int("state_dict['at_bound']", state_dict["at_bound"], low=0, high=steps),
+        steps = _check_int("state_dict['steps']", state_dict["steps"], low=0, high=MAX_STEPS)
+
+        def real(key: str, high: float = 1e30) -> float:
+            return _check_real(f"state_dict[{key!r}]", state_dict[key], low=0.0, high=high, low_open=False)
+
+        values = {"steps": steps, "at_bound": _check_int("state_dict['at_bound']", state_dict["at_bound"], low=0,
+                                                          high=steps),
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
-                  "nfe": _check_real("state_dict['nfe']", state_dict["nfe"], low=0.0, high=1e15, low_open=False),
-                  "last": _check_real("state_dict['last']", state_dict["last"], low=0.0, high=1e30, low_open=False),
+                  "nfe": real("nfe", 1e15), "last": real("last"), "ref": real("ref"),
+                  "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
                   "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
-                                             low=-1e3 * (calibrated + 1), high=1e3 * (calibrated + 1),
+                                             low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
                                              low_open=False, high_open=False)}
-        log_weight = state_dict["log_weight"]
-        if not (steps == 0 and log_weight == -math.inf):
-            log_weight = _check_real("state_dict['log_weight']", log_weight, low=-1e3, high=1e3)
-        values["log_weight"] = log_weight
-        self.combine = values.pop("combine")
+        momentum = state_dict["momentum"]
+        if not isinstance(momentum, list) or not all(m is None or isinstance(m, torch.Tensor) for m in momentum):
+            raise TypeError("state_dict['momentum'] must be a list of tensors or None.")
+        if not all(m is None or bool(torch.isfinite(m).all()) for m in momentum):
+            raise ValueError("state_dict['momentum'] must hold finite values only.")
+        self.combine = combine
         for key, value in values.items():
             setattr(self, f"_{key}", value)
+        self._momentum = [None if m is None else m.clone() for m in momentum]
 
     def __repr__(self) -> str:
         return f"AutoWeight(weight={self.weight:.4g}, steps={self._steps}, combine={self.combine!r})"

@@ -75,6 +75,59 @@ def _norm_sq(grads: Iterable[Optional[torch.Tensor]], like: torch.Tensor) -> tor
     return sum(((g * g).sum() for g in grads if g is not None), torch.zeros((), dtype=like.dtype, device=like.device))
 
 
+def _dot(xs: Sequence[Optional[torch.Tensor]], ys: Sequence[Optional[torch.Tensor]]) -> float:
+    """The inner product of two gradients given per parameter (None: zero there), as a float."""
+    terms = [(x * y).sum() for x, y in zip(xs, ys) if x is not None and y is not None]
+    return float(torch.stack([t.to(terms[0]) for t in terms]).sum()) if terms else 0.0  # one sync, not one per tensor
+
+
+def _project_cone(pull: Sequence[Optional[torch.Tensor]],
+                  directions: Sequence[Sequence[Optional[torch.Tensor]]]) -> List[Optional[torch.Tensor]]:
+    r"""The point nearest to ``pull`` of the cone :math:`\{d : d \cdot a \ge 0\ \forall a\}` of one or
+    two ``directions``: ``pull`` itself when it opposes none of them, else ``pull + sum_i mu_i a_i``
+    with the multipliers :math:`\mu \ge 0` of the active constraints (KKT, enumerated: at most three
+    sets for two directions). With one direction this is PCGrad's projection. The result may be
+    nonzero where ``pull`` is None (a parameter only the task reaches)."""
+    dirs = [a for a in directions if _dot(a, a) > 0]
+    along = [_dot(pull, a) for a in dirs]
+    if all(x >= 0 for x in along):
+        return list(pull)
+    gram = [[_dot(a, b) for b in dirs] for a in dirs]
+    best: Optional[List[float]] = None
+    subsets = [[0], [1], [0, 1]] if len(dirs) == 2 else [[0]]
+    for active in subsets:
+        if len(active) == 1:
+            i = active[0]
+            mu = [0.0] * len(dirs)
+            mu[i] = -along[i] / gram[i][i]
+        else:
+            det = gram[0][0] * gram[1][1] - gram[0][1] ** 2
+            if det <= 1e-12 * gram[0][0] * gram[1][1]:
+                continue  # (nearly) parallel directions: a single constraint covers both
+            mu = [(-along[0] * gram[1][1] + along[1] * gram[0][1]) / det,
+                  (-along[1] * gram[0][0] + along[0] * gram[0][1]) / det]
+        if min(mu) < 0:
+            continue
+        if any(along[k] + sum(mu[i] * gram[i][k] for i in range(len(dirs))) < -1e-9 * math.sqrt(gram[k][k])
+               for k in range(len(dirs))):
+            continue
+        cost = sum(mu[i] * mu[j] * gram[i][j] for i in range(len(dirs)) for j in range(len(dirs)))
+        if best is None or cost < best[0]:
+            best = [cost, *mu]
+    if best is None:  # cannot happen for a nonempty set of directions; keep the pull as it is
+        return list(pull)
+    mus = best[1:]
+    out: List[Optional[torch.Tensor]] = []
+    for k, p in enumerate(pull):
+        parts: List[torch.Tensor] = [] if p is None else [p]
+        for coef, a in zip(mus, dirs):
+            g = a[k]
+            if coef != 0.0 and g is not None:
+                parts.append(coef * g)
+        out.append(None if not parts else sum(parts[1:], parts[0]))
+    return out
+
+
 class _Control:
     """What the weight controls share: checking ``backward``'s and ``update``'s input, the backward
     pass that keeps the task's and the regularization's gradients apart, and warnings given once.
@@ -189,17 +242,16 @@ class _Control:
         g_task: List[Optional[torch.Tensor]] = [q.grad for q in params]
         g_reg = list(torch.autograd.grad(reg, params, allow_unused=True))
         scale = self._scale_reg(task_loss, reg, g_task, g_reg)
-        g_reg = [None if b is None else scale * b for b in g_reg]
-        dot = sum(((a * b).sum() for a, b in zip(g_task, g_reg) if a is not None and b is not None),
-                  torch.zeros((), dtype=reg.dtype, device=reg.device))
-        task_sq = _norm_sq(g_task, reg)
-        coef = torch.where((dot < 0) & (task_sq > 0), dot / task_sq.clamp_min(torch.finfo(task_sq.dtype).tiny),
-                           torch.zeros_like(dot))
-        for q, old, a, b in zip(params, before, g_task, g_reg):
-            if a is not None:  # the projection acts on the whole vector, where reg does not reach too
-                b = -coef * a if b is None else b - coef * a
+        pull = self._combine_reg(g_task, [None if b is None else scale * b for b in g_reg])
+        for q, old, a, b in zip(params, before, g_task, pull):
             parts = [g for g in (old, a, b) if g is not None]
             q.grad = None if not parts else sum(parts[1:], parts[0])
+
+    def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
+                     pull: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+        """The regularization's part of the step's gradient: ``pull`` (the weighted gradient of
+        ``reg``) without its component against the task's gradient."""
+        return _project_cone(pull, [g_task])
 
     def _sum_backward(self, task_loss: torch.Tensor, reg: torch.Tensor, params: List[torch.Tensor]) -> None:
         """``(task_loss + weight * reg).backward()``, or ``task_loss.backward()`` when reg has no gradient."""
