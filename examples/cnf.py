@@ -14,7 +14,7 @@ plain version (the solve keeps upstream's ``odeint`` call, one-import mode):
     -from torchdiffeq import odeint
     +from torchdiffeq_localreg import odeint
     +import torchdiffeq_localreg as localreg
-    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +auto = localreg.AutoWeight()
     ...
     -z_t, logp_diff_t = odeint(func, (x, logp_diff_t1), t, atol=args.tol, rtol=args.tol)
     +with localreg.regularize() as r:
@@ -22,15 +22,16 @@ plain version (the solve keeps upstream's ``odeint`` call, one-import mode):
      ...
      loss = -logp_x.mean(0)
     -loss.backward()
-    +budget.backward(loss, r.reg, func.parameters())   # loss + budget.weight * r.reg, never against loss
+    +auto.backward(loss, r.reg, func.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(r.stats)
+    +auto.update(r.stats)
 
-(with ``--adjoint``, the same with ``odeint_adjoint``). ``NFEBudget`` sets the weight so that the
-trained flow needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE of
-the plain run at these settings. ``budget.backward`` accumulates the gradient of the negative
-log-likelihood (the task loss, the ``logp`` terms included) plus ``budget.weight * r.reg``, without
-the part of reg's gradient that opposes the likelihood's (see ``NFEBudget.backward``).
+(with ``--adjoint``, the same with ``odeint_adjoint``). ``AutoWeight`` sets the weight of
+``r.reg`` at every step from the two gradients: the regularization's pull is a share of the
+task's (the negative log-likelihood, the ``logp`` terms included), projected so that it never
+works against the task; there is no number to choose. ``--target_nfe N`` puts
+``NFEBudget(target_nfe=N, rate=--budget_rate, min_weight=--budget_min_weight)`` in its place (the
+script calls either ``control``), for a budget of N evaluations per training solve.
 ``--reg_weight W`` uses a constant weight instead, with the plain
 ``(loss + W * r.reg).backward()``; ``--reg none`` runs the same block with ``strategy="none"`` (the
 plain CNF). The log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg`` and
@@ -38,8 +39,9 @@ plain CNF). The log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg
 (plain under ``torch.no_grad()``, counted by the dynamics, ``CNF.nfe``) are the test metric and the
 test NFE.
 
-    python examples/cnf.py --viz                   # regularized with NFEBudget
+    python examples/cnf.py --viz                   # regularized, weight set by AutoWeight
     python examples/cnf.py --reg none --viz        # the plain CNF, same settings
+    python examples/cnf.py --target_nfe N          # weight set by NFEBudget for N evaluations per solve
     python examples/cnf.py --smoke                 # a few seconds
 
 Outputs, relative to the working directory, in ``--results_dir`` (default ``runs/cnf``):
@@ -78,10 +80,6 @@ def str2bool(value):
 
 
 DATASETS = ("moons", "circles")
-# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 110 (the training solves grow
-# from 22 to 119 evaluations); 0.6 x 110 = 66.
-DEFAULT_TARGET_NFE = 66.0
-
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
 parser.add_argument("--viz", "--visualize", dest="viz", type=str2bool, nargs="?", const=True, default=False)
@@ -97,18 +95,21 @@ parser.add_argument("--gpu", type=int, default=0)
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: evaluations per solve the trained flow should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many evaluations per "
+                        "solve (stats.nfe_forward; about 0.6 x the final_train_nfe of a --reg none run is a good "
+                        "budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.1: twice the package's 0.05, so that the weight finds its scale within this "
+                        "run's few hundred steps)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -272,11 +273,12 @@ def main(argv=None):
     data_gen = torch.Generator().manual_seed(args.seed)
     test_x = sample_data(args.data, 512 if args.smoke else 2048, data_gen).to(device)
     sampler = torch.Generator().manual_seed(args.seed + 1)
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
-    budget = None
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none.
+    control = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
-                                    min_weight=args.budget_min_weight)
+        control = localreg.AutoWeight() if args.target_nfe is None else \
+            localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.results_dir, exist_ok=True)
     print(f"settings: {vars(args)}")
 
@@ -288,7 +290,6 @@ def main(argv=None):
     bar = tqdm(steps, desc=f"cnf --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
-        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
         optimizer.zero_grad()
         x = sample_data(args.data, args.num_samples, data_gen).to(device)
         logp_diff_t1 = torch.zeros(args.num_samples, 1, device=device)
@@ -296,13 +297,15 @@ def main(argv=None):
             z_t, logp_diff_t = solve(func, (x, logp_diff_t1), t, rtol=args.tol, atol=args.tol, method=args.method)
         logp_x = base_log_prob(z_t[-1]) - logp_diff_t[-1, :, 0]
         nll = -logp_x.mean(0)
-        if budget is not None:  # nll + weight * r.reg, without the part of reg's gradient that opposes the nll's
-            budget.backward(nll, r.reg, func.parameters())
+        if control is not None:  # nll + weight * r.reg, without the part of reg's gradient that opposes the nll's
+            control.backward(nll, r.reg, func.parameters())
+            weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
         else:
+            weight = 0.0 if args.reg == "none" else args.reg_weight
             (nll + weight * r.reg).backward()
         optimizer.step()
-        if budget is not None:
-            budget.update(r.stats)
+        if control is not None:
+            control.update(r.stats)
         rows.append({"itr": itr, "loss": nll.item(), "reg": r.reg.item(), "weight": weight,
                      "nfe_forward": r.nfe_forward, "nfe_reg": r.nfe_reg,
                      "nfe_backward": r.nfe_backward, "time": time.perf_counter() - start})
@@ -322,8 +325,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "weight_control": "none" if args.reg == "none" else (type(control).__name__ if control else "constant"),
+               "final_weight": rows[-1]["weight"]}
+    if isinstance(control, localreg.NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: held-out NLL {test_nll:.4f}, test NFE {test_nfe}, training-solve NFE "
           f"{summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -332,7 +337,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     return {"rows": rows, "test_nll": test_nll, "test_nfe": test_nfe, "figures": figures, "args": args,
-            "summary": summary, "budget": budget}
+            "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

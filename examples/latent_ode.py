@@ -14,7 +14,7 @@ solve keeps upstream's ``odeint`` call, one-import mode; evaluation and plots us
     -from torchdiffeq import odeint
     +from torchdiffeq_localreg import odeint
     +import torchdiffeq_localreg as localreg
-    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +auto = localreg.AutoWeight()
     ...
     -pred_z = odeint(func, z0, ts).permute(1, 0, 2)
     +with localreg.regularize() as r:
@@ -22,25 +22,27 @@ solve keeps upstream's ``odeint`` call, one-import mode; evaluation and plots us
      ...
      loss = torch.mean(-logpx + analytic_kl, dim=0)
     -loss.backward()
-    +budget.backward(loss, r.reg, params)   # loss + budget.weight * r.reg, never against loss
+    +auto.backward(loss, r.reg, params)   # instead of loss.backward()
      optimizer.step()
-    +budget.update(r.stats)
+    +auto.update(r.stats)
 
-(with ``--adjoint``, the same with ``odeint_adjoint``). ``NFEBudget`` sets the weight so that the
-trained model needs ``--target_nfe`` evaluations per solve; the default is 0.6 x the measured NFE
-of the plain run at these settings. ``budget.backward`` accumulates the gradient of the negative
-ELBO (likelihood and KL: the task loss) plus ``budget.weight * r.reg``, without the part of reg's
-gradient that opposes the task's (see ``NFEBudget.backward``); ``params`` is what the optimizer
-steps: the dynamics', the encoder's and the decoder's parameters. ``--reg_weight W`` uses a
-constant weight instead, with the plain ``(loss + W * r.reg).backward()``; ``--reg none`` runs the
-same block with ``strategy="none"`` (the plain latent ODE). The log's NFE columns are the block's
+(with ``--adjoint``, the same with ``odeint_adjoint``). ``AutoWeight`` sets the weight of
+``r.reg`` at every step from the two gradients: the regularization's pull is a share of the
+task's (the negative ELBO, likelihood and KL), projected so that it never works against the task;
+there is no number to choose. ``params`` is what the optimizer steps: the dynamics', the encoder's
+and the decoder's parameters. ``--target_nfe N`` puts ``NFEBudget(target_nfe=N,
+rate=--budget_rate, min_weight=--budget_min_weight)`` in its place (the script calls either
+``control``), for a budget of N evaluations per training solve. ``--reg_weight W`` uses a constant
+weight instead, with the plain ``(loss + W * r.reg).backward()``; ``--reg none`` runs the same
+block with ``strategy="none"`` (the plain latent ODE). The log's NFE columns are the block's
 ``r.nfe_forward``, ``r.nfe_reg`` and ``r.nfe_backward``. After training, held-out spirals are
 reconstructed with a plain solve over the same time grid; their squared error to the clean spirals
 and the solve's NFE (counted by the dynamics, ``LatentODEfunc.nfe``, as upstream does) are the test
 metric and the test NFE.
 
-    python examples/latent_ode.py --visualize              # regularized with NFEBudget
+    python examples/latent_ode.py --visualize              # regularized, weight set by AutoWeight
     python examples/latent_ode.py --reg none --visualize   # the plain latent ODE, same settings
+    python examples/latent_ode.py --target_nfe N           # weight set by NFEBudget for N evaluations per solve
     python examples/latent_ode.py --smoke                  # a few seconds
 
 Outputs, relative to the working directory, in ``--train_dir`` (default ``runs/latent_ode``):
@@ -79,10 +81,6 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 134 (training solves 132 at
-# the end of training); 0.6 x 134 = 80.4.
-DEFAULT_TARGET_NFE = 80.0
-
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--adjoint", type=str2bool, nargs="?", const=True, default=False)
 parser.add_argument("--visualize", "--viz", dest="visualize", type=str2bool, nargs="?", const=True, default=False)
@@ -102,18 +100,21 @@ parser.add_argument("--gpu", type=int, default=0)
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: evaluations per solve the trained model should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many evaluations per "
+                        "solve (stats.nfe_forward; about 0.6 x the final_train_nfe of a --reg none run is a good "
+                        "budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.1: twice the package's 0.05, so that the weight finds its scale within this "
+                        "run's few hundred steps)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -290,11 +291,12 @@ def main(argv=None):
     ts = train["t"]
     batches = torch.Generator().manual_seed(args.seed + 1)
     sampler = torch.Generator().manual_seed(args.seed + 2)
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
-    budget = None
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none.
+    control = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
-                                    min_weight=args.budget_min_weight)
+        control = localreg.AutoWeight() if args.target_nfe is None else \
+            localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.train_dir, exist_ok=True)
     print(f"settings: {vars(args)}")
 
@@ -310,7 +312,6 @@ def main(argv=None):
     bar = tqdm(steps, desc=f"latent_ode --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
-        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
         optimizer.zero_grad()
         idx = torch.randint(args.nspiral, (args.batch_size,), generator=batches).to(device)
         x, mask = train["x"][idx], train["mask"][idx]
@@ -322,13 +323,15 @@ def main(argv=None):
         logpx = (log_normal_pdf(x, pred_x, noise_logvar) * mask[..., None]).sum(dim=(1, 2))
         analytic_kl = normal_kl(qz0_mean, qz0_logvar).sum(dim=-1)
         neg_elbo = torch.mean(-logpx + analytic_kl, dim=0)
-        if budget is not None:  # neg_elbo + weight * r.reg, without the part of reg's gradient that opposes the ELBO's
-            budget.backward(neg_elbo, r.reg, params)
+        if control is not None:  # neg_elbo + weight * r.reg, without the part of reg's gradient that opposes the ELBO's
+            control.backward(neg_elbo, r.reg, params)
+            weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
         else:
+            weight = 0.0 if args.reg == "none" else args.reg_weight
             (neg_elbo + weight * r.reg).backward()
         optimizer.step()
-        if budget is not None:
-            budget.update(r.stats)
+        if control is not None:
+            control.update(r.stats)
         rows.append({"itr": itr, "loss": neg_elbo.item(), "reg": r.reg.item(), "weight": weight,
                      "nfe_forward": r.nfe_forward, "nfe_reg": r.nfe_reg,
                      "nfe_backward": r.nfe_backward, "time": time.perf_counter() - start})
@@ -350,8 +353,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "weight_control": "none" if args.reg == "none" else (type(control).__name__ if control else "constant"),
+               "final_weight": rows[-1]["weight"]}
+    if isinstance(control, localreg.NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: held-out squared error to the clean spirals {test_mse:.4f}, test NFE {test_nfe}, training-solve "
           f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -360,7 +365,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     return {"rows": rows, "test_mse": test_mse, "test_nfe": test_nfe, "figures": figures, "args": args,
-            "summary": summary, "budget": budget}
+            "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ posterior and prior, which torchsde accumulates along the paths with ``logqp=Tru
 the initial state). The change from the plain torchsde script:
 
     -from torchsde import sdeint, sdeint_adjoint
-    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +from torchdiffeq_localreg import sdeint_reg, sdeint_adjoint_reg, AutoWeight
+    +auto = AutoWeight()
     ...
     -zs, log_ratio = sdeint(sde, z0, ts, bm=bm, method=args.method, dt=args.dt, adaptive=args.adaptive,
     -                       rtol=args.rtol, atol=args.atol, logqp=True)
@@ -18,34 +18,35 @@ the initial state). The change from the plain torchsde script:
     ...
      loss = -log_lik + kl_weight * kl
     -loss.backward()
-    +budget.backward(loss, reg, sde.parameters())   # loss + budget.weight * reg, never against loss
+    +auto.backward(loss, reg, sde.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(stats)
+    +auto.update(stats)
 
-``NFEBudget`` reads ``stats.nfe_forward``, the drift evaluations of the solve, and sets the weight
-so that the trained model needs ``--target_nfe`` of them per solve; the default is 0.6 x the
-measured NFE of the plain run at these settings. ``budget.backward`` accumulates the gradient of
-the negative ELBO (likelihood and KL terms: the task loss) plus ``budget.weight * reg``, without
-the part of reg's gradient that opposes the task's (see ``NFEBudget.backward``);
+``AutoWeight`` sets the weight of ``reg`` at every step from the two gradients: the
+regularization's pull is a share of the task's (the negative ELBO, likelihood and KL terms),
+projected so that it never works against the task; there is no number to choose.
 ``sde.parameters()`` is what the optimizer steps (the posterior drift and the initial state's mean
-and variance). ``--reg_weight W`` uses a constant weight instead, with the plain
-``(loss + W * reg).backward()``; ``--reg none`` is the plain latent SDE. The flags ``--adjoint``
-(also ``--adjoint True``), ``--viz``/``--visualize``, ``--gpu N`` and torchsde's ``--train-iters``
-take upstream's forms.
+and variance). ``--target_nfe N`` puts ``NFEBudget(target_nfe=N, rate=--budget_rate,
+min_weight=--budget_min_weight)`` in its place (the script calls either ``control``), for a budget
+of N drift evaluations per training solve as ``stats.nfe_forward`` counts them: the training solve
+carries the KL term as an extra channel (``logqp``), its count includes the prior's drift, and it
+costs more than the test solve (plain run: 370 against 127 evaluations). ``--reg_weight W`` uses a
+constant weight instead, with the plain ``(loss + W * reg).backward()``; ``--reg none`` is the
+plain latent SDE. The flags ``--adjoint`` (also ``--adjoint True``), ``--viz``/``--visualize``,
+``--gpu N`` and torchsde's ``--train-iters`` take upstream's forms.
 
 The data: observations of ``y = sin(2 pi t) + 0.1 cos(6 pi t)`` with small Gaussian noise on two
 segments of [0, 1], with a gap between them where the posterior must interpolate. After training,
 posterior paths are sampled on a grid of [0, 1] with a plain solve (fixed test Brownian paths): the
 mean absolute error of their median to the true curve (gap included) is the test metric, the
 solve's ``stats.nfe_forward`` the test NFE. The default solve is adaptive (Euler-Maruyama with
-step-doubling error control at tolerance 1e-2): with fixed steps the NFE could not change. The
-budget counts the training solve, which carries the KL term as an extra channel (``logqp``) and
-costs more than the test solve (plain run: 370 against 127 evaluations), so the default target is
-0.6 x the plain run's training-solve NFE. ``--viz`` draws posterior sample paths and percentile
-bands against the data, and the NFE over training.
+step-doubling error control at tolerance 1e-2): with fixed steps the NFE could not change (and
+``AutoWeight`` warns so). ``--viz`` draws posterior sample paths and percentile bands against the
+data, and the NFE over training.
 
-    python examples/latent_sde.py --viz              # regularized with NFEBudget
+    python examples/latent_sde.py --viz              # regularized, weight set by AutoWeight
     python examples/latent_sde.py --reg none         # the plain latent SDE, same settings
+    python examples/latent_sde.py --target_nfe N     # weight set by NFEBudget for N drift evaluations per solve
     python examples/latent_sde.py --smoke --viz      # seconds
 
 Outputs, relative to the working directory, in ``--train-dir`` (default ``runs/latent_sde``):
@@ -63,7 +64,7 @@ import torch.nn as nn
 import torchsde
 from torch.distributions import Laplace, Normal, kl_divergence
 
-from torchdiffeq_localreg import NFEBudget, sdeint_adjoint_reg, sdeint_reg
+from torchdiffeq_localreg import AutoWeight, NFEBudget, sdeint_adjoint_reg, sdeint_reg
 
 try:
     from tqdm import tqdm
@@ -82,10 +83,6 @@ def str2bool(value):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
-
-# Measured with --reg none at the defaults (1 thread, seed 0): the training solve (with logqp) needs
-# 369.5 drift evaluations at the end of training, growing from about 90; 0.6 x 369.5 = 221.7.
-DEFAULT_TARGET_NFE = 221.7
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--batch-size", type=int, default=128, help="posterior sample paths per iteration")
@@ -110,18 +107,21 @@ parser.add_argument("--gpu", type=int, default=0)
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: drift evaluations per solve the trained model should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many drift evaluations "
+                        "per training solve (stats.nfe_forward, which counts both drifts with logqp; about 0.6 x "
+                        "the final_train_nfe of a --reg none run is a good budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.1: twice the package's 0.05, so that the weight finds its scale within this "
+                        "run's few hundred steps)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -294,10 +294,12 @@ def main(argv=None):
     generator, seeds = torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)
     likelihood = Laplace if args.likelihood == "laplace" else Normal
     solve = sdeint_adjoint_reg if args.adjoint else sdeint_reg
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
-    budget = None
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none.
+    control = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+        control = AutoWeight() if args.target_nfe is None else \
+            NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     print(f"settings: {vars(args)}")
 
     rows = []
@@ -305,7 +307,6 @@ def main(argv=None):
     bar = tqdm(steps, desc=f"latent_sde --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
-        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
         y0, kl0 = sde.initial_state(args.batch_size)
         bm = brownian(args.batch_size, 2, y0, seeds, args.method)  # logqp adds a noiseless channel
         zs, log_ratio, reg, stats = solve(sde, y0, ts, bm=bm, method=args.method, dt=args.dt,
@@ -317,14 +318,16 @@ def main(argv=None):
         kl_weight = min(1.0, itr / max(args.kl_anneal_iters, 1))
         loss = -log_lik + kl_weight * kl
         optimizer.zero_grad()
-        if budget is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
-            budget.backward(loss, reg, sde.parameters())
+        if control is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
+            control.backward(loss, reg, sde.parameters())
+            weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
         else:
+            weight = 0.0 if args.reg == "none" else args.reg_weight
             (loss + weight * reg).backward()
         optimizer.step()
         scheduler.step()
-        if budget is not None:
-            budget.update(stats)
+        if control is not None:
+            control.update(stats)
         rows.append({"itr": itr, "loss": loss.item(), "log_lik": log_lik.item(), "kl": kl.item(),
                      "kl_weight": kl_weight, "reg": reg.item(), "weight": weight, "nfe_forward": stats.nfe_forward,
                      "nfe_reg": stats.nfe_reg, "nfe_backward": stats.nfe_backward,
@@ -346,8 +349,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "weight_control": "none" if args.reg == "none" else (type(control).__name__ if control else "constant"),
+               "final_weight": rows[-1]["weight"]}
+    if isinstance(control, NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: posterior median's error to the true curve {test_mae:.4f}, test NFE {test_nfe}, training-solve "
           f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -356,7 +361,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     return {"rows": rows, "test_mae": test_mae, "test_nfe": test_nfe, "figures": figures, "args": args,
-            "summary": summary, "budget": budget}
+            "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

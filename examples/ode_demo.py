@@ -5,31 +5,33 @@ windows of one observed trajectory, exactly as in torchdiffeq's demo (same flags
 ``--adjoint``, ``--viz``, ``--gpu 0``, ...). The change from the plain version:
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +from torchdiffeq_localreg import odeint_reg, AutoWeight
+    +auto = AutoWeight()
     ...
     -pred_y = odeint(func, batch_y0, batch_t, method=args.method)
     +pred_y, reg, stats = odeint_reg(func, batch_y0, batch_t, method=args.method, return_stats=True)
      loss = torch.mean(torch.abs(pred_y - batch_y))
     -loss.backward()
-    +budget.backward(loss, reg, func.parameters())   # loss + budget.weight * reg, never against loss
+    +auto.backward(loss, reg, func.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(stats)
+    +auto.update(stats)
 
-(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``NFEBudget`` sets the
-weight so that the trained model needs ``--target_nfe`` evaluations per training solve (a window of
-``--batch_time`` observations); the default is 0.6 x the measured NFE of the plain run at these
-settings (of that training solve at the end of training: the test solve covers the whole trajectory
-and costs about 40 times more). ``budget.backward`` accumulates the gradient of
-``loss + budget.weight * reg`` but removes the part of reg's gradient that opposes the loss's (see
-``NFEBudget.backward``). ``--reg_weight W`` uses a constant weight instead, with the plain
+(with ``--adjoint``, ``odeint_adjoint`` becomes ``odeint_adjoint_reg``). ``AutoWeight`` sets the
+weight of ``reg`` at every step from the two gradients: the regularization's pull is a share of
+the task's, projected so that it never works against the task; there is no number to choose.
+``--target_nfe N`` puts ``NFEBudget(target_nfe=N, rate=--budget_rate,
+min_weight=--budget_min_weight)`` in its place (the script calls either ``control``), for a budget
+of N evaluations per training solve (a window of ``--batch_time`` observations, as
+``stats.nfe_forward`` counts them; the test solve covers the whole trajectory and costs about 40
+times more). ``--reg_weight W`` uses a constant weight instead, with the plain
 ``(loss + W * reg).backward()``; ``--reg none`` runs the same call with ``strategy="none"``: the
 plain solve, ``reg = 0``. Every ``--test_freq`` iterations the whole trajectory is predicted with a
 plain solve; its loss and NFE (``stats.nfe_forward``) are the test loss and test NFE.
 
-    python examples/ode_demo.py --viz              # regularized with NFEBudget (see README for times)
-    python examples/ode_demo.py --reg none --viz   # the plain demo, same settings
-    python examples/ode_demo.py --smoke            # a few seconds
+    python examples/ode_demo.py --viz                 # regularized, weight set by AutoWeight
+    python examples/ode_demo.py --reg none --viz      # the plain demo, same settings
+    python examples/ode_demo.py --target_nfe N        # weight set by NFEBudget for N evaluations per window
+    python examples/ode_demo.py --smoke               # a few seconds
 
 Outputs, relative to the working directory, in ``--out_dir`` (default ``runs/ode_demo``):
 ``log.csv`` (per iteration: task loss, reg, weight, forward/regularization/backward NFE, time),
@@ -45,7 +47,7 @@ import time
 import torch
 import torch.nn as nn
 
-from torchdiffeq_localreg import NFEBudget, odeint_adjoint_reg, odeint_reg
+from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 try:
     from tqdm import tqdm
@@ -65,10 +67,6 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-# Measured with --reg none at the defaults (1 thread, seed 0): the training solve (a window of
-# --batch_time observations) needs 58.0 evaluations at the end of training; 0.6 x 58.0 = 34.8.
-DEFAULT_TARGET_NFE = 35.0
-
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--method", type=str, default="dopri5",
                     help="a torchdiffeq method (adams is not supported by torchdiffeq_localreg)")
@@ -87,18 +85,21 @@ parser.add_argument("--out_dir", type=str, default=os.path.join("runs", "ode_dem
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: evaluations per training solve the trained model should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many evaluations per "
+                        "training solve (stats.nfe_forward; about 0.6 x the final_train_nfe of a --reg none run "
+                        "is a good budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.1: twice the package's 0.05, so that the weight finds its scale within this "
+                        "run's few hundred steps)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -240,10 +241,12 @@ def main(argv=None):
     t, true_y0, true_y = make_data(args, device)
     batches = torch.Generator().manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed + 1)
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
-    budget = None
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none.
+    control = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+        control = AutoWeight() if args.target_nfe is None else \
+            NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     os.makedirs(args.out_dir, exist_ok=True)
     print(f"settings: {vars(args)}")
 
@@ -254,20 +257,21 @@ def main(argv=None):
     bar = tqdm(steps, desc=f"ode_demo --reg {args.reg}", disable=True if args.smoke else None) if tqdm else steps
     for itr in bar:
         start = time.perf_counter()
-        weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
         optimizer.zero_grad()
         batch_y0, batch_t, batch_y = get_batch(args, t, true_y, batches)
         pred_y, reg, stats = odeint(func, batch_y0, batch_t, rtol=args.rtol, atol=args.atol, method=args.method,
                                     strategy=args.reg, stiffness_weight=args.stiffness_weight, generator=sampler,
                                     return_stats=True)
         loss = torch.mean(torch.abs(pred_y - batch_y))
-        if budget is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
-            budget.backward(loss, reg, func.parameters())
+        if control is not None:  # loss + weight * reg, without the part of reg's gradient that opposes loss's
+            control.backward(loss, reg, func.parameters())
+            weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
         else:
+            weight = 0.0 if args.reg == "none" else args.reg_weight
             (loss + weight * reg).backward()
         optimizer.step()
-        if budget is not None:
-            budget.update(stats)
+        if control is not None:
+            control.update(stats)
         rows.append({"itr": itr, "loss": loss.item(), "reg": reg.item(), "weight": weight,
                      "nfe_forward": stats.nfe_forward, "nfe_reg": stats.nfe_reg,
                      "nfe_backward": stats.nfe_backward, "time": time.perf_counter() - start})
@@ -295,8 +299,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "weight_control": "none" if args.reg == "none" else (type(control).__name__ if control else "constant"),
+               "final_weight": rows[-1]["weight"]}
+    if isinstance(control, NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: test loss {summary['test_metric']:.4f}, test NFE {summary['test_nfe']}, training-solve NFE "
           f"{summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -304,7 +310,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
-    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "budget": budget}
+    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

@@ -8,23 +8,26 @@ the plain torchdiffeq script (the model code keeps upstream's ``odeint`` calls, 
     -from torchdiffeq import odeint, odeint_adjoint
     +from torchdiffeq_localreg import odeint, odeint_adjoint
     +import torchdiffeq_localreg as localreg
-    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +auto = localreg.AutoWeight()
     ...
     -logits = model(x)
     +with localreg.regularize() as r:          # every odeint inside model(x)
     +    logits = model(x)
      loss = criterion(logits, y)
     -loss.backward()
-    +budget.backward(loss, r.reg, model.parameters())   # loss + budget.weight * r.reg, never against loss
+    +auto.backward(loss, r.reg, model.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(r.stats)
+    +auto.update(r.stats)
 
-``NFEBudget`` sets the weight so that the trained ODE block needs ``--target_nfe`` evaluations per
-solve; the default is 0.6 x the measured NFE of the plain run at these settings.
-``budget.backward`` accumulates the gradient of the cross-entropy plus ``budget.weight * r.reg``,
-without the part of reg's gradient that opposes the cross-entropy's (see ``NFEBudget.backward``).
+``AutoWeight`` sets the weight of ``r.reg`` at every step from the two gradients: the
+regularization's pull is a share of the cross-entropy's, projected so that it never works against
+it; there is no number to choose. ``--target_nfe N`` puts ``NFEBudget(target_nfe=N,
+rate=--budget_rate, min_weight=--budget_min_weight)`` in its place (the script calls either
+``control``), for a budget of N evaluations per training solve of the ODE block.
 ``--reg_weight W`` uses a constant weight instead, with the plain
-``(loss + W * r.reg).backward()``; ``--reg none`` is the plain ODE-Net. The test pass runs under
+``(loss + W * r.reg).backward()``; ``--reg none`` is the plain ODE-Net. ``--network resnet``
+(upstream's ResNet baseline) has no solve: it trains outside any ``regularize()`` block (one that
+saw no solve would warn), with ``r.reg = 0`` and no weight control. The test pass runs under
 ``torch.no_grad()``, where the solves are plain (no regularization step, no extra cost); its mean
 NFE per batch, counted by the vector field as upstream does (``ODEfunc.nfe``), is the test NFE,
 printed per epoch. The training log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg``
@@ -37,8 +40,9 @@ NFE of so short a run does not grow, at 1e-5 it does (test NFE 56, 62, 68 after 
 the plain run). MNIST comes from torchvision's ``datasets.MNIST``; when ``mnist_data.py`` (beside
 this file in the repository) is importable, it builds the files offline if the download fails.
 
-    python examples/odenet_mnist.py                     # regularized with NFEBudget
+    python examples/odenet_mnist.py                     # regularized, weight set by AutoWeight
     python examples/odenet_mnist.py --reg none          # the plain ODE-Net, same settings
+    python examples/odenet_mnist.py --target_nfe N      # weight set by NFEBudget for N evaluations per solve
     python examples/odenet_mnist.py --smoke --viz       # seconds
     torchrun --standalone --nproc_per_node 2 examples/odenet_mnist.py --ddp    # 2 processes
 
@@ -46,13 +50,14 @@ this file in the repository) is importable, it builds the files offline if the d
 ``cuda:$LOCAL_RANK``), launched by torchrun as above. Each process reads its own part of the
 training set (``DistributedSampler``; ``--batch_size`` is per process), solves its own batch, and
 adds its own ``r.reg`` to its own loss; DDP averages the gradients, so the update follows the mean
-of the processes' regularization gradients. There the budget is ``NFEBudget(..., combine="sum")``,
-so ``budget.backward`` is the plain ``(loss + budget.weight * r.reg).backward()``: a projection
+of the processes' regularization gradients. There the control is ``AutoWeight(combine="sum")``
+(``NFEBudget(..., combine="sum")`` with ``--target_nfe``), so ``control.backward`` is the plain
+``(loss + control.weight * r.reg).backward()`` with the weight of the previous steps: a projection
 would act on each process's own gradient before DDP's averaging, different on every process, and
 put them out of step (``backward`` refuses ``combine="project"`` with several processes). Each
 process samples with its own generator (seed ``--seed`` + rank). The weight is the same on every
-process: each calls ``budget.update(r.stats)`` with its own NFE, then the budget's state of rank 0
-is broadcast (``broadcast_object_list``) and loaded by all, so the weight follows rank 0's NFE.
+process: each calls ``control.update(r.stats)``, then the control's state of rank 0 is broadcast
+(``broadcast_object_list``) and loaded by all, so every process uses the weight that rank 0 set.
 Rank 0 evaluates, prints and writes the outputs.
 
 Outputs, relative to the working directory, in ``--save`` (default ``runs/odenet_mnist``):
@@ -60,6 +65,7 @@ Outputs, relative to the working directory, in ``--save`` (default ``runs/odenet
 ``predictions.png`` and ``nfe.png``.
 """
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -95,10 +101,6 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 56, 62, 68 after epochs 1-3
-# (accuracy 93.7%); 0.6 x 68 = 40.8.
-DEFAULT_TARGET_NFE = 41.0
-
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--network", type=str, choices=["resnet", "odenet"], default="odenet")
 parser.add_argument("--tol", type=float, default=1e-5, help="rtol and atol (upstream: 1e-3)")
@@ -123,19 +125,22 @@ parser.add_argument("--gpu", type=int, default=0)
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: evaluations per solve the trained ODE block should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many evaluations per "
+                        "training solve of the ODE block (r.nfe_forward; about 0.6 x the final_train_nfe of a "
+                        "--reg none run is a good budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.05,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.05, the "
-                        "package's: in this 3-epoch run the model still learns while the weight climbs, and the "
-                        "examples' faster 0.1 cut the NFE to 0.65x at 10 points of accuracy, 0.05 to 0.82x at 2)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.05, the package's: in this 3-epoch run the model still learns while the weight "
+                        "climbs, and the examples' faster 0.1 cut the NFE to 0.65x at 10 points of accuracy, 0.05 "
+                        "to 0.82x at 2)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -378,15 +383,18 @@ def main(argv=None):
     net = build_model(args).to(device)
     model = nn.parallel.DistributedDataParallel(net, device_ids=[gpu] if device.type == "cuda" else None) \
         if args.ddp else net
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none
-    # (or with the ResNet, which has no solver).
-    budget = None
-    if args.reg != "none" and args.reg_weight is None and args.network == "odenet":
+    solves = args.network == "odenet"  # the ResNet has no solve to regularize
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none (or with the ResNet).
+    control = None
+    if args.reg != "none" and args.reg_weight is None and solves:
         # Under --ddp the plain sum: the projection would act on each rank's own gradient (before
         # DDP averages them), differently on every rank, and desynchronise the ranks;
-        # NFEBudget.backward refuses combine="project" with several processes.
-        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
-                                    min_weight=args.budget_min_weight, combine="sum" if args.ddp else "project")
+        # backward refuses combine="project" with several processes.
+        combine = "sum" if args.ddp else "project"
+        control = localreg.AutoWeight(combine=combine) if args.target_nfe is None else \
+            localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight,
+                               combine=combine)
     if lead:
         print(f"settings: {vars(args)}, processes: {world}")
         print(f"number of parameters: {sum(p.numel() for p in net.parameters())}")
@@ -408,23 +416,26 @@ def main(argv=None):
             itr += 1
             x, y = x.to(device), y.to(device)
             start = time.perf_counter()
-            weight = budget.weight if budget else (args.reg_weight or 0.0) if args.reg != "none" else 0.0
-            with localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight,
-                                     generator=generator) as r:
+            r = localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight, generator=generator)
+            # The ResNet runs outside the block (one that saw no solve would warn); r.reg stays 0 there.
+            with r if solves else contextlib.nullcontext():
                 logits = model(x)
             task_loss = criterion(logits, y)
             optimizer.zero_grad()
-            if budget is not None:  # task_loss + weight * r.reg; with "project", never against task_loss
-                budget.backward(task_loss, r.reg, model.parameters())
+            if control is not None:  # task_loss + weight * r.reg; with "project", never against task_loss
+                used = control.weight  # what "sum" (--ddp) adds: the weight of the previous steps
+                control.backward(task_loss, r.reg, model.parameters())
+                weight = used if control.combine == "sum" else control.weight  # "project" sets it in backward
             else:
+                weight = (args.reg_weight or 0.0) if args.reg != "none" else 0.0
                 (task_loss + weight * r.reg).backward()
             optimizer.step()
-            if budget is not None:
-                budget.update(r.stats)
-                if args.ddp:  # every process takes rank 0's budget, so all use the same weight
-                    state = [budget.state_dict()]
+            if control is not None:
+                control.update(r.stats)
+                if args.ddp:  # every process takes rank 0's control, so all use the same weight
+                    state = [control.state_dict()]
                     dist.broadcast_object_list(state, src=0)
-                    budget.load_state_dict(state[0])
+                    control.load_state_dict(state[0])
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             rows.append({"itr": itr, "epoch": epoch, "loss": task_loss.item(), "reg": r.reg.item(), "weight": weight,
@@ -449,7 +460,7 @@ def main(argv=None):
     if args.ddp:
         dist.destroy_process_group()
     if not lead:
-        return {"rows": rows, "args": args, "budget": budget}
+        return {"rows": rows, "args": args, "control": control}
 
     write_csv(os.path.join(args.save, "log.csv"), rows)
     write_csv(os.path.join(args.save, "test.csv"), test_rows)
@@ -464,9 +475,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "NFEBudget" if budget else ("constant" if weight else "none"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"],
-               "processes": world}
+               "weight_control": type(control).__name__ if control else ("constant" if weight else "none"),
+               "final_weight": rows[-1]["weight"], "processes": world}
+    if isinstance(control, localreg.NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: test accuracy {summary['test_metric']:.4f}, test NFE {summary['test_nfe']:.1f}, training-solve "
           f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -474,7 +486,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
-    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "budget": budget}
+    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

@@ -10,30 +10,32 @@ one-import mode):
     -from torchsde import sdeint, sdeint_adjoint
     +from torchdiffeq_localreg import sdeint, sdeint_adjoint
     +import torchdiffeq_localreg as localreg
-    +budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
+    +auto = localreg.AutoWeight()
     ...
     -logits = model(x, bm)
     +with localreg.regularize() as r:          # the sdeint inside model(x, bm)
     +    logits = model(x, bm)
      loss = criterion(logits, y)
     -loss.backward()
-    +budget.backward(loss, r.reg, model.parameters())   # loss + budget.weight * r.reg, never against loss
+    +auto.backward(loss, r.reg, model.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(r.stats)
+    +auto.update(r.stats)
 
-(with ``--adjoint``, the same with ``sdeint_adjoint``). ``NFEBudget`` reads ``nfe_forward`` of
-``r.stats``, the drift evaluations of the solve, and sets the weight so that the trained model
-needs ``--target_nfe`` of them per solve; the default is 0.6 x the measured NFE of the plain run at
-these settings. ``budget.backward`` accumulates the gradient of the cross-entropy plus
-``budget.weight * r.reg``, without the part of reg's gradient that opposes the cross-entropy's (see
-``NFEBudget.backward``). ``--reg_weight W`` uses a constant weight instead, with the plain
+(with ``--adjoint``, the same with ``sdeint_adjoint``). ``AutoWeight`` sets the weight of
+``r.reg`` at every step from the two gradients: the regularization's pull is a share of the
+cross-entropy's, projected so that it never works against it; there is no number to choose.
+``--target_nfe N`` puts ``NFEBudget(target_nfe=N, rate=--budget_rate,
+min_weight=--budget_min_weight)`` in its place (the script calls either ``control``), for a budget
+of N drift evaluations per training solve as ``nfe_forward`` of ``r.stats`` counts them (an
+adaptive SDE solve's NFE depends on the batch size: a training batch's count is not a test
+batch's). ``--reg_weight W`` uses a constant weight instead, with the plain
 ``(loss + W * r.reg).backward()``; ``--reg none`` runs the same block with ``strategy="none"`` (the
-plain neural SDE). The log's NFE columns are the block's ``r.nfe_forward``, ``r.nfe_reg``,
-``r.nfe_backward`` and the diffusion's ``nfe_diffusion_forward`` summed over ``r.stats``. Each
-batch gets a fresh ``torchsde.BrownianInterval``. The test pass runs the same ``sdeint`` under
-``torch.no_grad()``, where the solve is plain (no regularization step, no extra cost), with one
-Brownian sample per batch; its mean drift NFE per batch, counted by the SDE itself
-(``SDEFunc.nfe``), is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``),
+plain neural SDE). The log's NFE columns are the block's
+``r.nfe_forward``, ``r.nfe_reg``, ``r.nfe_backward`` and the diffusion's ``nfe_diffusion_forward``
+summed over ``r.stats``. Each batch gets a fresh ``torchsde.BrownianInterval``. The test pass runs
+the same ``sdeint`` under ``torch.no_grad()``, where the solve is plain (no regularization step, no
+extra cost), with one Brownian sample per batch; its mean drift NFE per batch, counted by the SDE
+itself (``SDEFunc.nfe``), is the test NFE. The flags ``--adjoint`` (also ``--adjoint True``),
 ``--viz``/``--visualize`` and ``--gpu N`` take upstream's forms. ``--viz`` draws test digits with
 their class probabilities over several Brownian samples, and the NFE over training.
 
@@ -42,8 +44,9 @@ step, limits the step size) let the solver take as few steps as the dynamics all
 from torchvision's ``datasets.MNIST``; when ``mnist_data.py`` (beside this file in the repository)
 is importable, it builds the files offline if the download fails.
 
-    python examples/sde_mnist.py                    # regularized with NFEBudget
+    python examples/sde_mnist.py                    # regularized, weight set by AutoWeight
     python examples/sde_mnist.py --reg none         # the plain neural SDE, same settings
+    python examples/sde_mnist.py --target_nfe N     # weight set by NFEBudget for N drift evaluations per solve
     python examples/sde_mnist.py --no-adaptive --dt 0.05 --method euler
     python examples/sde_mnist.py --smoke --viz      # seconds
 
@@ -87,10 +90,6 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-# Measured with --reg none at the defaults (1 thread, seed 0): test NFE 34.3 (drift evaluations per
-# test batch); 0.6 x 34.3 = 20.6.
-DEFAULT_TARGET_NFE = 20.6
-
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--method", type=str, default="milstein", help="a torchsde method for Ito SDEs with diagonal noise")
 parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True)
@@ -116,18 +115,21 @@ parser.add_argument("--gpu", type=int, default=0)
 group = parser.add_argument_group("local regularization (torchdiffeq_localreg)")
 group.add_argument("--reg", type=str, choices=("none", "unbiased", "biased", "global"), default="unbiased",
                    help="where to regularize: a local strategy, the 2021 global baseline, or none (plain)")
-group.add_argument("--target_nfe", type=float, default=DEFAULT_TARGET_NFE,
-                   help="NFEBudget target: drift evaluations per solve the trained model should need "
-                        f"(default: 0.6 x the measured NFE of the plain run at these settings, {DEFAULT_TARGET_NFE:g})")
+group.add_argument("--target_nfe", type=float, default=None,
+                   help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many drift evaluations "
+                        "per training solve (stats.nfe_forward; about 0.6 x the final_train_nfe of a --reg none "
+                        "run is a good budget) (default: None, AutoWeight)")
 group.add_argument("--budget_rate", type=float, default=0.1,
-                   help="NFEBudget's rate, the largest change of log(weight) per step (default 0.1: twice the "
-                        "package's 0.05, so that the weight finds its scale within this run's few hundred steps)")
+                   help="with --target_nfe only: NFEBudget's rate, the largest change of log(weight) per step "
+                        "(default 0.1: twice the package's 0.05, so that the weight finds its scale within this "
+                        "run's few hundred steps)")
 group.add_argument("--budget_min_weight", type=float, default=0.01,
-                   help="NFEBudget's lower bound of the weight (default 0.01, its starting weight: while the young "
-                        "model is still cheaper than the target, the weight waits there instead of sinking to the "
-                        "package's 1e-4, from where it would not climb back within a short run)")
+                   help="with --target_nfe only: NFEBudget's lower bound of the weight (default 0.01, its starting "
+                        "weight: while the young model is still cheaper than the target, the weight waits there "
+                        "instead of sinking to the package's 1e-4, from where it would not climb back within a "
+                        "short run)")
 group.add_argument("--reg_weight", type=float, default=None,
-                   help="a constant weight of reg instead of NFEBudget (default: None, use the budget)")
+                   help="a constant weight of reg instead of AutoWeight (default: None, use AutoWeight)")
 group.add_argument("--stiffness_weight", type=float, default=0.0,
                    help="weight of the stiffness estimate inside reg (0: error estimate only)")
 parser.add_argument("--seed", type=int, default=0)
@@ -309,11 +311,12 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     train_seeds, test_seeds = torch.Generator().manual_seed(args.seed + 1), torch.Generator()
     model = SDEClassifier(args).to(device)
-    # The weight of reg: NFEBudget by default, a constant with --reg_weight, none with --reg none.
-    budget = None
+    # The weight of reg: AutoWeight by default, NFEBudget with --target_nfe, a constant with --reg_weight,
+    # none with --reg none.
+    control = None
     if args.reg != "none" and args.reg_weight is None:
-        budget = localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate,
-                                    min_weight=args.budget_min_weight)
+        control = localreg.AutoWeight() if args.target_nfe is None else \
+            localreg.NFEBudget(target_nfe=args.target_nfe, rate=args.budget_rate, min_weight=args.budget_min_weight)
     print(f"settings: {vars(args)}")
     print("paper's settings: Linear 784->32, drift 32->64 (tanh)->32, diffusion Linear 32->32, classifier 32->10, "
           "rtol = atol = 0.14, weight 1000, Adam lr 0.01 with inverse decay, batch 512, 4000 steps")
@@ -330,21 +333,22 @@ def main(argv=None):
             itr += 1
             x, y = x.to(device), y.to(device)
             start = time.perf_counter()
-            weight = 0.0 if args.reg == "none" else (budget.weight if budget else args.reg_weight)
             bm = brownian(x, args, train_seeds)
             with localreg.regularize(strategy=args.reg, stiffness_weight=args.stiffness_weight,
                                      generator=generator) as r:
                 logits = model(x, bm)
             task_loss = criterion(logits, y)
             optimizer.zero_grad()
-            if budget is not None:  # task_loss + weight * r.reg, without the part of reg's gradient that opposes it
-                budget.backward(task_loss, r.reg, model.parameters())
+            if control is not None:  # task_loss + weight * r.reg, without the part of reg's gradient that opposes it
+                control.backward(task_loss, r.reg, model.parameters())
+                weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
             else:
+                weight = 0.0 if args.reg == "none" else args.reg_weight
                 (task_loss + weight * r.reg).backward()
             optimizer.step()
             scheduler.step()
-            if budget is not None:
-                budget.update(r.stats)
+            if control is not None:
+                control.update(r.stats)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             rows.append({"itr": itr, "epoch": epoch, "loss": task_loss.item(), "reg": r.reg.item(), "weight": weight,
@@ -377,8 +381,10 @@ def main(argv=None):
                "final_train_nfe": sum(r["nfe_forward"] for r in last) / len(last),
                "training_time_s": sum(r["time"] for r in rows), "wall_time_s": time.perf_counter() - wall_start,
                "cpu_time_s": time.process_time() - cpu_start,
-               "weight_control": "none" if args.reg == "none" else ("NFEBudget" if budget else "constant"),
-               "target_nfe": budget.target_nfe if budget else None, "final_weight": rows[-1]["weight"]}
+               "weight_control": "none" if args.reg == "none" else (type(control).__name__ if control else "constant"),
+               "final_weight": rows[-1]["weight"]}
+    if isinstance(control, localreg.NFEBudget):
+        summary["target_nfe"] = control.target_nfe
     print(f"final: test accuracy {summary['test_metric']:.4f}, test NFE {summary['test_nfe']:.1f}, training-solve "
           f"NFE {summary['final_train_nfe']:.1f} (last 10%), weight {summary['final_weight']:.3g}, "
           f"training {summary['training_time_s']:.1f} s, wall {summary['wall_time_s']:.1f} s")
@@ -386,7 +392,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
-    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "budget": budget}
+    return {"rows": rows, "test": test_rows, "figures": figures, "args": args, "summary": summary, "control": control}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The ODE example scripts (spiral demo, latent ODE, CNF) run their --smoke setting and keep their promises:
-NFEBudget by default, upstream's flag forms, outputs relative to the working directory, copy-runnable files.
+AutoWeight by default (NFEBudget with --target_nfe), upstream's flag forms, outputs relative to the working
+directory, copy-runnable files.
 Every run here works inside tmp_path (monkeypatch.chdir); nothing is written in the repository."""
 import ast
 import math
@@ -46,47 +47,88 @@ def smoothed_nfe(nfes, smoothing):
 
 
 class BackwardSpy:
-    """Counts the calls of ``NFEBudget.backward`` (the real one still does the work) and keeps the
-    optimizers built meanwhile, so that a test can see what each training step handed to it."""
+    """Records the calls of the weight controls' ``backward`` and ``update`` (the real ones still do the
+    work) and the steps of the optimizers built meanwhile, so that a test can see what each training
+    step handed to the control, and in which order."""
 
     def __init__(self, monkeypatch):
         import torch
 
-        from torchdiffeq_localreg import NFEBudget
+        from torchdiffeq_localreg import AutoWeight, NFEBudget
 
-        self.calls, self.optimizers = [], []
-        real_backward, real_init = NFEBudget.backward, torch.optim.Optimizer.__init__
+        self.calls, self.updates, self.events, self.optimizers = [], [], [], []
+        real_init = torch.optim.Optimizer.__init__
+        for cls in (AutoWeight, NFEBudget):
+            real_backward, real_update = cls.backward, cls.update
 
-        def backward(budget, task_loss, reg, parameters):
-            parameters = list(parameters)
-            self.calls.append({"task_loss": task_loss.item(), "reg": reg.item(), "weight": budget.weight,
-                               "combine": budget.combine, "params": {id(p) for p in parameters}})
-            return real_backward(budget, task_loss, reg, parameters)
+            def backward(control, task_loss, reg, parameters, real=real_backward):
+                parameters = list(parameters)
+                used = control.weight  # what combine="sum" adds; "project" sets the weight inside backward
+                result = real(control, task_loss, reg, parameters)
+                self.events.append("backward")
+                self.calls.append({"control": type(control).__name__, "task_loss": task_loss.item(),
+                                   "reg": reg.item(), "combine": control.combine,
+                                   "weight": used if control.combine == "sum" else control.weight,
+                                   "params": {id(p) for p in parameters}})
+                return result
+
+            def update(control, stats, real=real_update):
+                self.events.append("update")
+                self.updates.append(sum(s.nfe_forward for s in ([stats] if hasattr(stats, "nfe_forward") else stats)))
+                return real(control, stats)
+
+            monkeypatch.setattr(cls, "backward", backward)
+            monkeypatch.setattr(cls, "update", update)
 
         def init(optimizer, *args, **kwargs):
             real_init(optimizer, *args, **kwargs)
             self.optimizers.append(optimizer)
+            optimizer.register_step_post_hook(lambda *_: self.events.append("step"))
 
-        monkeypatch.setattr(NFEBudget, "backward", backward)
         monkeypatch.setattr(torch.optim.Optimizer, "__init__", init)
 
-    def check_every_step(self, rows):
-        """One call per training step, with the logged task loss (everything but weight * reg), the
-        step's reg and weight, combine="project", and all the parameters the optimizer steps."""
+    def check_every_step(self, rows, control="AutoWeight"):
+        """Per training step: ``control.backward`` with the logged task loss (everything but weight * reg),
+        the step's reg, the logged weight, combine="project" and exactly the parameters the optimizer steps;
+        then ``optimizer.step()``; then ``control.update`` with the step's forward NFE."""
         assert len(self.calls) == len(rows) > 0
+        assert self.events == ["backward", "step", "update"] * len(rows)
         (optimizer,) = self.optimizers
         stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for call, row in zip(self.calls, rows):
-            assert call["combine"] == "project"
+        for call, row, nfe in zip(self.calls, rows, self.updates):
+            assert call["control"] == control and call["combine"] == "project"
             assert call["params"] == stepped
             assert call["task_loss"] == pytest.approx(row["loss"], rel=1e-6)
             assert call["reg"] == pytest.approx(row["reg"], rel=1e-6) and row["reg"] > 0
             assert call["weight"] == pytest.approx(row["weight"])
+            assert nfe == row["nfe_forward"]
 
 
 @pytest.fixture
 def backward_spy(monkeypatch):
     return BackwardSpy(monkeypatch)
+
+
+def check_auto_weight(result, rows):
+    """The default run: AutoWeight set a positive weight from the first step on, and saw every solve."""
+    control = result["control"]
+    assert type(control).__name__ == "AutoWeight" and control.combine == "project"
+    assert control.steps == len(rows) and control.nfe == rows[-1]["nfe_forward"]
+    assert all(math.isfinite(row["weight"]) and row["weight"] > 0 for row in rows)
+    assert control.weight == pytest.approx(rows[-1]["weight"])
+    summary = result["summary"]
+    assert summary["weight_control"] == "AutoWeight" and "target_nfe" not in summary
+    assert summary["final_weight"] == pytest.approx(rows[-1]["weight"])
+
+
+def check_budget(name, result, rows, target):
+    """--target_nfe: NFEBudget with that target and the script's budget settings, 0.01 at the first step."""
+    budget = result["control"]
+    assert type(budget).__name__ == "NFEBudget" and budget.target_nfe == target and budget.steps == len(rows)
+    assert budget.rate == load_example(name).parser.get_default("budget_rate") and budget.min_weight == 0.01
+    assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
+    assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
+    assert result["summary"]["weight_control"] == "NFEBudget" and result["summary"]["target_nfe"] == target
 
 
 def out_dir(tmp_path, name):
@@ -114,7 +156,7 @@ def check_log(result, out):
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """Each example's default smoke run (unbiased, NFEBudget) with figures, run once in its own folder and shared."""
+    """Each example's default smoke run (unbiased, AutoWeight) with figures, run once in its own folder and shared."""
     cache = {}
 
     def get(name):
@@ -145,15 +187,27 @@ def test_bad_boolean_is_an_argparse_error(name, capsys):
 
 
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
-def test_budget_is_the_default_weight_control(name):
+def test_auto_weight_is_the_default_weight_control(name):
     module = load_example(name)
     args = module.parser.parse_args([])
-    assert args.reg == "unbiased" and args.reg_weight is None
-    assert args.target_nfe == module.DEFAULT_TARGET_NFE > 0
+    assert args.reg == "unbiased" and args.reg_weight is None and args.target_nfe is None
     # odenet_mnist keeps the package's rate: its 3-epoch run still learns while the weight climbs.
     assert args.budget_rate == (0.05 if name == "odenet_mnist" else 0.1) and args.budget_min_weight == 0.01
-    help_text = module.parser.format_help()
-    assert "0.6 x the measured NFE of the plain run at these settings" in " ".join(help_text.split())
+    help_text = " ".join(module.parser.format_help().split())
+    assert "instead of AutoWeight" in help_text and "(default: None, AutoWeight)" in help_text
+    assert help_text.count("with --target_nfe only: NFEBudget's") == 2  # --budget_rate, --budget_min_weight
+    check_docstring_diff(module.__doc__)
+
+
+def check_docstring_diff(doc):
+    """The docstring's diff against upstream adds AutoWeight's lines, and no budget."""
+    added = [line.strip() for line in doc.splitlines() if line.startswith("    +")]
+    assert "+auto = AutoWeight()" in added or "+auto = localreg.AutoWeight()" in added, added
+    imported = "AutoWeight" if "+auto = AutoWeight()" in added else "import torchdiffeq_localreg as localreg"
+    assert any(line.startswith(("+from ", "+import ")) and imported in line for line in added), added
+    assert any(line.startswith("+auto.backward(") for line in added), added
+    assert any(line.startswith("+auto.update(") for line in added), added
+    assert not any("budget" in line.lower() or "target" in line for line in added), added
 
 
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
@@ -176,18 +230,10 @@ def test_copy_runnable_imports(name):
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_smoke_regularized_with_budget_and_figures(name, smoke_runs):
+def test_smoke_regularized_with_auto_weight_and_figures(name, smoke_runs):
     result, out = smoke_runs(name)
     rows = check_log(result, out)
-    budget = result["budget"]
-    assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
-    assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
-    # the script's own defaults (test_budget_is_the_default_weight_control pins their values)
-    assert budget.rate == load_example(name).parser.get_default("budget_rate") and budget.min_weight == 0.01
-    assert result["summary"]["weight_control"] == "NFEBudget"
-    # each step used the budget's weight of that moment (0.01 first), and update(stats) saw every solve
-    assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
-    assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
+    check_auto_weight(result, rows)
     for row in rows:
         assert row["reg"] > 0
         assert row["nfe_reg"] > 0
@@ -203,7 +249,8 @@ def test_reg_none_is_the_plain_solve(name, smoke_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run(name, "--reg", "none")
     rows = check_log(result, out_dir(tmp_path, name))
-    assert result["budget"] is None and result["summary"]["weight_control"] == "none"
+    assert result["control"] is None and result["summary"]["weight_control"] == "none"
+    assert "target_nfe" not in result["summary"]
     assert all(row["reg"] == 0 and row["nfe_reg"] == 0 and row["weight"] == 0 for row in rows)
     assert not list(tmp_path.rglob("*.png"))
     # Same seeds: the first iteration's solve and task loss are the regularized run's.
@@ -215,29 +262,40 @@ def test_reg_none_is_the_plain_solve(name, smoke_runs, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_budget_steps_through_budget_backward(name, backward_spy, tmp_path, monkeypatch):
-    """With the budget (the default) each step is budget.backward(task loss, reg, the optimizer's parameters)."""
+def test_auto_weight_steps_through_its_backward(name, backward_spy, tmp_path, monkeypatch):
+    """By default each step is control.backward(task loss, reg, the optimizer's parameters), optimizer.step(),
+    control.update(stats), with AutoWeight."""
     monkeypatch.chdir(tmp_path)
     result = run(name)
-    assert type(result["budget"]).__name__ == "NFEBudget"
+    assert type(result["control"]).__name__ == "AutoWeight"
     backward_spy.check_every_step(result["rows"])
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_target_nfe_trains_with_budget(name, backward_spy, tmp_path, monkeypatch):
+    """--target_nfe N puts NFEBudget(target_nfe=N) in AutoWeight's place, through the same calls."""
+    monkeypatch.chdir(tmp_path)
+    result = run(name, "--target_nfe", "30")
+    rows = check_log(result, out_dir(tmp_path, name))
+    check_budget(name, result, rows, 30.0)
+    backward_spy.check_every_step(rows, control="NFEBudget")
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
 @pytest.mark.parametrize("flags", [["--reg_weight", "0.5"], ["--reg", "none"]])
-def test_constant_weight_and_plain_runs_skip_budget_backward(name, flags, backward_spy, tmp_path, monkeypatch):
+def test_constant_weight_and_plain_runs_skip_the_control(name, flags, backward_spy, tmp_path, monkeypatch):
     """A constant weight and --reg none keep the plain (loss + weight * reg).backward()."""
     monkeypatch.chdir(tmp_path)
     result = run(name, *flags)
-    assert result["budget"] is None and len(result["rows"]) > 0
-    assert len(backward_spy.optimizers) == 1 and backward_spy.calls == []
+    assert result["control"] is None and len(result["rows"]) > 0
+    assert len(backward_spy.optimizers) == 1 and backward_spy.calls == [] and backward_spy.updates == []
 
 
 def test_constant_weight_when_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run("cnf", "--reg_weight", "0.5")
     rows = check_log(result, out_dir(tmp_path, "cnf"))
-    assert result["budget"] is None and result["summary"]["weight_control"] == "constant"
+    assert result["control"] is None and result["summary"]["weight_control"] == "constant"
     assert all(row["weight"] == 0.5 and row["reg"] > 0 for row in rows)
 
 
@@ -294,4 +352,4 @@ def test_copied_example_runs_from_the_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "runs" / "ode_demo" / "log.csv").is_file()
     assert (tmp_path / "runs" / "ode_demo" / "spiral.png").is_file()
-    assert '"weight_control": "NFEBudget"' in (tmp_path / "out.json").read_text()
+    assert '"weight_control": "AutoWeight"' in (tmp_path / "out.json").read_text()

