@@ -6,26 +6,27 @@ augmented neural ODEs) for t in [0, 1]; a linear layer reads the class off the e
 flows separate the classes equally well, and plain training drifts to ones that are expensive to
 integrate: the solver's number of function evaluations (NFE) grows as it trains. Local
 regularization adds the solver's own error estimate at one sampled step to the loss, with a
-weight that :class:`~torchdiffeq_localreg.NFEBudget` sets so that the trained model needs a
-chosen number of evaluations. The change from plain torchdiffeq is:
+weight that :class:`~torchdiffeq_localreg.AutoWeight` sets at every step from the two gradients:
+the regularization's pull is a share of the task's, projected so that it never works against the
+task; there is no number to choose. The change from plain torchdiffeq is:
 
     -from torchdiffeq import odeint
-    +from torchdiffeq_localreg import odeint_reg, NFEBudget
-    +budget = NFEBudget(target_nfe=...)   # evaluations per solve the trained model should need
+    +from torchdiffeq_localreg import odeint_reg, AutoWeight
+    +auto = AutoWeight()
     ...
     -y = odeint(func, y0, t)
     +y, reg, stats = odeint_reg(func, y0, t, return_stats=True)
      loss = task_loss(y)
     -loss.backward()
-    +budget.backward(loss, reg, model.parameters())   # loss + budget.weight * reg, never against loss
+    +auto.backward(loss, reg, model.parameters())   # instead of loss.backward()
      optimizer.step()
-    +budget.update(stats)
+    +auto.update(stats)
 
-Both models train from the same initialisation on the same batches; the plain one first. The
-target is 0.6 x the plain model's prediction NFE (``--target_ratio``), the rule the README
-recommends: a user who swaps in ``odeint_reg`` knows what the current model costs. Afterwards
-both models predict the test set with plain ``torchdiffeq.odeint``; the table shows test accuracy,
-prediction NFE, prediction time and training time.
+Both models train from the same initialisation on the same batches; the plain one first.
+``--target_nfe N`` trains the second with ``NFEBudget(target_nfe=N)`` instead, for a budget of N
+evaluations per training solve. Afterwards both models predict the test set with plain
+``torchdiffeq.odeint``; the table shows test accuracy, prediction NFE, prediction time and
+training time.
 
     python examples/quickstart.py                 # about a minute on an idle 2-core CPU
     python examples/quickstart.py --viz           # also saves runs/quickstart/quickstart_nfe.png
@@ -42,7 +43,7 @@ import torch
 import torch.nn as nn
 import torchdiffeq
 
-from torchdiffeq_localreg import NFEBudget, odeint_reg
+from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_reg
 
 try:
     from tqdm import tqdm
@@ -58,8 +59,8 @@ parser.add_argument("--method", type=str, default="dopri5")
 parser.add_argument("--augment", type=int, default=2, help="zero dimensions appended to each point")
 parser.add_argument("--strategy", type=str, default="unbiased", choices=["unbiased", "biased"])
 parser.add_argument("--target_nfe", type=float, default=None,
-                    help="NFEBudget target (default: --target_ratio x the plain model's prediction NFE)")
-parser.add_argument("--target_ratio", type=float, default=0.6)
+                    help="a budget: NFEBudget sets the weight instead of AutoWeight, for this many evaluations per "
+                         "training solve (default: None, AutoWeight)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--viz", action="store_true", help="save quickstart_nfe.png (NFE over training) in --out_dir")
 parser.add_argument("--out_dir", type=str, default=os.path.join("runs", "quickstart"),
@@ -112,15 +113,15 @@ class NFE(nn.Module):
         return self.func(t, y)
 
 
-def train(args, budget, x_train, y_train):
-    """Trains one model; ``budget`` None is the plain run. Returns the model, time and NFE curve."""
+def train(args, control, x_train, y_train):
+    """Trains one model; ``control`` None is the plain run. Returns the model, time and NFE curve."""
     torch.manual_seed(args.seed)
     model = Classifier(args.augment)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     t = torch.tensor([0.0, 1.0])
     order = torch.Generator().manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed + 1)
-    name = "plain" if budget is None else "regularized"
+    name = "plain" if control is None else "regularized"
     steps = range(1, args.niters + 1)
     # disable=None: tqdm's convention, no bar when stderr is not a terminal (a log file, CI)
     bar = tqdm(steps, desc=name, leave=False, disable=True if args.smoke else None) if tqdm else steps
@@ -129,21 +130,21 @@ def train(args, budget, x_train, y_train):
         idx = torch.randint(len(x_train), (args.batch_size,), generator=order)
         start = time.perf_counter()
         y, reg, stats = odeint_reg(model.func, model.initial(x_train[idx]), t, rtol=args.tol, atol=args.tol,
-                                   method=args.method, strategy="none" if budget is None else args.strategy,
+                                   method=args.method, strategy="none" if control is None else args.strategy,
                                    generator=sampler, return_stats=True)
         loss = nn.functional.binary_cross_entropy_with_logits(model.readout(y[-1]).squeeze(1), y_train[idx])
-        weight = 0.0 if budget is None else budget.weight
         optimizer.zero_grad()
-        if budget is None:
+        if control is None:
             loss.backward()
         else:
-            budget.backward(loss, reg, model.parameters())
+            control.backward(loss, reg, model.parameters())
         optimizer.step()
-        if budget is not None:
-            budget.update(stats)
+        if control is not None:
+            control.update(stats)
         train_time += time.perf_counter() - start
         curve.append(stats.nfe_forward)
         if tqdm and not args.smoke:
+            weight = 0.0 if control is None else control.weight
             bar.set_postfix(loss=f"{loss.item():.3f}", nfe=stats.nfe_forward, weight=f"{weight:.3g}")
     return model, train_time, curve
 
@@ -164,13 +165,14 @@ def evaluate(args, model, x_test, y_test, repeats=5):
     return accuracy, counted.count, sorted(times)[len(times) // 2]
 
 
-def save_nfe_plot(curves, path, target):
-    """The NFE of each training solve, plain and regularized (a running mean over 1/30 of the run)."""
+def save_nfe_plot(curves, path, label, target=None):
+    """The NFE of each training solve, plain and regularized (a running mean over 1/30 of the run), and
+    NFEBudget's target when there is one; returns the legend's labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = {"plain": "plain odeint", "regularized": "odeint_reg + NFEBudget"}
+    names = {"plain": "plain odeint", "regularized": label}
     styles = {"plain": {"color": "#1f77b4", "marker": "o"}, "regularized": {"color": "#d62728", "marker": "s"}}
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for name, curve in curves.items():
@@ -179,16 +181,18 @@ def save_nfe_plot(curves, path, target):
                   for i in range(len(curve))]
         ax.plot(range(1, len(curve) + 1), smooth, label=names[name], markevery=max(1, len(curve) // 12),
                 markersize=5, lw=1.5, **styles[name])
-    ax.axhline(target, color="0.3", ls="--", lw=1, label=f"NFEBudget target ({target:.3g})")
+    if target is not None:
+        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"NFEBudget target ({target:.3g})")
     ax.set_xlabel("training iteration")
     ax.set_ylabel("function evaluations per solve (NFE)")
     ax.set_title("Quickstart: solver cost of each training solve, plain vs regularized")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return [text.get_text() for text in legend.get_texts()]
 
 
 def main(argv=None):
@@ -198,8 +202,6 @@ def main(argv=None):
     for name in ("niters", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if not 0 < args.target_ratio <= 1:
-        raise ValueError(f"--target_ratio must be in (0, 1], got {args.target_ratio}.")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     gen = torch.Generator().manual_seed(1234)
     n_train, n_test = (128, 128) if args.smoke else (4096, 4096)
@@ -209,34 +211,36 @@ def main(argv=None):
           f"lr={args.lr} augment={args.augment} strategy={args.strategy} seed={args.seed} "
           f"torch={torch.__version__} threads={torch.get_num_threads()}")
 
+    # The weight control of the regularized run: AutoWeight, or NFEBudget with --target_nfe.
+    if args.target_nfe is None:
+        control, label = AutoWeight(), "odeint_reg + AutoWeight"
+    else:
+        control, label = NFEBudget(target_nfe=args.target_nfe), f"odeint_reg + NFEBudget (target {args.target_nfe:g})"
+    print(f"regularized: {label}")
     results, curves = {}, {}
     for name in ("plain", "regularized"):
-        budget = None
-        if name == "regularized":
-            target = args.target_nfe or args.target_ratio * results["plain"]["prediction_nfe"]
-            budget = NFEBudget(target_nfe=target)
-            print(f"NFEBudget target: {target:g} evaluations per solve")
-        model, train_time, curves[name] = train(args, budget, x_train, y_train)
+        model, train_time, curves[name] = train(args, control if name == "regularized" else None, x_train, y_train)
         accuracy, nfe, pred_time = evaluate(args, model, x_test, y_test)
         results[name] = {"metric_name": "accuracy", "test_metric": accuracy, "higher_is_better": True,
-                         "prediction_nfe": nfe, "prediction_time_s": pred_time, "training_time_s": train_time}
-        if budget is not None:
-            results[name]["target_nfe"] = budget.target_nfe
-            results[name]["final_weight"] = budget.weight
+                         "prediction_nfe": nfe, "prediction_time_s": pred_time, "training_time_s": train_time,
+                         "weight_control": "none" if name == "plain" else type(control).__name__}
+    results["regularized"]["final_weight"] = control.weight
+    if isinstance(control, NFEBudget):
+        results["regularized"]["target_nfe"] = control.target_nfe
 
     print()
     print("| model | test accuracy | prediction NFE | prediction time (s) | training time (s) |")
     print("|---|---|---|---|---|")
-    for name, label in (("plain", "plain odeint"), ("regularized", "odeint_reg + NFEBudget")):
+    for name, text in (("plain", "plain odeint"), ("regularized", label)):
         r = results[name]
-        print(f"| {label} | {r['test_metric']:.4f} | {r['prediction_nfe']} | {r['prediction_time_s']:.4f} | "
+        print(f"| {text} | {r['test_metric']:.4f} | {r['prediction_nfe']} | {r['prediction_time_s']:.4f} | "
               f"{r['training_time_s']:.1f} |")
     ratio = results["regularized"]["prediction_nfe"] / results["plain"]["prediction_nfe"]
     print(f"\nNFE ratio (regularized / plain): {ratio:.3f}")
     if args.viz:
         os.makedirs(args.out_dir, exist_ok=True)
         path = os.path.join(args.out_dir, "quickstart_nfe.png")
-        save_nfe_plot(curves, path, results["regularized"]["target_nfe"])
+        save_nfe_plot(curves, path, label, args.target_nfe)
         print(f"saved {path}")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
