@@ -189,21 +189,24 @@ def test_sum_mode_uses_the_previous_weight_and_measures_the_task_gradient():
     assert auto.weight == 0.0
     grads = step(auto, [3.0, 4.0], [1.0, -1.0])
     torch.testing.assert_close(grads[0], torch.tensor([3.0, 4.0], dtype=D))  # weight 0 before any measurement
+    assert auto.weight == 0.0  # the weight this step used
     step(ref, [3.0, 4.0], [1.0, -1.0])
-    assert auto.weight == pytest.approx(ref.weight)
-    lam = auto.weight
     grads = step(auto, [0.0, 2.0], [2.0, 2.0])
+    lam = ref.weight  # measured at the first step, used by the second
+    assert auto.weight == pytest.approx(lam)
     torch.testing.assert_close(grads[0], torch.tensor([0.0, 2.0], dtype=D) + lam * torch.tensor([2.0, 2.0], dtype=D))
     step(ref, [0.0, 2.0], [2.0, 2.0])
+    step(auto, [1.0, 1.0], [0.0, 1.0])
     assert auto.weight == pytest.approx(ref.weight, rel=1e-12)  # the task's gradient was recovered from the sum
 
 
 def test_sum_mode_accumulates_like_backward():
-    auto = AutoWeight(combine="sum")
+    auto, ref = AutoWeight(combine="sum"), Plain()
     step(auto, [1.0, 0.0], [0.0, 1.0])
+    step(ref, [1.0, 0.0], [0.0, 1.0])
     params, task, reg = linear_losses([1.0, 2.0], [0.5, 0.0])
     params[0].grad = torch.ones(2, dtype=D)
-    lam = auto.weight
+    lam = ref.weight
     auto.backward(task, reg, params)
     torch.testing.assert_close(params[0].grad, torch.tensor([2.0, 3.0], dtype=D) + lam * torch.tensor([0.5, 0.0], dtype=D))
     assert auto.steps == 2

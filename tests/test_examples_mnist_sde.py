@@ -155,8 +155,6 @@ def test_constant_weight_and_plain_runs_skip_the_control(name, flags, tmp_path, 
     assert len(spy.optimizers) == 1 and spy.calls == [] and spy.updates == []
 
 
-@pytest.mark.xfail(strict=True, reason="the weight controls take torchsde's adaptive 'euler' for torchdiffeq's "
-                   "fixed-grid 'euler' (_Control._forward_nfe; LocalRegStats records no 'adaptive'): reported")
 def test_latent_sde_adaptive_euler_gets_no_fixed_step_warning(tmp_path, fake_mnist, offline):
     """latent_sde's default solve is adaptive Euler-Maruyama: its NFE can change, so no fixed-step warning."""
     with warnings.catch_warnings(record=True) as caught:

@@ -4,12 +4,12 @@ from typing import Any, Callable, Dict, Iterable, Literal, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
-from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, UNSUPPORTED_METHODS, WRAPPED,
-                           ode_rows, odeint_adjoint_observed, odeint_observed)
+from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, SOLVER_TABLE, UNSUPPORTED_METHODS,
+                           WRAPPED, ode_rows, odeint_adjoint_observed, odeint_observed)
 from ._recorder import Recorder, recording_gradients
 from ._stats import EvalCounter, LocalRegStats
-from ._upstream import (_all_adjoint_callback_names, _all_callback_names, find_parameters, upstream_odeint,
-                        upstream_odeint_adjoint)
+from ._upstream import (FixedGridODESolver, _all_adjoint_callback_names, _all_callback_names, find_parameters,
+                        upstream_odeint, upstream_odeint_adjoint)
 from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times, has_no_elements
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
@@ -52,6 +52,12 @@ def _check_method(method: Optional[str]) -> str:
     return method
 
 
+def _fixed_steps(method: Any) -> bool:
+    """Whether upstream's solver ``method`` takes steps fixed in advance (its NFE cannot change)."""
+    solver = SOLVER_TABLE.get(method) if isinstance(method, str) else None
+    return isinstance(solver, type) and issubclass(solver, FixedGridODESolver)
+
+
 def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, strategy, num_samples,
          error_weight, stiffness_weight, generator, reg_batch_size, return_stats, adjoint_kwargs: Dict[str, Any]):
     num_samples, error_weight, stiffness_weight = check_reg_args(strategy, num_samples, error_weight,
@@ -63,7 +69,8 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
     reg_batch_size, batch = check_reg_batch_size(reg_batch_size, y0, strategy)
     # Without gradients (evaluation) a regularization step could not train anything: skip it.
     skipped = strategy != "none" and not recording_gradients()
-    stats = LocalRegStats(strategy=strategy, method=str(method_name), skipped=skipped)
+    stats = LocalRegStats(strategy=strategy, method=str(method_name), skipped=skipped,
+                          adaptive=not _fixed_steps(method_name))
     counter = EvalCounter(stats)
     counted = _CountedFunc(func, counter)
     if skipped or has_no_elements(y0):

@@ -100,7 +100,7 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
         adjoint_args = dict(adjoint_args, adjoint_params=tuple(find_parameters(sde)))
     # Without gradients (evaluation) a regularization step could not train anything: skip it.
     skipped = strategy != "none" and not recording_gradients()
-    stats = LocalRegStats(strategy=strategy, method=str(method), skipped=skipped)
+    stats = LocalRegStats(strategy=strategy, method=str(method), skipped=skipped, adaptive=bool(adaptive))
     drift, diffusion = EvalCounter(stats, "nfe"), EvalCounter(stats, "nfe_diffusion")
     counted = _CountedSDE(sde, drift, diffusion, names)
 

@@ -65,7 +65,8 @@ class AutoWeight(_Control):
             load rank 0's :meth:`state_dict` everywhere so that all ranks use the same weight).
 
     Attributes:
-        weight: the weight of ``reg`` used by the last :meth:`backward` (0.0 before the first).
+        weight: the weight of ``reg`` used by the last :meth:`backward` (0.0 before the first; with
+            ``combine="sum"`` the first step has weight 0, as nothing is measured yet).
 
     Warnings (each given once): the solves use a fixed-step method (their NFE cannot change);
     the weight has sat at its ceiling for many steps; a step recorded no solve.
@@ -80,6 +81,7 @@ class AutoWeight(_Control):
     CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
+    DRIFT = False            # candidate: compare the gradients' moving averages instead of their norms
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -91,11 +93,13 @@ class AutoWeight(_Control):
         self._ref = 0.0                # lambda_0 (0 until calibrated)
         self._log_ref_sum = 0.0        # sum of log(lambda) over the calibration steps
         self._last = 0.0               # the weight the last backward used
+        self._next = 0.0               # the weight the next plain sum uses (combine="sum")
         self._steps = 0                # backward calls that measured both gradients
         self._at_bound = 0             # consecutive steps at the ceiling
         self._updates = 0              # update() calls that counted a solve
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
+        self._reg_momentum: List[Optional[torch.Tensor]] = []  # the reg gradient's moving average (DRIFT)
 
     @property
     def weight(self) -> float:
@@ -121,10 +125,12 @@ class AutoWeight(_Control):
                  like: torch.Tensor) -> float:
         """Records this step's gradient norms; returns the weight lambda they give (0.0 if undefined)."""
         reached = [b is not None for b in g_reg]
+        if self.DRIFT and self.MOMENTUM:  # candidate: the moving averages' norms (the gradients' drifts)
+            g_task, g_reg = self._momentum, self._reg_momentum
         task_sq = float(_norm_sq((a for a, r in zip(g_task, reached) if r or not self.RESTRICT_NORM), like))
-        reg_sq = float(_norm_sq(g_reg, like))
+        reg_sq = float(_norm_sq((b for b, r in zip(g_reg, reached) if r), like))
         if not (math.isfinite(task_sq) and math.isfinite(reg_sq)) or reg_sq == 0.0:
-            return self._last  # nothing to measure this step: keep the weight
+            return self._next  # nothing to measure this step: keep the weight
         beta = self.NORM_SMOOTHING
         self._steps += 1
         self._task_sq = beta * self._task_sq + (1 - beta) * task_sq
@@ -144,29 +150,33 @@ class AutoWeight(_Control):
                             f"is wrong; the control keeps the pull bounded there.")
         return bounded
 
-    def _update_momentum(self, g_task: Sequence[Optional[torch.Tensor]]) -> None:
-        if self.MOMENTUM == 0:
-            return
-        shapes_match = len(self._momentum) == len(g_task) and all(
-            m is None or a is None or m.shape == a.shape for m, a in zip(self._momentum, g_task))
-        if not shapes_match:
-            if self._momentum:
-                warnings.warn("AutoWeight: the parameters passed to backward() changed; the task gradient's moving "
-                              "average starts anew.", RuntimeWarning, stacklevel=4)
-            self._momentum = [None] * len(g_task)
-        for k, a in enumerate(g_task):
+    def _moving_average(self, store: List[Optional[torch.Tensor]], grads: Sequence[Optional[torch.Tensor]],
+                        what: str) -> List[Optional[torch.Tensor]]:
+        """``store`` moved towards ``grads`` by the EMA factor MOMENTUM, per parameter (anew if the
+        parameters changed)."""
+        if len(store) != len(grads) or any(m is not None and a is not None and m.shape != a.shape
+                                           for m, a in zip(store, grads)):
+            if store:
+                warnings.warn(f"AutoWeight: the parameters passed to backward() changed; the {what}'s moving average "
+                              f"starts anew.", RuntimeWarning, stacklevel=5)
+            store = [None] * len(grads)
+        for k, a in enumerate(grads):
             if a is None:
                 continue
-            m = self._momentum[k]
+            m = store[k]
             if m is None:
-                self._momentum[k] = (1 - self.MOMENTUM) * a.detach()
+                store[k] = (1 - self.MOMENTUM) * a.detach()
             else:
                 m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
+        return store
 
     def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
                    g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
-        self._update_momentum(g_task)
-        self._last = self._measure(g_task, g_reg, reg)
+        if self.MOMENTUM:
+            self._momentum = self._moving_average(self._momentum, g_task, "task gradient")
+            if self.DRIFT:
+                self._reg_momentum = self._moving_average(self._reg_momentum, g_reg, "regularization's gradient")
+        self._last = self._next = self._measure(g_task, g_reg, reg)
         return self._last
 
     def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
@@ -179,12 +189,13 @@ class AutoWeight(_Control):
             task_loss.backward()
             return
         if not task_loss.requires_grad:  # a constant task: nothing to measure against
-            (task_loss + self.weight * reg).backward()
+            self._last = self._next
+            (task_loss + self._next * reg).backward()
             return
         # The plain sum with the previous steps' weight, and the two gradients it mixes measured for
         # the next steps: reg's directly (one backward through the regularization step), the task's
         # as what the sum added to .grad minus weight * reg's.
-        weight = self.weight
+        weight = self._next
         g_reg = list(torch.autograd.grad(reg, params, allow_unused=True, retain_graph=True))
         before = [None if q.grad is None else q.grad.detach().clone() for q in params]
         (task_loss + weight * reg).backward()
@@ -196,7 +207,8 @@ class AutoWeight(_Control):
             if g is not None and b is not None and weight:
                 g = g - weight * b
             g_task.append(g)
-        self._last = self._measure(g_task, g_reg, reg)
+        self._last = weight
+        self._next = self._measure(g_task, g_reg, reg)
 
     def update(self, stats: StatsLike) -> float:
         """Records one training step's statistics; returns :attr:`weight`.
@@ -223,8 +235,10 @@ class AutoWeight(_Control):
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
                 "log_ref_sum": self._log_ref_sum,
-                "last": self._last, "steps": self._steps, "at_bound": self._at_bound, "updates": self._updates,
-                "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
+                "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
+                "updates": self._updates,
+                "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum],
+                "reg_momentum": [None if m is None else m.clone() for m in self._reg_momentum]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`; validates every entry before changing anything.
@@ -242,23 +256,24 @@ class AutoWeight(_Control):
         def real(key: str, high: float = 1e30) -> float:
             return _check_real(f"state_dict[{key!r}]", state_dict[key], low=0.0, high=high, low_open=False)
 
-        values = {"steps": steps, "at_bound": _check_int("state_dict['at_bound']", state_dict["at_bound"], low=0,
+        values: Dict[str, Any] = {"steps": steps, "at_bound": _check_int("state_dict['at_bound']", state_dict["at_bound"], low=0,
                                                           high=steps),
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
-                  "nfe": real("nfe", 1e15), "last": real("last"), "ref": real("ref"),
+                  "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
                   "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
                   "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
                                              low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
                                              low_open=False, high_open=False)}
-        momentum = state_dict["momentum"]
-        if not isinstance(momentum, list) or not all(m is None or isinstance(m, torch.Tensor) for m in momentum):
-            raise TypeError("state_dict['momentum'] must be a list of tensors or None.")
-        if not all(m is None or bool(torch.isfinite(m).all()) for m in momentum):
-            raise ValueError("state_dict['momentum'] must hold finite values only.")
+        for key in ("momentum", "reg_momentum"):
+            tensors = state_dict[key]
+            if not isinstance(tensors, list) or not all(m is None or isinstance(m, torch.Tensor) for m in tensors):
+                raise TypeError(f"state_dict[{key!r}] must be a list of tensors or None.")
+            if not all(m is None or bool(torch.isfinite(m).all()) for m in tensors):
+                raise ValueError(f"state_dict[{key!r}] must hold finite values only.")
+            values[key] = [None if m is None else m.clone() for m in tensors]
         self.combine = combine
         for key, value in values.items():
             setattr(self, f"_{key}", value)
-        self._momentum = [None if m is None else m.clone() for m in momentum]
 
     def __repr__(self) -> str:
         return f"AutoWeight(weight={self.weight:.4g}, steps={self._steps}, combine={self.combine!r})"

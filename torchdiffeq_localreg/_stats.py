@@ -34,6 +34,9 @@ class LocalRegStats:
         skipped: True when gradients were disabled during the call (``torch.no_grad()``,
             ``torch.inference_mode()``, as at evaluation): the plain solve ran, no regularization
             step was taken and ``reg`` is 0.
+        adaptive: False when the solver's steps are fixed in advance (a fixed-grid ODE method such
+            as ``euler`` or ``rk4``, or ``adaptive=False`` for torchsde): the NFE of such a solve
+            cannot change as the model trains, which the weight controls warn about.
     """
 
     strategy: str
@@ -54,6 +57,7 @@ class LocalRegStats:
     reg: float = 0.0
     reg_rows: List[List[int]] = field(default_factory=list)
     skipped: bool = False
+    adaptive: bool = True
 
     @property
     def nfe_total(self) -> int:

@@ -15,7 +15,6 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Seque
 
 import torch
 
-from ._ode_solvers import FIXED_GRID_METHODS
 from ._stats import LocalRegStats
 
 # What ``update`` takes: one solve's stats, or a sequence of them (``regularize().stats``). A tensor
@@ -290,7 +289,7 @@ class _Control:
             nfe = s.nfe_forward
             if isinstance(nfe, bool) or not isinstance(nfe, Real) or not (math.isfinite(nfe) and 0 <= nfe <= MAX_NFE):
                 raise ValueError(f"stats.nfe_forward must be a finite number in [0, {MAX_NFE:g}], got {nfe!r}.")
-        fixed = sorted({s.method for s in items if s.method in FIXED_GRID_METHODS or getattr(s, "adaptive", True) is False})
+        fixed = sorted({s.method for s in items if not s.adaptive})
         if fixed:
             self._warn_once("fixed", f"the solves use a fixed step ({', '.join(fixed)}): their NFE cannot change, so "
                             f"regularizing for fewer evaluations cannot pay off. Use an adaptive method (dopri5, or "
