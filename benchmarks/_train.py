@@ -245,7 +245,7 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
     sampling = torch.Generator().manual_seed(10_000 + seed)  # reg samples, STEER times, RNODE probes
     curve = []
     train_time = 0.0
-    bar = tqdm(range(1, args.niters + 1), desc=f"{label} seed {seed}", disable=not progress, leave=False,
+    bar = tqdm(range(1, args.niters + 1), desc=f"{label} seed {seed}", disable=None if progress else True, leave=False,
                dynamic_ncols=True, position=position)
     for itr in bar:
         batch = problem.batch(args.batch_size, data_order)
@@ -551,7 +551,7 @@ def retime(problem: Task, args: argparse.Namespace, out: Path) -> List[Dict]:
         predict()
     times: List[List[float]] = [[] for _ in timed]
     order, shuffle = list(range(len(timed))), random.Random(0)
-    for _ in tqdm(range(args.pred_repeats), desc=f"timing {len(timed)} models, interleaved", disable=args.smoke):
+    for _ in tqdm(range(args.pred_repeats), desc=f"timing {len(timed)} models, interleaved", disable=True if args.smoke else None):
         shuffle.shuffle(order)
         for i in order:
             times[i].append(time_call(timed[i][1]))
@@ -715,7 +715,5 @@ def write_summary(out: Path, title: str, notes: str = "") -> Dict:
     (out / "summary.md").write_text(text)
     print(text)
     if summary:
-        _plots.pareto(summary, out / "pareto.png", title=title, xlabel="test NFE (plain solve of the test set)")
-        _plots.training_nfe([{**c, "label": Spec(c["method"], float(c["weight"]), 0).label} for c in curves],
-                            out / "nfe_training.png", title=f"{title}: NFE over training")
+        _plots.experiment_plots(out, summary, curves, title)
     return {"rows": rows, "summary": summary, "curves": curves, "out": out, "markdown": text}
