@@ -45,7 +45,8 @@ CONTROLS = ("budget", "auto", "share")  # the weight controls' families (drawn l
 VARIANTS = {
     "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
-    "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share", "allnorm": "all-parameter norm", "smooth": "smoothed",
+    "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share", "conflict": "conflict-scaled",
+    "conflict_nocap": "conflict-scaled, no cap", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
 

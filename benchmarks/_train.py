@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_nomom", "auto_nocap", "auto_drift",
-           "share", "share_nocap", "global", "steer", "rnode")
+           "auto_conflict", "auto_conflict_nocap", "share", "share_nocap", "global", "steer", "rnode")
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
 # (benchmarks/weight_control.py); the run's ``weight`` is the fraction c (AutoWeight.FRACTION).
 AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
@@ -56,6 +56,8 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nomom": {"MOMENTUM": 0.0},                  # projected against this step's task gradient only
     "auto_nocap": {"CEILING": math.inf},
     "auto_drift": {"DRIFT": True},                     # the share of the gradients' moving averages (drifts)
+    "auto_conflict": {"CONFLICT_SCALE": 0.5},          # the weight scaled down where reg opposes the task's average
+    "auto_conflict_nocap": {"CONFLICT_SCALE": 0.5, "CEILING": math.inf},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }

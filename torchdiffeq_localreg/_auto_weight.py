@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from ._weight_control import (MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control,
-                              _norm_sq, _project_cone)
+                              _dot, _norm_sq, _project_cone)
 
 
 class AutoWeight(_Control):
@@ -82,6 +82,7 @@ class AutoWeight(_Control):
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
     DRIFT = False            # candidate: compare the gradients' moving averages instead of their norms
+    CONFLICT_SCALE = 0.0     # candidate kappa_0: weight x max(0, 1 + conflict / kappa_0) (0: off)
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -100,6 +101,8 @@ class AutoWeight(_Control):
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
         self._reg_momentum: List[Optional[torch.Tensor]] = []  # the reg gradient's moving average (DRIFT)
+        self._conflict_sum = 0.0       # EMA of cos(g_r, m), and of 1 (its bias correction)
+        self._conflict_norm = 0.0
 
     @property
     def weight(self) -> float:
@@ -170,13 +173,33 @@ class AutoWeight(_Control):
                 m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
         return store
 
-    def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
-                   g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
+    def _observe(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
+                 like: torch.Tensor) -> float:
+        """Updates the moving averages with this step's two gradients; returns the weight they give."""
         if self.MOMENTUM:
             self._momentum = self._moving_average(self._momentum, g_task, "task gradient")
             if self.DRIFT:
                 self._reg_momentum = self._moving_average(self._reg_momentum, g_reg, "regularization's gradient")
-        self._last = self._next = self._measure(g_task, g_reg, reg)
+        weight = self._measure(g_task, g_reg, like)
+        if self.CONFLICT_SCALE and self.MOMENTUM:
+            reg_sq, avg_sq = _dot(g_reg, g_reg), _dot(self._momentum, self._momentum)
+            if reg_sq > 0 and avg_sq > 0:
+                cosine = _dot(g_reg, self._momentum) / math.sqrt(reg_sq * avg_sq)
+                beta = self.NORM_SMOOTHING
+                self._conflict_sum = beta * self._conflict_sum + (1 - beta) * cosine
+                self._conflict_norm = beta * self._conflict_norm + (1 - beta)
+            weight *= max(0.0, 1.0 + self.conflict / self.CONFLICT_SCALE)
+        return weight
+
+    @property
+    def conflict(self) -> float:
+        """The moving average of cos(g_r, m): how much the regularization's gradient points against
+        the task's average direction (below 0), or along it (above 0); 0.0 before the first step."""
+        return self._conflict_sum / self._conflict_norm if self._conflict_norm > 0 else 0.0
+
+    def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
+                   g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
+        self._last = self._next = self._observe(g_task, g_reg, reg)
         return self._last
 
     def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
@@ -208,7 +231,7 @@ class AutoWeight(_Control):
                 g = g - weight * b
             g_task.append(g)
         self._last = weight
-        self._next = self._measure(g_task, g_reg, reg)
+        self._next = self._observe(g_task, g_reg, reg)
 
     def update(self, stats: StatsLike) -> float:
         """Records one training step's statistics; returns :attr:`weight`.
@@ -234,7 +257,8 @@ class AutoWeight(_Control):
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
-                "log_ref_sum": self._log_ref_sum,
+                "log_ref_sum": self._log_ref_sum, "conflict_sum": self._conflict_sum,
+                "conflict_norm": self._conflict_norm,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
                 "updates": self._updates,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum],
@@ -261,6 +285,10 @@ class AutoWeight(_Control):
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
                   "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
                   "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
+                  "conflict_norm": _check_real("state_dict['conflict_norm']", state_dict["conflict_norm"], low=0.0,
+                                               high=1.0, low_open=False, high_open=False),
+                  "conflict_sum": _check_real("state_dict['conflict_sum']", state_dict["conflict_sum"], low=-1.0,
+                                              high=1.0, low_open=False, high_open=False),
                   "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
                                              low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
                                              low_open=False, high_open=False)}
