@@ -46,7 +46,7 @@ VARIANTS = {
     "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
     "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share", "conflict": "conflict-scaled",
-    "conflict_nocap": "conflict-scaled, no cap", "allnorm": "all-parameter norm", "smooth": "smoothed",
+    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x", "c": "share", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
 
@@ -91,6 +91,8 @@ def display_name(label: str) -> str:
         return f"{name}, weight {weight}"
     if fam == "budget":
         return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
+    if method == "auto":
+        return "AutoWeight()"  # the package's defaults; its weight column is the default share
     if fam in ("auto", "share"):
         return f"{name} c={weight}"
     if fam == "steer":

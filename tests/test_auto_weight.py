@@ -321,3 +321,39 @@ def test_weight_does_not_depend_on_the_scale_of_either_loss(a, b):
         g1 = step(base, task_grad, reg_grad)
         g2 = step(scaled, [a * x for x in task_grad], [b * x for x in reg_grad])
         torch.testing.assert_close(g2[0], a * g1[0])
+
+
+def sde_stats(nfe=12):
+    from torchdiffeq_localreg import LocalRegStats
+    return LocalRegStats(strategy="unbiased", method="milstein", nfe_forward=nfe, nfe_diffusion_forward=nfe)
+
+
+def test_sde_solves_get_the_sde_share_from_the_first_update_on():
+    ode, sde = Plain(), Plain()
+    assert ode.share == Plain.FRACTION and sde.share == Plain.FRACTION
+    draws = [([1.0, 2.0], [0.5, 0.1]), ([0.3, 1.0], [1.0, 0.2]), ([2.0, 0.5], [0.1, 0.7])]
+    from torchdiffeq_localreg import LocalRegStats
+    for k, (task_grad, reg_grad) in enumerate(draws):
+        step(ode, task_grad, reg_grad)
+        step(sde, task_grad, reg_grad)
+        ode.update(LocalRegStats(strategy="unbiased", method="dopri5", nfe_forward=20))
+        sde.update(sde_stats())
+        if k == 0:  # the first step's weight was measured with the ODE share
+            assert sde.weight == pytest.approx(ode.weight)
+    assert sde.share == Plain.FRACTION_SDE
+    assert sde.weight == pytest.approx(ode.weight * Plain.FRACTION_SDE / Plain.FRACTION, rel=1e-12)
+    assert sde.state_dict()["sde"] is True and ode.state_dict()["sde"] is False
+
+
+def test_the_sde_share_rescales_the_calibration():
+    class Quick(Plain):
+        NORM_SMOOTHING = 0.0
+        CALIBRATION_STEPS = 3
+
+    ode, sde = Quick(), Quick()
+    for k in range(5):
+        step(ode, [1.0, 0.0], [0.0, 1.0])
+        step(sde, [1.0, 0.0], [0.0, 1.0])
+        if k == 1:
+            sde.update(sde_stats())
+    assert sde.ceiling == pytest.approx(ode.ceiling * Quick.FRACTION_SDE / Quick.FRACTION)

@@ -267,6 +267,12 @@ class _Control:
     def _forward_nfe(self, stats: StatsLike) -> Optional[float]:
         """The forward NFE of one step's solve(s) (summed), or None, with a warning given once, for a
         step that recorded no solve."""
+        items = self._read_stats(stats)
+        return None if items is None else float(sum(s.nfe_forward for s in items))
+
+    def _read_stats(self, stats: StatsLike) -> Optional[List[LocalRegStats]]:
+        """One step's stats as a list, checked; None, with a warning given once, for a step that
+        recorded no solve. Warns once when the solves take fixed steps."""
         if isinstance(stats, LocalRegStats):
             items = [stats]
         elif isinstance(stats, torch.Tensor):
@@ -294,7 +300,7 @@ class _Control:
             self._warn_once("fixed", f"the solves use a fixed step ({', '.join(fixed)}): their NFE cannot change, so "
                             f"regularizing for fewer evaluations cannot pay off. Use an adaptive method (dopri5, or "
                             f"adaptive=True for torchsde), or train without this control.")
-        return float(sum(s.nfe_forward for s in items))
+        return items
 
 
 class NFEBudget(_Control):
