@@ -423,9 +423,8 @@ def main(argv=None):
             task_loss = criterion(logits, y)
             optimizer.zero_grad()
             if control is not None:  # task_loss + weight * r.reg; with "project", never against task_loss
-                used = control.weight  # what "sum" (--ddp) adds: the weight of the previous steps
                 control.backward(task_loss, r.reg, model.parameters())
-                weight = used if control.combine == "sum" else control.weight  # "project" sets it in backward
+                weight = control.weight  # the weight this step used (AutoWeight sets it in backward)
             else:
                 weight = (args.reg_weight or 0.0) if args.reg != "none" else 0.0
                 (task_loss + weight * r.reg).backward()
