@@ -71,9 +71,10 @@ def display_name(label: str) -> str:
     ``vanilla`` -> "vanilla (no regularization)"; ``unbiased@0.3`` -> "local, unbiased, weight 0.3";
     ``const@1`` (the weight-control protocol's constant) -> "local, unbiased, weight 1";
     ``budget@0.6`` -> "NFEBudget 0.6x" (the target as a fraction of vanilla's NFE); ``budget`` ->
-    "NFEBudget"; ``budget_sum`` -> "NFEBudget, plain sum"; ``auto`` -> "AutoWeight"; ``auto@0.1``
-    -> "AutoWeight c=0.1"; ``global@0.1`` -> "global, weight 0.1"; ``steer@0.5`` -> "STEER b=0.5";
-    ``rnode@0.01`` -> "RNODE 0.01". A label it does not know is returned as it is.
+    "NFEBudget"; ``budget_sum`` -> "NFEBudget, plain sum"; ``auto`` -> "AutoWeight"; ``auto@0.3``
+    -> "AutoWeight()" (the package's defaults); ``auto_c@0.1`` -> "AutoWeight, share c=0.1";
+    ``global@0.1`` -> "global, weight 0.1"; ``steer@0.5`` -> "STEER b=0.5"; ``rnode@0.01``
+    -> "RNODE 0.01". A label it does not know is returned as it is.
     """
     method, weight = split_label(label)
     fam = family(label)
