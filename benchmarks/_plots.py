@@ -157,11 +157,13 @@ METRIC_NAMES = {"mse": "MSE", "error": "error of mean and variance"}
 
 def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", panel: Optional[str] = None,
            xlabel: str = "test NFE (function evaluations of the prediction solve)", title: str = "",
-           markers: Optional[Mapping[str, str]] = None, colors: Optional[Mapping[str, str]] = None) -> Path:
+           markers: Optional[Mapping[str, str]] = None, colors: Optional[Mapping[str, str]] = None,
+           columns: Optional[int] = None) -> Path:
     """Test metric against test NFE (means, with the standard deviations over seeds as error bars).
 
     One point per summary row, named in the legend by :func:`display_name` of its ``label`` column;
-    one panel per value of the ``panel`` column (or a single panel). Dashed lines mark vanilla's NFE
+    one panel per value of the ``panel`` column (or a single panel), ``columns`` panels per row (all
+    in one row by default). Dashed lines mark vanilla's NFE
     and metric, so that the better quadrant (fewer evaluations at least as good a metric) reads at
     a glance. ``markers`` and ``colors`` override :func:`styles` for the labels they name.
     """
@@ -172,10 +174,14 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
     for key, value in (colors or {}).items():
         look.setdefault(key, {})["color"] = value
     panels = list(dict.fromkeys(s[panel] for s in summary)) if panel else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2) if panel else (6.8, 4.6),
+    ncols = min(columns or len(panels), len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.2 * nrows) if panel else (6.8, 4.6),
                              squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     drawn = {}
-    for ax, name in zip(axes[0], panels):
+    for ax, name in zip(axes.flat, panels):
         rows = [s for s in summary if panel is None or s[panel] == name]
         ylabel, scale = metric_axis(rows[0]["metric_name"])
         for s in rows:

@@ -28,7 +28,7 @@ step (:data:`STEP_NFE`); and on the two ODE classifiers at most 0.65x vanilla's 
 Resumable: each run appends its row to ``<folder>/runs.csv`` under
 ``benchmarks/results/weight_control/<problem>`` (``<problem>_short`` for 200 steps); a rerun skips
 finished runs. ``--summarize`` writes ``summary.md``, ``summary.csv``, ``pareto.png`` and
-``pareto_short.png`` there from every row.
+``pareto_short.png`` there from every row (``pareto_candidates.png``: with every candidate).
 
     python benchmarks/weight_control.py --problems latent_ode spiral_sde --jobs 2
     python benchmarks/weight_control.py --problems mnist_node --lengths short --methods vanilla auto
@@ -72,6 +72,9 @@ SWEEPS = {
     "spiral_sde": (0.03, 0.1, 0.3, 1.0, 3.0),
     "lotka_volterra": (0.01, 0.03, 0.1, 0.3, 1.0),
 }
+TITLES = {"rings": "disk vs ring (neural ODE classifier)", "mnist_node": "MNIST neural ODE",
+          "mnist_sde": "MNIST neural SDE", "latent_ode": "latent ODE, irregular spirals",
+          "spiral_sde": "spiral SDE fit", "lotka_volterra": "Lotka-Volterra field from noisy data"}
 SEEDS = {"rings": 3, "mnist_node": 3, "mnist_sde": 5, "latent_ode": 5, "spiral_sde": 5, "lotka_volterra": 5}
 # NFE of one solver step of the prediction solve: dopri5 takes 6 evaluations per step; torchsde's
 # adaptive Milstein with step doubling takes 3 drift evaluations per step (one full, two halves).
@@ -81,6 +84,7 @@ METHODS = ("vanilla", "unbiased", "budget", "auto")
 ACCURACY_TOLERANCE = 0.003  # (a): 0.3 points of accuracy
 ERROR_TOLERANCE = 0.10      # (a): 10% of vanilla's mean error
 CLASSIFIER_NFE_RATIO = 0.65
+BUDGET_RATIO = 0.6         # the budget's target as a fraction of vanilla's training NFE (the harness's default)
 SMOKE = ["--smoke", "--pred_repeats", "1"]
 
 
@@ -175,7 +179,7 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
                 f"{_change(kind, v['best_constant_metric'], v['vanilla_metric'])}")
         b = "yes" if v["auto_b"] else "**no**"
         if v["classifier_ok"] is not None:
-            b += f"; <= 0.65x: {'yes' if v['classifier_ok'] else '**no**'}"
+            b += f"; <= {CLASSIFIER_NFE_RATIO}x: {'yes' if v['classifier_ok'] else '**no**'}"
         lines.append(f"| {v['problem']} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
                      f"NFE {v['vanilla_nfe']:.1f} | {_metric(kind, v['auto_metric'])} "
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
@@ -206,7 +210,7 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             verdict["length"] = "realistic" if length == "realistic" else f"{LENGTHS[length]} steps"
             verdicts.append(verdict)
             plots.setdefault(length, []).extend(
-                {"problem": problem, "label": s["label"], "metric_name": "accuracy" if verdict["kind"] == "accuracy"
+                {"problem": TITLES[problem], "label": s["label"], "metric_name": "accuracy" if verdict["kind"] == "accuracy"
                  else rows[0]["metric_name"], "test_metric_mean": s["metric"], "test_metric_std": "",
                  "test_nfe_mean": s["nfe"], "test_nfe_std": ""} for s in verdict["table"].values())
     if not verdicts:
@@ -224,11 +228,16 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
     (out / "summary.md").write_text(text)
     _harness.write_csv([{k: v for k, v in d.items() if k != "table"} for d in verdicts], out / "summary.csv")
     for length, rows in plots.items():
-        name = "pareto.png" if length == "realistic" else f"pareto_{length}.png"
+        name = "pareto" if length == "realistic" else f"pareto_{length}"
         steps = "the benchmarks' realistic steps" if length == "realistic" else f"{LENGTHS[length]} steps"
-        _plots.pareto(rows, out / name, panel="problem",
-                      title=f"Weight-control protocol ({steps}): test metric against test NFE, means over paired "
-                            f"seeds (dashed: vanilla)")
+        title = f"Weight-control protocol ({steps}): test metric against test NFE, means over paired seeds"
+        protocol = [r for r in rows if r["label"] in (auto_label, f"budget@{BUDGET_RATIO:g}")
+                    or _plots.family(r["label"]) in ("vanilla", "unbiased")]
+        _plots.pareto(protocol, out / f"{name}.png", panel="problem", columns=3,
+                      title=f"{title}: AutoWeight(), constant weights, NFEBudget (dashed: vanilla)")
+        if len(protocol) < len(rows):
+            _plots.pareto(rows, out / f"{name}_candidates.png", panel="problem", columns=3,
+                          title=f"{title}: every candidate (dashed: vanilla)")
     print(text)
     return verdicts
 

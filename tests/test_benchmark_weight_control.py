@@ -45,6 +45,7 @@ def test_smoke_both_lengths_every_method_then_resume(tmp_path):
     for name in ("summary.md", "summary.csv", "pareto.png", "pareto_short.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "| rings | realistic |" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "pareto_candidates.png").exists()  # only the protocol's methods ran
     wc.main(args)  # a second run trains nothing and adds no rows
     for length, runs in rows.items():
         assert wc._harness.read_rows(wc.folder(tmp_path, "rings", length) / "runs.csv") == runs
@@ -99,3 +100,17 @@ def test_judge_accuracy_and_the_classifier_bound():
     assert v["best_constant"] == "unbiased@0.1" and v["auto_b"]  # 29 <= 26 + 6
     assert v["classifier_ok"] is False  # 29 / 44 = 0.66 > 0.65
     assert wc.judge("mnist_node", [r for r in rows if r["method"] != "auto"], "auto@0.1") is None
+
+
+def test_summary_plots_the_protocol_apart_from_the_candidates(tmp_path, monkeypatch):
+    rows = _rows({"vanilla": [(1.0, 60)], "unbiased@0.1": [(1.0, 50)], "budget@0.6": [(1.2, 40)],
+                  "auto@0.3": [(0.9, 45)], "auto_c@0.1": [(0.8, 55)]})
+    wc.folder(tmp_path, "latent_ode", "realistic").mkdir()
+    wc._harness.write_csv(rows, wc.folder(tmp_path, "latent_ode", "realistic") / "runs.csv")
+    drawn = {}
+    monkeypatch.setattr(wc._plots, "pareto", lambda plotted, path, **kw: drawn.setdefault(Path(path).name, plotted))
+    wc.summarize(tmp_path, "auto@0.3")
+    assert sorted(drawn) == ["pareto.png", "pareto_candidates.png"]
+    assert sorted(r["label"] for r in drawn["pareto.png"]) == ["auto@0.3", "budget@0.6", "unbiased@0.1", "vanilla"]
+    assert len(drawn["pareto_candidates.png"]) == 5
+    assert {r["problem"] for r in drawn["pareto.png"]} == {wc.TITLES["latent_ode"]}
