@@ -175,12 +175,12 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
     for v in verdicts:
         kind = v["kind"]
         best = ("none" if v["best_constant"] == "none" else
-                f"{_plots.display_name(v['best_constant'])}: NFE {v['best_constant_nfe']:.1f}, "
+                f"weight {_plots.split_label(v['best_constant'])[1]}: NFE {v['best_constant_nfe']:.1f}, "
                 f"{_change(kind, v['best_constant_metric'], v['vanilla_metric'])}")
         b = "yes" if v["auto_b"] else "**no**"
         if v["classifier_ok"] is not None:
             b += f"; <= {CLASSIFIER_NFE_RATIO}x: {'yes' if v['classifier_ok'] else '**no**'}"
-        lines.append(f"| {v['problem']} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
+        lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
                      f"NFE {v['vanilla_nfe']:.1f} | {_metric(kind, v['auto_metric'])} "
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
                      f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {best} | {b} |")

@@ -44,7 +44,7 @@ def test_smoke_both_lengths_every_method_then_resume(tmp_path):
         rows[length] = runs
     for name in ("summary.md", "summary.csv", "pareto.png", "pareto_short.png"):
         assert (tmp_path / name).stat().st_size > 0, name
-    assert "| rings | realistic |" in (tmp_path / "summary.md").read_text()
+    assert f"| {wc.TITLES['rings']} | realistic |" in (tmp_path / "summary.md").read_text()
     assert not (tmp_path / "pareto_candidates.png").exists()  # only the protocol's methods ran
     wc.main(args)  # a second run trains nothing and adds no rows
     for length, runs in rows.items():
