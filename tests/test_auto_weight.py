@@ -91,8 +91,9 @@ def test_ceiling_holds_after_calibration_and_warns_once():
         for _ in range(Quick.BOUND_PATIENCE - 1):
             step(auto, [1.0, 0.0], [0.0, 1e-6])  # reg's gradient vanishes: lambda* = 1e5 c
             assert auto.weight == pytest.approx(auto.ceiling)
-    with pytest.warns(RuntimeWarning, match="ceiling"):
+    with pytest.warns(RuntimeWarning, match="ceiling") as record:
         step(auto, [1.0, 0.0], [0.0, 1e-6])
+    assert record[0].filename == __file__  # the user's line, not the package's, however deep the warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         step(auto, [1.0, 0.0], [0.0, 1e-6])

@@ -126,8 +126,9 @@ def test_update_warns_once_for_a_fixed_step_solver(control, method):
     func = torch.nn.Linear(2, 2)
     _, _, st = odeint_reg(lambda t, y: func(y), torch.ones(3, 2), torch.linspace(0, 1, 5), method=method,
                           return_stats=True)
-    with pytest.warns(RuntimeWarning, match=f"fixed step \\({method}\\).*cannot change"):
+    with pytest.warns(RuntimeWarning, match=f"fixed step \\({method}\\).*cannot change") as record:
         control.update(st)
+    assert record[0].filename == __file__  # points at the caller's update() line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         control.update(st)

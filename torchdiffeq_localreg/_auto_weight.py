@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from ._weight_control import (MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control,
-                              _norm_sq, _project_cone)
+                              _norm_sq, _project_cone, _user_stacklevel)
 
 
 class AutoWeight(_Control):
@@ -161,9 +161,10 @@ class AutoWeight(_Control):
         self._at_bound = self._at_bound + 1 if bounded < weight else 0
         if self._at_bound >= self.BOUND_PATIENCE:
             self._warn_once("bound", f"the weight has sat at its ceiling ({self.CEILING:g} x its calibrated value) "
-                            f"for {self._at_bound} steps: the regularization's gradient has nearly vanished, "
-                            f"usually because the model is already about as cheap as the solver allows. Nothing "
-                            f"is wrong; the control keeps the pull bounded there.")
+                            f"for {self._at_bound} steps: the regularization's gradient has become small against "
+                            f"the task's. Either the model is already about as cheap as the solver allows (check "
+                            f"stats.nfe_forward: then nothing is wrong), or the regularization cannot make it "
+                            f"cheaper without costing the task. The control keeps the pull bounded either way.")
         return bounded
 
     def _moving_average(self, store: List[Optional[torch.Tensor]],
@@ -174,7 +175,7 @@ class AutoWeight(_Control):
                                            for m, a in zip(store, grads)):
             if store:
                 warnings.warn("AutoWeight: the parameters passed to backward() changed; the task gradient's moving "
-                              "average starts anew.", RuntimeWarning, stacklevel=5)
+                              "average starts anew.", RuntimeWarning, stacklevel=_user_stacklevel())
             store = [None] * len(grads)
         for k, a in enumerate(grads):
             if a is None:
