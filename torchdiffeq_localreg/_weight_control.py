@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from numbers import Integral, Real
+from types import FrameType
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Set, Union, get_args
 
 import torch
@@ -135,7 +136,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def _user_stacklevel() -> int:
     """The ``stacklevel`` of ``warnings.warn`` called here that names the first caller outside this
     package (the user's ``backward()`` or ``update()`` line), however deep inside it the warning is."""
-    frame, level = sys._getframe(1), 1   # level 1: the function that calls warnings.warn
+    frame: Optional[FrameType] = sys._getframe(1)
+    level = 1   # the function that calls warnings.warn
     while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
         frame, level = frame.f_back, level + 1
     return level
