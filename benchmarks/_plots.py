@@ -243,7 +243,9 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
         groups = {FAMILIES["vanilla"]: []}
     cols = min(3, len(groups))
     nrows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False, sharex=True, sharey=True)
+    entries = max(len(keys) for keys in groups.values()) + 1   # the longest legend, with vanilla
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, (3.0 + 0.16 * entries) * nrows), squeeze=False,
+                             sharex=True, sharey=True)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     for ax, (group, keys) in zip(axes.flat, groups.items()):
@@ -259,7 +261,7 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
                     lw=1.6 if key == "vanilla" else 1.2, label=display_name(key))
         ax.set_title(group, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False, ncol=1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=7.5, frameon=False, ncol=1)
         ax.tick_params(labelbottom=True, labelleft=True)
         ax.set_xlabel("training iteration")
         ax.set_ylabel("NFE of the training solve")
