@@ -84,7 +84,6 @@ METHODS = ("vanilla", "unbiased", "budget", "auto")
 ACCURACY_TOLERANCE = 0.003  # (a): 0.3 points of accuracy
 ERROR_TOLERANCE = 0.10      # (a): 10% of vanilla's mean error
 CLASSIFIER_NFE_RATIO = 0.65
-BUDGET_RATIO = 0.6         # the budget's target as a fraction of vanilla's training NFE (the harness's default)
 SMOKE = ["--smoke", "--pred_repeats", "1"]
 
 
@@ -227,11 +226,13 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
         text += f"\n### {v['problem']}, {v['length']}\n\n" + methods_markdown(v)
     (out / "summary.md").write_text(text)
     _harness.write_csv([{k: v for k, v in d.items() if k != "table"} for d in verdicts], out / "summary.csv")
+    # the protocol's budget: the experiment scripts' default target (a fraction of vanilla's NFE)
+    budget_label = f"budget@{rings.build_parser().get_default('budget_ratio'):g}"
     for length, rows in plots.items():
         name = "pareto" if length == "realistic" else f"pareto_{length}"
         steps = "the benchmarks' realistic steps" if length == "realistic" else f"{LENGTHS[length]} steps"
         title = f"Weight-control protocol ({steps}): test metric against test NFE, means over paired seeds"
-        protocol = [r for r in rows if r["label"] in (auto_label, f"budget@{BUDGET_RATIO:g}")
+        protocol = [r for r in rows if r["label"] in (auto_label, budget_label)
                     or _plots.family(r["label"]) in ("vanilla", "unbiased")]
         _plots.pareto(protocol, out / f"{name}.png", panel="problem", columns=3,
                       title=f"{title}: AutoWeight(), constant weights, NFEBudget (dashed: vanilla)")
