@@ -11,9 +11,19 @@ import torchsde
 
 from torchdiffeq_localreg import AutoWeight, odeint_adjoint_reg, odeint_reg, regularize, sdeint_reg
 from torchdiffeq_localreg import odeint as odeint_one_import
+from torchdiffeq_localreg import _stats
 from torchdiffeq_localreg._weight_control import _project_cone
 
 D = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def no_solve_seen():
+    """Each test starts as if this thread had taken no regularized solve (AutoWeight's first
+    backward reads the kind of the last one)."""
+    _stats._LAST_SOLVE.__dict__.clear()
+    yield
+    _stats._LAST_SOLVE.__dict__.clear()
 
 
 def linear_losses(task_grad, reg_grad, other_grad=None):
@@ -344,6 +354,51 @@ def test_sde_solves_get_the_sde_share_from_the_first_update_on():
     assert sde.share == Plain.FRACTION_SDE
     assert sde.weight == pytest.approx(ode.weight * Plain.FRACTION_SDE / Plain.FRACTION, rel=1e-12)
     assert sde.state_dict()["sde"] is True and ode.state_dict()["sde"] is False
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_task_peak_candidate_measures_against_the_largest_corrected_task_average(beta):
+    class Peak(Plain):
+        TASK_PEAK = True
+        NORM_SMOOTHING = beta
+
+    auto = Peak()
+    task_sq = reg_sq = peak = 0.0
+    for n, (task_grad, reg_grad) in enumerate((([3.0, 4.0], [1.0, 0.0]), ([0.0, 1.0], [0.0, 2.0]),
+                                               ([0.6, 0.8], [0.0, 0.5])), start=1):
+        step(auto, task_grad, reg_grad)
+        task_sq = beta * task_sq + (1 - beta) * sum(x * x for x in task_grad)
+        reg_sq = beta * reg_sq + (1 - beta) * sum(x * x for x in reg_grad)
+        correction = 1 - beta ** n if beta else 1.0
+        peak = max(peak, task_sq / correction)
+        assert auto.weight == pytest.approx(Peak.FRACTION * math.sqrt(peak / (reg_sq / correction)), rel=1e-12)
+    assert auto.weight > Peak.FRACTION * math.sqrt(task_sq / reg_sq)  # the task's norm fell; the pull did not
+    restored = Peak()
+    restored.load_state_dict(auto.state_dict())
+    assert restored.state_dict()["task_peak"] == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("kind", ["direct", "sde"])
+def test_first_backward_takes_the_share_of_the_solve_just_taken(kind):
+    """Before any update, the first backward after a real solve uses that solve's share: the weight
+    is then the share c times the ratio of the two gradients' norms (one step: no averaging)."""
+    model = SDE() if kind == "sde" else Field()
+    params = list(model.parameters())
+    auto = AutoWeight()
+    task, reg = solve(kind, model)
+    g_t = torch.autograd.grad(task, params, retain_graph=True)
+    g_r = torch.autograd.grad(reg, params, retain_graph=True)
+    auto.backward(task, reg, params)
+    share = AutoWeight.FRACTION_SDE if kind == "sde" else AutoWeight.FRACTION
+    ratio = math.sqrt(sum(float((a * a).sum()) for a in g_t)) / math.sqrt(sum(float((b * b).sum()) for b in g_r))
+    assert auto.share == share
+    assert auto.weight == pytest.approx(share * ratio, rel=1e-10)
+
+
+def test_without_a_solve_seen_the_first_backward_uses_the_ode_share():
+    auto = Plain()
+    step(auto, [1.0, 0.0], [0.0, 1.0])
+    assert auto.share == Plain.FRACTION and auto.weight == pytest.approx(Plain.FRACTION)
 
 
 def test_the_sde_share_rescales_the_calibration():

@@ -189,10 +189,11 @@ def test_a_replacement_made_before_the_block_is_left_alone(monkeypatch):
         return UPSTREAM[torchdiffeq, "odeint"](*args, **kwargs)
 
     monkeypatch.setattr(torchdiffeq, "odeint", wrapper)
-    with pytest.warns(RuntimeWarning, match="torchdiffeq.odeint is not torchdiffeq's"):
+    with pytest.warns(RuntimeWarning, match="torchdiffeq.odeint is not torchdiffeq's") as caught:
         with localreg.intercept():
             assert torchdiffeq.odeint is wrapper
             assert torchsde.sdeint is not UPSTREAM[torchsde, "sdeint"]   # the others are routed
+    assert caught[0].filename == __file__   # the user's with line
     assert torchdiffeq.odeint is wrapper
     monkeypatch.undo()
 
@@ -201,9 +202,10 @@ def test_a_replacement_made_inside_the_block_is_not_clobbered(monkeypatch):
     def theirs(*args, **kwargs):
         return UPSTREAM[torchdiffeq, "odeint"](*args, **kwargs)
 
-    with pytest.warns(RuntimeWarning, match="replaced by other code while routed"):
+    with pytest.warns(RuntimeWarning, match="replaced by other code while routed") as caught:
         with localreg.intercept():
             torchdiffeq.odeint = theirs
+    assert caught[0].filename == __file__
     assert torchdiffeq.odeint is theirs and torchsde.sdeint is UPSTREAM[torchsde, "sdeint"]
     torchdiffeq.odeint = UPSTREAM[torchdiffeq, "odeint"]
 
@@ -277,7 +279,7 @@ def test_inference_mode_skips_with_one_warning_even_when_asked_to_regularize():
         with torch.inference_mode(), localreg.regularize(when_no_grad="regularize") as r:
             first = localreg.odeint(func, y0, T)
             localreg.odeint(func, y0, T)
-    assert len(caught) == 1
+    assert len(caught) == 1 and caught[0].filename == __file__   # the solve's line
     assert r.stats == [] and r.skipped == 2 and torch.equal(first, expected)
     with localreg.regularize(when_no_grad="regularize") as r, torch.no_grad():
         localreg.odeint(func, y0, T)

@@ -87,9 +87,10 @@ def test_reg_is_the_sum_over_the_solves_with_the_same_generator(adjoint):
 
 
 def test_empty_block_has_zero_reg():
-    with pytest.warns(UserWarning, match="without seeing a solve"):
+    with pytest.warns(UserWarning, match="without seeing a solve") as caught:
         with localreg.regularize() as r:
             pass
+    assert caught[0].filename == __file__   # the user's with line
     assert r.reg.shape == () and r.reg.item() == 0.0 and r.stats == []
 
 

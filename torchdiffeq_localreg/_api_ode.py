@@ -7,7 +7,7 @@ import torch.nn as nn
 from ._ode_solvers import (ADAPTIVE_METHODS, FIXED_GRID_METHODS, OWN_METHODS, SOLVER_TABLE, UNSUPPORTED_METHODS,
                            WRAPPED, ode_rows, odeint_adjoint_observed, odeint_observed)
 from ._recorder import Recorder, recording_gradients
-from ._stats import EvalCounter, LocalRegStats
+from ._stats import EvalCounter, LocalRegStats, note_regularized_solve
 from ._upstream import (FixedGridODESolver, _all_adjoint_callback_names, _all_callback_names, find_parameters,
                         upstream_odeint, upstream_odeint_adjoint)
 from ._validate import Strategy, check_real_state, check_reg_args, check_reg_batch_size, check_times, has_no_elements
@@ -110,6 +110,7 @@ def _run(adjoint: bool, func, y0, t, rtol, atol, method, options, event_fn, stra
         reg = torch.zeros((), dtype=like.dtype, device=like.device)
     else:
         reg = recorder.compute(like)
+        note_regularized_solve(sde=False)
     counter.phase = "backward"
 
     result = (*out, reg) if event_fn is not None else (out, reg)

@@ -16,7 +16,7 @@ from torchsde import BaseBrownian
 
 from ._recorder import Recorder, recording_gradients
 from ._sde_solvers import WRAPPERS, SDERows, methods_for
-from ._stats import EvalCounter, LocalRegStats
+from ._stats import EvalCounter, LocalRegStats, note_regularized_solve
 from ._upstream import (METHODS, _SdeintAdjointMethod, _select_default_adjoint_method, check_contract, find_parameters,
                         parse_return)
 from ._upstream import sde_methods as methods
@@ -138,6 +138,8 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
     for counter in (drift, diffusion):
         counter.phase = "reg"
     reg = torch.zeros((), dtype=ys.dtype, device=ys.device) if recorder is None else recorder.compute(ys)
+    if recorder is not None:
+        note_regularized_solve(sde=True)
     for counter in (drift, diffusion):
         counter.phase = "backward"
 

@@ -10,8 +10,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from ._stats import last_regularized_solve_is_sde
+from ._validate import user_stacklevel
 from ._weight_control import (MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control,
-                              _norm_sq, _project_cone, _user_stacklevel)
+                              _norm_sq, _project_cone)
 
 
 class AutoWeight(_Control):
@@ -54,7 +56,8 @@ class AutoWeight(_Control):
     own first steps.
 
     The share is :math:`c = 0.3` for an ODE solve and :math:`c = 0.1` for an SDE solve (known from
-    the first :meth:`update`: the stats of an SDE count diffusion evaluations). Both are measured,
+    the first :meth:`update`, whose stats of an SDE count diffusion evaluations; at the first
+    :meth:`backward`, from the kind of the last regularized solve in the calling thread). Both are measured,
     not derived: the SDE regularizer differentiates torchsde's step-doubling error estimate, not a
     Runge-Kutta pair's embedded error, and at the same share it moved our SDEs much further. On our
     MNIST neural SDE a share of 0.3 held the solve at a single step for the whole run and cost 2.4
@@ -93,6 +96,7 @@ class AutoWeight(_Control):
     CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
+    TASK_PEAK = False        # measure against the largest (bias-corrected) T so far, not T (a candidate)
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -111,6 +115,7 @@ class AutoWeight(_Control):
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
         self._sde = False              # do the solves integrate an SDE? (known from the first update)
+        self._task_peak = 0.0          # the largest bias-corrected T so far (TASK_PEAK only)
 
 
     @property
@@ -153,6 +158,10 @@ class AutoWeight(_Control):
         self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
         # The bias corrections of T and G are equal and cancel in their ratio.
         weight = self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
+        if self.TASK_PEAK:
+            correction = 1 - beta ** self._steps if beta else 1.0
+            self._task_peak = max(self._task_peak, self._task_sq / correction)
+            weight = self.share * math.sqrt(self._task_peak) / math.sqrt(self._reg_sq / correction)
         if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
             self._log_ref_sum += math.log(weight)
             if self._steps == self.CALIBRATION_STEPS:
@@ -175,7 +184,7 @@ class AutoWeight(_Control):
                                            for m, a in zip(store, grads)):
             if store:
                 warnings.warn("AutoWeight: the parameters passed to backward() changed; the task gradient's moving "
-                              "average starts anew.", RuntimeWarning, stacklevel=_user_stacklevel())
+                              "average starts anew.", RuntimeWarning, stacklevel=user_stacklevel())
             store = [None] * len(grads)
         for k, a in enumerate(grads):
             if a is None:
@@ -190,6 +199,8 @@ class AutoWeight(_Control):
     def _observe(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
                  like: torch.Tensor) -> float:
         """Updates the moving averages with this step's two gradients; returns the weight they give."""
+        if not self._sde and self._updates == 0 and last_regularized_solve_is_sde():
+            self._use_sde_share()  # before the first update, the kind of this thread's last solve
         if self.MOMENTUM:
             self._momentum = self._moving_average(self._momentum, g_task)
         return self._measure(g_task, g_reg, like)
@@ -264,7 +275,7 @@ class AutoWeight(_Control):
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
-                "log_ref_sum": self._log_ref_sum, "sde": self._sde,
+                "log_ref_sum": self._log_ref_sum, "sde": self._sde, "task_peak": self._task_peak,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
                 "updates": self._updates,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
@@ -292,6 +303,7 @@ class AutoWeight(_Control):
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
                   "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
                   "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
+                  "task_peak": real("task_peak", 1e300),
                   "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
                                              low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
                                              low_open=False, high_open=False)}

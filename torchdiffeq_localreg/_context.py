@@ -29,7 +29,7 @@ from ._recorder import recording_gradients
 from ._stats import LocalRegStats
 from ._upstream import sde_misc as _sde_misc
 from ._upstream import upstream_odeint, upstream_odeint_adjoint, upstream_sdeint, upstream_sdeint_adjoint
-from ._validate import Strategy, check_reg_args, check_reg_batch_size_value
+from ._validate import Strategy, check_reg_args, check_reg_batch_size_value, user_stacklevel
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -145,7 +145,7 @@ class regularize:
             if routing is not None:
                 _ROUTER.close(routing)
         if exc_type is None and self._grad_at_enter and not self._saw_solve:
-            warnings.warn(self._no_solve_message(), UserWarning, stacklevel=2)
+            warnings.warn(self._no_solve_message(), UserWarning, stacklevel=user_stacklevel())
 
     def _no_solve_message(self) -> str:
         head = ("regularize() block ended without seeing a solve: r.reg is 0 and has no gradient. Only solves through "
@@ -206,7 +206,7 @@ class regularize:
             warnings.warn("regularize(when_no_grad='regularize') under torch.inference_mode(): no gradient can be "
                           "recorded there, so the solve runs plainly, as with when_no_grad='skip' (counted in "
                           "r.skipped). Use torch.no_grad() to regularize without gradients elsewhere.",
-                          UserWarning, stacklevel=4)
+                          UserWarning, stacklevel=user_stacklevel())
         return True
 
     def __repr__(self) -> str:

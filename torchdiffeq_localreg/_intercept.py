@@ -30,6 +30,8 @@ import warnings
 from types import ModuleType
 from typing import Any, Callable, List, NamedTuple, Sequence
 
+from ._validate import user_stacklevel
+
 _ROUTING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("torchdiffeq_localreg_routing", default=False)
 
 
@@ -95,7 +97,7 @@ class Router:
         for route in foreign:
             warnings.warn(f"intercept: {route} is not torchdiffeq's / torchsde's own function (other code replaced it "
                           f"with {getattr(route.module, route.name)!r}); it is left as it is, so calls through it are "
-                          f"not regularized.", RuntimeWarning, stacklevel=3)
+                          f"not regularized.", RuntimeWarning, stacklevel=user_stacklevel())
         return _ROUTING.set(True)
 
     def close(self, token: contextvars.Token) -> None:
@@ -116,4 +118,4 @@ class Router:
         for route in kept:
             warnings.warn(f"intercept: {route} was replaced by other code while routed "
                           f"({getattr(route.module, route.name)!r}); their replacement is left in place instead of "
-                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning, stacklevel=3)
+                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning, stacklevel=user_stacklevel())

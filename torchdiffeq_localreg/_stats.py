@@ -1,6 +1,23 @@
-"""The statistics object returned with ``return_stats=True``."""
+"""The statistics object returned with ``return_stats=True``, and the kind of this thread's last
+regularized solve."""
+import threading
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
+
+_LAST_SOLVE = threading.local()
+
+
+def note_regularized_solve(sde: bool) -> None:
+    """Records that this thread has just taken a regularization step of an SDE (``sde``) or ODE solve."""
+    _LAST_SOLVE.sde = sde
+
+
+def last_regularized_solve_is_sde() -> Optional[bool]:
+    """Whether this thread's last regularized solve integrated an SDE; None if it has taken none.
+
+    :class:`AutoWeight` reads it at its first ``backward``, before any ``update`` has told it
+    the kind of solve (a solve in another thread, as in ``nn.DataParallel``'s replicas, is not seen)."""
+    return getattr(_LAST_SOLVE, "sde", None)
 
 
 @dataclass

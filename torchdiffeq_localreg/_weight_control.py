@@ -9,16 +9,14 @@ combine the two gradients in :meth:`_Control.backward` and read the solves' stat
 :meth:`_Control._forward_nfe`.
 """
 import math
-import os
-import sys
 import warnings
 from numbers import Integral, Real
-from types import FrameType
 from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Sequence, Set, Union, get_args
 
 import torch
 
 from ._stats import LocalRegStats
+from ._validate import user_stacklevel
 
 # What ``update`` takes: one solve's stats, or a sequence of them (``regularize().stats``). A tensor
 # (``reg`` passed by mistake) is rejected by the type checker and, at run time, with our own message.
@@ -130,19 +128,6 @@ def _project_cone(pull: Sequence[Optional[torch.Tensor]],
     return out
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` of ``warnings.warn`` called here that names the first caller outside this
-    package (the user's ``backward()`` or ``update()`` line), however deep inside it the warning is."""
-    frame: Optional[FrameType] = sys._getframe(1)
-    level = 1   # the function that calls warnings.warn
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 class _Control:
     """What the weight controls share: checking ``backward``'s and ``update``'s input, the backward
     pass that keeps the task's and the regularization's gradients apart, and warnings given once.
@@ -175,7 +160,7 @@ class _Control:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"{type(self).__name__}: {message}", RuntimeWarning, stacklevel=_user_stacklevel())
+            warnings.warn(f"{type(self).__name__}: {message}", RuntimeWarning, stacklevel=user_stacklevel())
 
     @staticmethod
     def _check_backward_args(task_loss: Any, reg: Any, parameters: Any) -> List[torch.Tensor]:
