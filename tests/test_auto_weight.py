@@ -356,28 +356,6 @@ def test_sde_solves_get_the_sde_share_from_the_first_update_on():
     assert sde.state_dict()["sde"] is True and ode.state_dict()["sde"] is False
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_task_peak_candidate_measures_against_the_largest_corrected_task_average(beta):
-    class Peak(Plain):
-        TASK_PEAK = True
-        NORM_SMOOTHING = beta
-
-    auto = Peak()
-    task_sq = reg_sq = peak = 0.0
-    for n, (task_grad, reg_grad) in enumerate((([3.0, 4.0], [1.0, 0.0]), ([0.0, 1.0], [0.0, 2.0]),
-                                               ([0.6, 0.8], [0.0, 0.5])), start=1):
-        step(auto, task_grad, reg_grad)
-        task_sq = beta * task_sq + (1 - beta) * sum(x * x for x in task_grad)
-        reg_sq = beta * reg_sq + (1 - beta) * sum(x * x for x in reg_grad)
-        correction = 1 - beta ** n if beta else 1.0
-        peak = max(peak, task_sq / correction)
-        assert auto.weight == pytest.approx(Peak.FRACTION * math.sqrt(peak / (reg_sq / correction)), rel=1e-12)
-    assert auto.weight > Peak.FRACTION * math.sqrt(task_sq / reg_sq)  # the task's norm fell; the pull did not
-    restored = Peak()
-    restored.load_state_dict(auto.state_dict())
-    assert restored.state_dict()["task_peak"] == pytest.approx(peak)
-
-
 @pytest.mark.parametrize("kind", ["direct", "sde"])
 def test_first_backward_takes_the_share_of_the_solve_just_taken(kind):
     """Before any update, the first backward after a real solve uses that solve's share: the weight

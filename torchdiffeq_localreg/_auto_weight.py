@@ -96,7 +96,6 @@ class AutoWeight(_Control):
     CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
-    TASK_PEAK = False        # measure against the largest (bias-corrected) T so far, not T (a candidate)
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -115,7 +114,6 @@ class AutoWeight(_Control):
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
         self._sde = False              # do the solves integrate an SDE? (known from the first update)
-        self._task_peak = 0.0          # the largest bias-corrected T so far (TASK_PEAK only)
 
 
     @property
@@ -158,10 +156,6 @@ class AutoWeight(_Control):
         self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
         # The bias corrections of T and G are equal and cancel in their ratio.
         weight = self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
-        if self.TASK_PEAK:
-            correction = 1 - beta ** self._steps if beta else 1.0
-            self._task_peak = max(self._task_peak, self._task_sq / correction)
-            weight = self.share * math.sqrt(self._task_peak) / math.sqrt(self._reg_sq / correction)
         if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
             self._log_ref_sum += math.log(weight)
             if self._steps == self.CALIBRATION_STEPS:
@@ -275,7 +269,7 @@ class AutoWeight(_Control):
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
-                "log_ref_sum": self._log_ref_sum, "sde": self._sde, "task_peak": self._task_peak,
+                "log_ref_sum": self._log_ref_sum, "sde": self._sde,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
                 "updates": self._updates,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
@@ -303,7 +297,6 @@ class AutoWeight(_Control):
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
                   "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
                   "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
-                  "task_peak": real("task_peak", 1e300),
                   "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
                                              low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
                                              low_open=False, high_open=False)}
