@@ -21,10 +21,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 # is always black. 19 colours and 16 markers: series i gets colour i % 19 and marker i % 16, so two
 # series of one figure share neither up to 16 series, and never share both below 304.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#882255", "#44AA99", "#332288",
-           "#999933", "#AA4499", "#117733", "#661100", "#6699CC", "#B8860B", "#888888", "#E41A1C", "#00CED1",
+           "#999933", "#AA4499", "#117733", "#661100", "#6699CC", "#B8860B", "#888888", "#00CED1",
            "#8B4513")
-MARKER_CYCLE = ("o", "s", "D", "^", "v", "<", ">", "P", "X", "p", "h", "d", "H", "8", "*", "+")
+MARKER_CYCLE = ("o", "s", "D", "^", "v", "<", ">", "P", "X", "p", "h", "d", "H", "8", "+")
 VANILLA_STYLE = {"color": "#000000", "marker": "s"}
+AUTO_STYLE = {"color": "#E41A1C", "marker": "*"}  # AutoWeight() (method "auto"): its own look, drawn on top
 
 # The order in which families are listed, and their names in legends and panel titles.
 FAMILIES = {
@@ -118,17 +119,22 @@ def ordered(labels: Iterable[str]) -> List[str]:
 
 
 def styles(labels: Iterable[str]) -> Dict[str, Dict[str, str]]:
-    """A ``{"color", "marker"}`` style per label: vanilla black squares, the others a colour and a
-    marker of their own, given in legend order, so that the same set of labels gets the same styles
-    in every figure of an experiment."""
+    """A ``{"color", "marker"}`` style per label: vanilla black squares, AutoWeight() red stars, the
+    others a colour and a marker of their own, given in legend order, so that the same set of labels
+    gets the same styles in every figure of an experiment."""
     out, i = {}, 0
     for label in ordered(labels):
-        if label == "vanilla":
-            out[label] = dict(VANILLA_STYLE)
+        if label == "vanilla" or split_label(label)[0] == "auto":
+            out[label] = dict(VANILLA_STYLE if label == "vanilla" else AUTO_STYLE)
             continue
         out[label] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKER_CYCLE[i % len(MARKER_CYCLE)]}
         i += 1
     return out
+
+
+def _zorder(label: str) -> float:
+    """AutoWeight() on top of the series it can coincide with (a candidate at the same settings)."""
+    return 3 if split_label(label)[0] == "auto" else 2
 
 
 def pyplot():
@@ -191,7 +197,8 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
                                      xerr=_spread(s["test_nfe_std"]), yerr=scale * _spread(s["test_metric_std"]),
                                      fmt=look[key]["marker"], color=look[key]["color"], markersize=10 if control else 7,
                                      markeredgecolor="black" if control else look[key]["color"], capsize=3,
-                                     elinewidth=1, alpha=0.9, label=display_name(key))
+                                     elinewidth=1, alpha=0.9, label=display_name(key),
+                                     zorder=_zorder(key))
             if key == "vanilla":
                 ax.axvline(float(s["test_nfe_mean"]), color="0.5", ls="--", lw=0.8, zorder=0)
                 ax.axhline(scale * float(s["test_metric_mean"]), color="0.5", ls="--", lw=0.8, zorder=0)
@@ -258,7 +265,7 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
             every = max(1, len(itrs) // 8)
             ax.plot(itrs, smooth, color=look[key]["color"], marker=look[key]["marker"],
                     markevery=((j * every) // max(1, len(shown)), every), markersize=5,
-                    lw=1.6 if key == "vanilla" else 1.2, label=display_name(key))
+                    lw=1.6 if key == "vanilla" else 1.2, label=display_name(key), zorder=_zorder(key))
         ax.set_title(group, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=7.5, frameon=False, ncol=1)
@@ -322,6 +329,6 @@ def replot(out: Path) -> List[Path]:
     the title is the heading of its ``summary.md``."""
     heading = (out / "summary.md").read_text().splitlines()[0] if (out / "summary.md").is_file() else ""
     title = heading.lstrip("#").strip() or out.name
-    if out.name.endswith("_short"):
-        title += " (old defaults, short runs)"
+    if out.name.endswith("_short"):   # the protocol's 200-step runs, or an experiment's old short defaults
+        title += " (200 steps)" if out.parent.name == "weight_control" else " (old defaults, short runs)"
     return experiment_plots(out, read_csv(out / "summary.csv"), read_csv(out / "curves.csv"), title)

@@ -234,8 +234,8 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
         title = f"Weight-control protocol ({steps}): test metric against test NFE, means over paired seeds"
         protocol = [r for r in rows if r["label"] in (auto_label, budget_label)
                     or _plots.family(r["label"]) in ("vanilla", "unbiased")]
-        # AutoWeight() and NFEBudget keep one look whichever constants a problem's sweep has.
-        looks = {"markers": {auto_label: "*", budget_label: "h"}, "colors": {auto_label: "red", budget_label: "0.6"}}
+        # NFEBudget keeps one look whichever constants a problem's sweep has (AutoWeight()'s is fixed in _plots).
+        looks = {"markers": {budget_label: "h"}, "colors": {budget_label: "#8A2BE2"}}  # a colour not in _plots.PALETTE
         _plots.pareto(protocol, out / f"{name}.png", panel="problem", columns=3,
                       title=f"{title}: AutoWeight(), constant weights, NFEBudget (dashed: vanilla)", **looks)
         if len(protocol) < len(rows):

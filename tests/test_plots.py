@@ -50,6 +50,10 @@ def test_styles_are_distinct_and_stable():
     assert len({s["color"] for s in others[:len(_plots.PALETTE)]}) == len(_plots.PALETTE)   # no colour repeats
     assert len({s["marker"] for s in others[:len(_plots.MARKER_CYCLE)]}) == len(_plots.MARKER_CYCLE)
     assert "#000000" not in {s["color"] for s in others}
+    assert look["auto"] == _plots.AUTO_STYLE                      # AutoWeight() looks the same in every figure
+    rest = [look[k] for k in labels if k not in ("vanilla", "auto")]
+    assert _plots.AUTO_STYLE["color"] not in {s["color"] for s in rest}
+    assert _plots.AUTO_STYLE["marker"] not in {s["marker"] for s in rest}
     assert _plots.styles(labels) == look                          # the order given does not matter
     assert _plots.ordered(labels)[:3] == ["vanilla", "unbiased@0", "unbiased@1"]
 

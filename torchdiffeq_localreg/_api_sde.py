@@ -137,8 +137,10 @@ def _run(adjoint: bool, sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_mi
 
     for counter in (drift, diffusion):
         counter.phase = "reg"
-    reg = torch.zeros((), dtype=ys.dtype, device=ys.device) if recorder is None else recorder.compute(ys)
-    if recorder is not None:
+    if recorder is None:
+        reg = torch.zeros((), dtype=ys.dtype, device=ys.device)
+    else:
+        reg = recorder.compute(ys)
         note_regularized_solve(sde=True)
     for counter in (drift, diffusion):
         counter.phase = "backward"

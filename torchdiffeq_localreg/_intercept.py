@@ -118,4 +118,5 @@ class Router:
         for route in kept:
             warnings.warn(f"intercept: {route} was replaced by other code while routed "
                           f"({getattr(route.module, route.name)!r}); their replacement is left in place instead of "
-                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning, stacklevel=user_stacklevel())
+                          f"restoring torchdiffeq's / torchsde's function.", RuntimeWarning,
+                          stacklevel=user_stacklevel())
