@@ -1,8 +1,10 @@
 """AutoWeight: the weight against its closed form, the projection, the ceiling and its warning, the
 plain-sum mode, checkpoints, and real solves. (Shared input checks: tests/test_controls.py.)"""
+import asyncio
 import copy
 import itertools
 import math
+import threading
 import warnings
 
 import pytest
@@ -19,11 +21,11 @@ D = torch.float64
 
 @pytest.fixture(autouse=True)
 def no_solve_seen():
-    """Each test starts as if this thread had taken no regularized solve (AutoWeight's first
+    """Each test starts as if this context had taken no regularized solve (AutoWeight's first
     backward reads the kind of the last one)."""
-    _stats._LAST_SOLVE.__dict__.clear()
+    token = _stats._LAST_SOLVE_SDE.set(None)
     yield
-    _stats._LAST_SOLVE.__dict__.clear()
+    _stats._LAST_SOLVE_SDE.reset(token)
 
 
 def linear_losses(task_grad, reg_grad, other_grad=None):
@@ -371,6 +373,25 @@ def test_first_backward_takes_the_share_of_the_solve_just_taken(kind):
     ratio = math.sqrt(sum(float((a * a).sum()) for a in g_t)) / math.sqrt(sum(float((b * b).sum()) for b in g_r))
     assert auto.share == share
     assert auto.weight == pytest.approx(share * ratio, rel=1e-10)
+
+
+def test_the_last_solve_kind_is_seen_in_its_own_context_only():
+    """A solve noted in another asyncio task or thread does not decide this context's first share."""
+    async def solve_in_a_task():
+        async def sde_solve():
+            _stats.note_regularized_solve(sde=True)
+            return _stats.last_regularized_solve_is_sde()
+
+        seen_inside = await asyncio.create_task(sde_solve())
+        return seen_inside, _stats.last_regularized_solve_is_sde()
+
+    assert asyncio.run(solve_in_a_task()) == (True, None)
+    thread = threading.Thread(target=_stats.note_regularized_solve, kwargs={"sde": True})
+    thread.start()
+    thread.join()
+    assert _stats.last_regularized_solve_is_sde() is None
+    _stats.note_regularized_solve(sde=False)
+    assert _stats.last_regularized_solve_is_sde() is False
 
 
 def test_without_a_solve_seen_the_first_backward_uses_the_ode_share():

@@ -5,13 +5,14 @@ run (see :mod:`._weight_control`); :class:`AutoWeight` instead sets the weight f
 gradients themselves, so that the regularization's pull is a fixed share of the task's.
 """
 import math
+import statistics
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
 from ._stats import last_regularized_solve_is_sde
-from ._validate import user_stacklevel
+from ._warnings import user_stacklevel
 from ._weight_control import (MAX_STEPS, COMBINE_MODES, Combine, StatsLike, _check_int, _check_real, _Control,
                               _norm_sq, _project_cone)
 
@@ -57,7 +58,7 @@ class AutoWeight(_Control):
 
     The share is :math:`c = 0.3` for an ODE solve and :math:`c = 0.1` for an SDE solve (known from
     the first :meth:`update`, whose stats of an SDE count diffusion evaluations; at the first
-    :meth:`backward`, from the kind of the last regularized solve in the calling thread). Both are measured,
+    :meth:`backward`, from the kind of the last regularized solve in the calling thread or asyncio task). Both are measured,
     not derived: the SDE regularizer differentiates torchsde's step-doubling error estimate, not a
     Runge-Kutta pair's embedded error, and at the same share it moved our SDEs much further. On our
     MNIST neural SDE a share of 0.3 held the solve at a single step for the whole run and cost 2.4
@@ -94,6 +95,7 @@ class AutoWeight(_Control):
     MOMENTUM = 0.99          # beta_m: EMA factor of the task's gradient for the projection (0: none)
     CEILING = 10.0           # K: the weight's bound, relative to its calibrated value
     CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
+    CALIBRATION = "geometric"  # lambda_0 from the calibration steps' weights: "geometric" mean or "median"
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
 
@@ -105,7 +107,7 @@ class AutoWeight(_Control):
         self._task_sq = 0.0            # T: EMA of ||g_t||_R^2
         self._reg_sq = 0.0             # G: EMA of ||g_r||^2
         self._ref = 0.0                # lambda_0 (0 until calibrated)
-        self._log_ref_sum = 0.0        # sum of log(lambda) over the calibration steps
+        self._calibration: List[float] = []  # log(lambda) of the calibration steps so far
         self._last = 0.0               # the weight the last backward used
         self._next = 0.0               # the weight the next plain sum uses (combine="sum")
         self._steps = 0                # backward calls that measured both gradients
@@ -156,10 +158,13 @@ class AutoWeight(_Control):
         self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
         # The bias corrections of T and G are equal and cancel in their ratio.
         weight = self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
-        if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
-            self._log_ref_sum += math.log(weight)
-            if self._steps == self.CALIBRATION_STEPS:
-                self._ref = math.exp(self._log_ref_sum / self.CALIBRATION_STEPS)
+        if weight > 0 and len(self._calibration) < self.CALIBRATION_STEPS:
+            self._calibration.append(math.log(weight))
+            if len(self._calibration) == self.CALIBRATION_STEPS:
+                if self.CALIBRATION == "median":
+                    self._ref = math.exp(statistics.median(self._calibration))
+                else:
+                    self._ref = math.exp(sum(self._calibration) / self.CALIBRATION_STEPS)
         bounded = min(weight, self.ceiling)
         self._at_bound = self._at_bound + 1 if bounded < weight else 0
         if self._at_bound >= self.BOUND_PATIENCE:
@@ -194,7 +199,7 @@ class AutoWeight(_Control):
                  like: torch.Tensor) -> float:
         """Updates the moving averages with this step's two gradients; returns the weight they give."""
         if not self._sde and self._updates == 0 and last_regularized_solve_is_sde():
-            self._use_sde_share()  # before the first update, the kind of this thread's last solve
+            self._use_sde_share()  # before the first update, the kind of this context's last solve
         if self.MOMENTUM:
             self._momentum = self._moving_average(self._momentum, g_task)
         return self._measure(g_task, g_reg, like)
@@ -262,14 +267,14 @@ class AutoWeight(_Control):
         """Switches to FRACTION_SDE; the weights measured so far (with FRACTION) are rescaled."""
         factor = self.FRACTION_SDE / self.FRACTION
         self._sde = True
-        self._log_ref_sum += min(self._steps, self.CALIBRATION_STEPS) * math.log(factor)
+        self._calibration = [v + math.log(factor) for v in self._calibration]
         self._ref *= factor
         self._next *= factor
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
-                "log_ref_sum": self._log_ref_sum, "sde": self._sde,
+                "calibration": list(self._calibration), "sde": self._sde,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
                 "updates": self._updates,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
@@ -296,10 +301,13 @@ class AutoWeight(_Control):
                                                           high=steps),
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
                   "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
-                  "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
-                  "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
-                                             low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
-                                             low_open=False, high_open=False)}
+                  "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300)}
+        calibration = state_dict["calibration"]
+        if not isinstance(calibration, list) or len(calibration) > min(steps, self.CALIBRATION_STEPS):
+            raise ValueError(f"state_dict['calibration'] must be a list of at most min(steps, "
+                             f"{self.CALIBRATION_STEPS}) numbers, got {calibration!r}.")
+        values["calibration"] = [_check_real(f"state_dict['calibration'][{k}]", v, low=-1e3, high=1e3, low_open=False,
+                                             high_open=False) for k, v in enumerate(calibration)]
         momentum = state_dict["momentum"]
         if not isinstance(momentum, list) or not all(m is None or isinstance(m, torch.Tensor) for m in momentum):
             raise TypeError("state_dict['momentum'] must be a list of tensors or None.")

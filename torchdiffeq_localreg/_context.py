@@ -29,7 +29,8 @@ from ._recorder import recording_gradients
 from ._stats import LocalRegStats
 from ._upstream import sde_misc as _sde_misc
 from ._upstream import upstream_odeint, upstream_odeint_adjoint, upstream_sdeint, upstream_sdeint_adjoint
-from ._validate import Strategy, check_reg_args, check_reg_batch_size_value, user_stacklevel
+from ._validate import Strategy, check_reg_args, check_reg_batch_size_value
+from ._warnings import user_stacklevel
 
 TensorOrTensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 

@@ -30,7 +30,7 @@ import warnings
 from types import ModuleType
 from typing import Any, Callable, List, NamedTuple, Sequence
 
-from ._validate import user_stacklevel
+from ._warnings import user_stacklevel
 
 _ROUTING: "contextvars.ContextVar[bool]" = contextvars.ContextVar("torchdiffeq_localreg_routing", default=False)
 

@@ -1,23 +1,25 @@
-"""The statistics object returned with ``return_stats=True``, and the kind of this thread's last
-regularized solve."""
-import threading
+"""The statistics object returned with ``return_stats=True``, and the kind of the last regularized
+solve in the current context (thread or asyncio task)."""
+import contextvars
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-_LAST_SOLVE = threading.local()
+_LAST_SOLVE_SDE: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
+    "torchdiffeq_localreg_last_solve_sde", default=None)
 
 
 def note_regularized_solve(sde: bool) -> None:
-    """Records that this thread has just taken a regularization step of an SDE (``sde``) or ODE solve."""
-    _LAST_SOLVE.sde = sde
+    """Records that the current context has just taken a regularization step of an SDE (``sde``) or ODE solve."""
+    _LAST_SOLVE_SDE.set(sde)
 
 
 def last_regularized_solve_is_sde() -> Optional[bool]:
-    """Whether this thread's last regularized solve integrated an SDE; None if it has taken none.
+    """Whether the current context's last regularized solve integrated an SDE; None if it has taken none.
 
-    :class:`AutoWeight` reads it at its first ``backward``, before any ``update`` has told it
-    the kind of solve (a solve in another thread, as in ``nn.DataParallel``'s replicas, is not seen)."""
-    return getattr(_LAST_SOLVE, "sde", None)
+    :class:`AutoWeight` reads it at its first ``backward``, before any ``update`` has told it the
+    kind of solve. A context variable, like the active ``regularize()`` block: a solve in another
+    thread (as in ``nn.DataParallel``'s replicas) or in another asyncio task is not seen."""
+    return _LAST_SOLVE_SDE.get()
 
 
 @dataclass

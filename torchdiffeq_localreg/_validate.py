@@ -4,9 +4,6 @@ Every allowed string is listed here once; every message names the argument and w
 """
 import math
 import numbers
-import os
-import sys
-from types import FrameType
 from typing import Any, Literal, Optional, Tuple, get_args
 
 import torch
@@ -151,17 +148,3 @@ def has_no_elements(y0) -> bool:
     Such a state has nothing to regularize; its error norms (RMS over no elements) are NaN."""
     parts = y0 if isinstance(y0, tuple) else (y0,)
     return all(isinstance(part, torch.Tensor) and part.numel() == 0 for part in parts)
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` of ``warnings.warn`` called here that names the first caller outside this
-    package (the user's line: a control's ``backward()``, a ``with`` block, a model's ``forward``), however
-    deep inside the package the warning is."""
-    frame: Optional[FrameType] = sys._getframe(1)
-    level = 1   # the function that calls warnings.warn
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
-        frame, level = frame.f_back, level + 1
-    return level

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Literal, Optional, Seque
 import torch
 
 from ._stats import LocalRegStats
-from ._validate import user_stacklevel
+from ._warnings import user_stacklevel
 
 # What ``update`` takes: one solve's stats, or a sequence of them (``regularize().stats``). A tensor
 # (``reg`` passed by mistake) is rejected by the type checker and, at run time, with our own message.
