@@ -98,6 +98,10 @@ class AutoWeight(_Control):
     CALIBRATION = "geometric"  # lambda_0 from the calibration steps' weights: "geometric" mean or "median"
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
+    GUARD_TOLERANCE = 0.0    # the guard (0: none): back off while the smoothed task loss stays this share above its best
+    GUARD_PATIENCE = 50      # steps above that before each back-off
+    LOSS_SMOOTHING = 0.98    # EMA factor of the task loss the guard watches
+    BACKOFF = 0.5            # the factor each back-off applies to the weight
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -116,6 +120,11 @@ class AutoWeight(_Control):
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
         self._sde = False              # do the solves integrate an SDE? (known from the first update)
+        self._loss_avg = 0.0           # the guard: EMA of the task loss (not bias-corrected)
+        self._loss_count = 0           # task losses averaged
+        self._loss_best = math.inf     # the lowest bias-corrected average since the last back-off
+        self._rise = 0                 # consecutive steps with the average above the best by the tolerance
+        self._backoff = 1.0            # the product of the back-offs so far
 
 
     @property
@@ -167,6 +176,7 @@ class AutoWeight(_Control):
                     self._ref = math.exp(sum(self._calibration) / self.CALIBRATION_STEPS)
         bounded = min(weight, self.ceiling)
         self._at_bound = self._at_bound + 1 if bounded < weight else 0
+        bounded *= self._backoff
         if self._at_bound >= self.BOUND_PATIENCE:
             self._warn_once("bound", f"the weight has sat at its ceiling ({self.CEILING:g} x its calibrated value) "
                             f"for {self._at_bound} steps: the regularization's gradient has become small against "
@@ -195,9 +205,28 @@ class AutoWeight(_Control):
                 m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
         return store
 
-    def _observe(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
-                 like: torch.Tensor) -> float:
-        """Updates the moving averages with this step's two gradients; returns the weight they give."""
+    def _guard(self, task_loss: torch.Tensor) -> None:
+        """Backs off (weight x BACKOFF) once the smoothed task loss has stayed more than
+        GUARD_TOLERANCE x |its best| above its best for GUARD_PATIENCE steps; the best then starts anew."""
+        value = float(task_loss.detach()) if task_loss.numel() == 1 else math.nan
+        if not self.GUARD_TOLERANCE or not math.isfinite(value):
+            return
+        beta = self.LOSS_SMOOTHING
+        self._loss_count += 1
+        self._loss_avg = beta * self._loss_avg + (1 - beta) * value
+        smoothed = self._loss_avg / (1 - beta ** self._loss_count)
+        if self._loss_count <= self.CALIBRATION_STEPS:
+            return
+        self._loss_best = min(self._loss_best, smoothed)
+        self._rise = self._rise + 1 if smoothed - self._loss_best > self.GUARD_TOLERANCE * abs(self._loss_best) else 0
+        if self._rise >= self.GUARD_PATIENCE:
+            self._backoff *= self.BACKOFF
+            self._loss_best, self._rise = smoothed, 0
+
+    def _observe(self, task_loss: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
+                 g_reg: Sequence[Optional[torch.Tensor]], like: torch.Tensor) -> float:
+        """Updates the moving averages with this step's loss and two gradients; returns the weight they give."""
+        self._guard(task_loss)
         if not self._sde and self._updates == 0 and last_regularized_solve_is_sde():
             self._use_sde_share()  # before the first update, the kind of this context's last solve
         if self.MOMENTUM:
@@ -206,7 +235,7 @@ class AutoWeight(_Control):
 
     def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
                    g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
-        self._last = self._next = self._observe(g_task, g_reg, reg)
+        self._last = self._next = self._observe(task_loss, g_task, g_reg, reg)
         return self._last
 
     def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
@@ -238,7 +267,7 @@ class AutoWeight(_Control):
                 g = g - weight * b
             g_task.append(g)
         self._last = weight
-        self._next = self._observe(g_task, g_reg, reg)
+        self._next = self._observe(task_loss, g_task, g_reg, reg)
 
     def update(self, stats: StatsLike) -> float:
         """Records one training step's statistics; returns :attr:`weight`.
@@ -276,7 +305,8 @@ class AutoWeight(_Control):
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
                 "calibration": list(self._calibration), "sde": self._sde,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
-                "updates": self._updates,
+                "updates": self._updates, "loss_avg": self._loss_avg, "loss_count": self._loss_count,
+                "loss_best": self._loss_best, "rise": self._rise, "backoff": self._backoff,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -306,6 +336,14 @@ class AutoWeight(_Control):
         if not isinstance(calibration, list) or len(calibration) > min(steps, self.CALIBRATION_STEPS):
             raise ValueError(f"state_dict['calibration'] must be a list of at most min(steps, "
                              f"{self.CALIBRATION_STEPS}) numbers, got {calibration!r}.")
+        values["loss_count"] = _check_int("state_dict['loss_count']", state_dict["loss_count"], low=0, high=MAX_STEPS)
+        values["rise"] = _check_int("state_dict['rise']", state_dict["rise"], low=0, high=MAX_STEPS)
+        values["backoff"] = _check_real("state_dict['backoff']", state_dict["backoff"], low=0.0, high=1.0,
+                                        high_open=False)
+        values["loss_avg"] = _check_real("state_dict['loss_avg']", state_dict["loss_avg"], low=-math.inf)
+        best = state_dict["loss_best"]  # inf until the guard has a best
+        values["loss_best"] = best if best == math.inf else _check_real("state_dict['loss_best']", best,
+                                                                          low=-math.inf)
         values["calibration"] = [_check_real(f"state_dict['calibration'][{k}]", v, low=-1e3, high=1e3, low_open=False,
                                              high_open=False) for k, v in enumerate(calibration)]
         momentum = state_dict["momentum"]
