@@ -48,8 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_med", "auto_med_k20", "auto_guard", "auto_guard_k30",
-           "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -61,10 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_med": {"CALIBRATION": "median"},           # lambda_0 the median of the calibration steps' weights
-    "auto_med_k20": {"CALIBRATION": "median", "CEILING": 20.0},
-    "auto_guard": {"GUARD_TOLERANCE": 0.2},         # backs off while the smoothed task loss stays 20% above its best
-    "auto_guard_k30": {"GUARD_TOLERANCE": 0.2, "CEILING": 30.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }

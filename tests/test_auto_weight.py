@@ -28,9 +28,9 @@ def no_solve_seen():
     _stats._LAST_SOLVE_SDE.reset(token)
 
 
-def linear_losses(task_grad, reg_grad, other_grad=None, loss=0.0):
-    """A parameter w with task gradient ``task_grad`` and reg gradient ``reg_grad`` (linear losses; the
-    task's value is ``loss``), and optionally a parameter ``other`` that only the task reaches."""
+def linear_losses(task_grad, reg_grad, other_grad=None):
+    """A parameter w with task gradient ``task_grad`` and reg gradient ``reg_grad`` (linear losses), and
+    optionally a parameter ``other`` that only the task reaches."""
     w = torch.nn.Parameter(torch.zeros(len(task_grad), dtype=D))
     params = [w]
     task = (w * torch.tensor(task_grad, dtype=D)).sum()
@@ -39,11 +39,11 @@ def linear_losses(task_grad, reg_grad, other_grad=None, loss=0.0):
         task = task + (other * torch.tensor(other_grad, dtype=D)).sum()
         params.append(other)
     reg = (w * torch.tensor(reg_grad, dtype=D)).sum()
-    return params, task + loss, reg
+    return params, task, reg
 
 
-def step(control, task_grad, reg_grad, other_grad=None, loss=0.0):
-    params, task, reg = linear_losses(task_grad, reg_grad, other_grad, loss)
+def step(control, task_grad, reg_grad, other_grad=None):
+    params, task, reg = linear_losses(task_grad, reg_grad, other_grad)
     control.backward(task, reg, params)
     return [p.grad for p in params]
 
@@ -223,60 +223,6 @@ def test_sum_mode_accumulates_like_backward():
     auto.backward(task, reg, params)
     torch.testing.assert_close(params[0].grad, torch.tensor([2.0, 3.0], dtype=D) + lam * torch.tensor([0.5, 0.0], dtype=D))
     assert auto.steps == 2
-
-
-class Guarded(Plain):
-    """The task-loss guard on each step's own loss, quick to trigger."""
-    NORM_SMOOTHING = 0.0
-    LOSS_SMOOTHING = 0.0
-    CALIBRATION_STEPS = 2
-    GUARD_TOLERANCE = 0.2
-    GUARD_PATIENCE = 3
-
-
-def run_losses(control, losses):
-    weights = []
-    for value in losses:
-        step(control, [1.0, 0.0], [0.0, 1.0], loss=value)  # the unguarded weight: c (equal norms)
-        weights.append(control.weight)
-    return weights
-
-
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_guard_backs_off_while_the_task_loss_stays_above_its_best(sign):
-    """A loss that stays 40% worse than its best (in either sign) for GUARD_PATIENCE steps halves the
-    weight; the best then starts anew from there, and a new sustained rise halves it again."""
-    c = Guarded.FRACTION
-    losses = [10, 10, 5, 5, 7, 7, 7, 7, 7, 9, 9, 9]
-    weights = run_losses(Guarded(), [v if sign > 0 else v - 12 for v in losses])  # also below zero
-    assert weights[:6] == pytest.approx([c] * 6)
-    assert weights[6:9] == pytest.approx([c / 2] * 3)   # 3rd step above 5 * 1.2
-    assert weights[9:11] == pytest.approx([c / 2] * 2)
-    assert weights[11] == pytest.approx(c / 4)          # 3 steps above 7 * 1.2
-
-
-def test_guard_never_acts_on_a_loss_that_falls_or_holds():
-    falling = [10.0 / (1 + k) for k in range(60)] + [0.1] * 60
-    noisy = [1.0 + 0.1 * (-1) ** k for k in range(120)]  # within the tolerance of its best
-    for losses in (falling, noisy):
-        assert run_losses(Guarded(), losses) == pytest.approx([Guarded.FRACTION] * len(losses))
-
-
-def test_guard_ignores_the_calibration_steps():
-    weights = run_losses(Guarded(), [1.0, 100.0, 100.0, 100.0, 100.0])  # the best is taken after calibration
-    assert weights == pytest.approx([Guarded.FRACTION] * 5)
-
-
-def test_guard_state_round_trips():
-    auto = Guarded()
-    run_losses(auto, [10, 10, 5, 5, 7, 7])
-    restored = Guarded()
-    restored.load_state_dict(copy.deepcopy(auto.state_dict()))
-    assert run_losses(restored, [7, 7, 9]) == run_losses(auto, [7, 7, 9])
-    for key, bad in (("backoff", 0.0), ("backoff", 1.5), ("rise", -1), ("loss_best", float("nan")),
-                     ("loss_avg", float("inf"))):
-        with pytest.raises(ValueError, match=key):
-            restored.load_state_dict(dict(auto.state_dict(), **{key: bad}))
 
 
 def test_state_dict_round_trip_continues_identically():

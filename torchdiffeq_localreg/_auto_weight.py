@@ -5,7 +5,6 @@ run (see :mod:`._weight_control`); :class:`AutoWeight` instead sets the weight f
 gradients themselves, so that the regularization's pull is a fixed share of the task's.
 """
 import math
-import statistics
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -58,12 +57,13 @@ class AutoWeight(_Control):
 
     The share is :math:`c = 0.3` for an ODE solve and :math:`c = 0.1` for an SDE solve (known from
     the first :meth:`update`, whose stats of an SDE count diffusion evaluations; at the first
-    :meth:`backward`, from the kind of the last regularized solve in the calling thread or asyncio task). Both are measured,
-    not derived: the SDE regularizer differentiates torchsde's step-doubling error estimate, not a
-    Runge-Kutta pair's embedded error, and at the same share it moved our SDEs much further. On our
-    MNIST neural SDE a share of 0.3 held the solve at a single step for the whole run and cost 2.4
-    points of accuracy, where 0.1 did not; on the spiral SDE 0.1 and 0.3 gave the same error; on
-    the ODE classifiers 0.1 cut too little (``benchmarks/weight_control.py`` has the runs).
+    :meth:`backward`, from the kind of the last regularized solve in the calling thread or asyncio
+    task). Both are measured, not derived: the SDE regularizer differentiates torchsde's
+    step-doubling error estimate, not a Runge-Kutta pair's embedded error, and at the same share it
+    moved our SDEs much further. On our MNIST neural SDE a share of 0.3 held the solve at a single
+    step for the whole run and cost 2.4 points of accuracy, where 0.1 cost less; on the spiral SDE
+    0.1 and 0.3 gave the same error; on the ODE classifiers 0.1 cut too little
+    (``benchmarks/weight_control.py`` has the runs).
 
     The pull :math:`p = \lambda g_r` then loses the part that works against the task, both
     against this step's gradient and against its moving average :math:`m \leftarrow \beta_m m +
@@ -95,13 +95,8 @@ class AutoWeight(_Control):
     MOMENTUM = 0.99          # beta_m: EMA factor of the task's gradient for the projection (0: none)
     CEILING = 10.0           # K: the weight's bound, relative to its calibrated value
     CALIBRATION_STEPS = 10   # steps after which lambda_0 is taken
-    CALIBRATION = "geometric"  # lambda_0 from the calibration steps' weights: "geometric" mean or "median"
     RESTRICT_NORM = True     # measure ||g_t|| on the parameters reg reaches only
     BOUND_PATIENCE = 200     # steps at the ceiling before the warning
-    GUARD_TOLERANCE = 0.0    # the guard (0: none): back off while the smoothed task loss stays this share above its best
-    GUARD_PATIENCE = 50      # steps above that before each back-off
-    LOSS_SMOOTHING = 0.98    # EMA factor of the task loss the guard watches
-    BACKOFF = 0.5            # the factor each back-off applies to the weight
 
     def __init__(self, *, combine: Combine = "project") -> None:
         super().__init__()
@@ -111,7 +106,7 @@ class AutoWeight(_Control):
         self._task_sq = 0.0            # T: EMA of ||g_t||_R^2
         self._reg_sq = 0.0             # G: EMA of ||g_r||^2
         self._ref = 0.0                # lambda_0 (0 until calibrated)
-        self._calibration: List[float] = []  # log(lambda) of the calibration steps so far
+        self._log_ref_sum = 0.0        # sum of log(lambda) over the calibration steps
         self._last = 0.0               # the weight the last backward used
         self._next = 0.0               # the weight the next plain sum uses (combine="sum")
         self._steps = 0                # backward calls that measured both gradients
@@ -120,11 +115,6 @@ class AutoWeight(_Control):
         self._nfe = 0.0                # the last step's forward NFE
         self._momentum: List[Optional[torch.Tensor]] = []  # m, per parameter
         self._sde = False              # do the solves integrate an SDE? (known from the first update)
-        self._loss_avg = 0.0           # the guard: EMA of the task loss (not bias-corrected)
-        self._loss_count = 0           # task losses averaged
-        self._loss_best = math.inf     # the lowest bias-corrected average since the last back-off
-        self._rise = 0                 # consecutive steps with the average above the best by the tolerance
-        self._backoff = 1.0            # the product of the back-offs so far
 
 
     @property
@@ -167,16 +157,12 @@ class AutoWeight(_Control):
         self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
         # The bias corrections of T and G are equal and cancel in their ratio.
         weight = self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
-        if weight > 0 and len(self._calibration) < self.CALIBRATION_STEPS:
-            self._calibration.append(math.log(weight))
-            if len(self._calibration) == self.CALIBRATION_STEPS:
-                if self.CALIBRATION == "median":
-                    self._ref = math.exp(statistics.median(self._calibration))
-                else:
-                    self._ref = math.exp(sum(self._calibration) / self.CALIBRATION_STEPS)
+        if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
+            self._log_ref_sum += math.log(weight)
+            if self._steps == self.CALIBRATION_STEPS:
+                self._ref = math.exp(self._log_ref_sum / self.CALIBRATION_STEPS)
         bounded = min(weight, self.ceiling)
         self._at_bound = self._at_bound + 1 if bounded < weight else 0
-        bounded *= self._backoff
         if self._at_bound >= self.BOUND_PATIENCE:
             self._warn_once("bound", f"the weight has sat at its ceiling ({self.CEILING:g} x its calibrated value) "
                             f"for {self._at_bound} steps: the regularization's gradient has become small against "
@@ -205,28 +191,9 @@ class AutoWeight(_Control):
                 m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
         return store
 
-    def _guard(self, task_loss: torch.Tensor) -> None:
-        """Backs off (weight x BACKOFF) once the smoothed task loss has stayed more than
-        GUARD_TOLERANCE x |its best| above its best for GUARD_PATIENCE steps; the best then starts anew."""
-        value = float(task_loss.detach()) if task_loss.numel() == 1 else math.nan
-        if not self.GUARD_TOLERANCE or not math.isfinite(value):
-            return
-        beta = self.LOSS_SMOOTHING
-        self._loss_count += 1
-        self._loss_avg = beta * self._loss_avg + (1 - beta) * value
-        smoothed = self._loss_avg / (1 - beta ** self._loss_count)
-        if self._loss_count <= self.CALIBRATION_STEPS:
-            return
-        self._loss_best = min(self._loss_best, smoothed)
-        self._rise = self._rise + 1 if smoothed - self._loss_best > self.GUARD_TOLERANCE * abs(self._loss_best) else 0
-        if self._rise >= self.GUARD_PATIENCE:
-            self._backoff *= self.BACKOFF
-            self._loss_best, self._rise = smoothed, 0
-
-    def _observe(self, task_loss: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
-                 g_reg: Sequence[Optional[torch.Tensor]], like: torch.Tensor) -> float:
-        """Updates the moving averages with this step's loss and two gradients; returns the weight they give."""
-        self._guard(task_loss)
+    def _observe(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
+                 like: torch.Tensor) -> float:
+        """Updates the moving averages with this step's two gradients; returns the weight they give."""
         if not self._sde and self._updates == 0 and last_regularized_solve_is_sde():
             self._use_sde_share()  # before the first update, the kind of this context's last solve
         if self.MOMENTUM:
@@ -235,7 +202,7 @@ class AutoWeight(_Control):
 
     def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
                    g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
-        self._last = self._next = self._observe(task_loss, g_task, g_reg, reg)
+        self._last = self._next = self._observe(g_task, g_reg, reg)
         return self._last
 
     def _combine_reg(self, g_task: Sequence[Optional[torch.Tensor]],
@@ -267,7 +234,7 @@ class AutoWeight(_Control):
                 g = g - weight * b
             g_task.append(g)
         self._last = weight
-        self._next = self._observe(task_loss, g_task, g_reg, reg)
+        self._next = self._observe(g_task, g_reg, reg)
 
     def update(self, stats: StatsLike) -> float:
         """Records one training step's statistics; returns :attr:`weight`.
@@ -296,17 +263,16 @@ class AutoWeight(_Control):
         """Switches to FRACTION_SDE; the weights measured so far (with FRACTION) are rescaled."""
         factor = self.FRACTION_SDE / self.FRACTION
         self._sde = True
-        self._calibration = [v + math.log(factor) for v in self._calibration]
+        self._log_ref_sum += min(self._steps, self.CALIBRATION_STEPS) * math.log(factor)
         self._ref *= factor
         self._next *= factor
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume: numbers, and the task gradient's moving average (tensors)."""
         return {"combine": self.combine, "task_sq": self._task_sq, "reg_sq": self._reg_sq, "ref": self._ref,
-                "calibration": list(self._calibration), "sde": self._sde,
+                "log_ref_sum": self._log_ref_sum, "sde": self._sde,
                 "last": self._last, "next": self._next, "steps": self._steps, "at_bound": self._at_bound,
-                "updates": self._updates, "loss_avg": self._loss_avg, "loss_count": self._loss_count,
-                "loss_best": self._loss_best, "rise": self._rise, "backoff": self._backoff,
+                "updates": self._updates,
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -331,21 +297,10 @@ class AutoWeight(_Control):
                                                           high=steps),
                   "updates": _check_int("state_dict['updates']", state_dict["updates"], low=0, high=MAX_STEPS),
                   "nfe": real("nfe", 1e15), "last": real("last"), "next": real("next"), "ref": real("ref"),
-                  "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300)}
-        calibration = state_dict["calibration"]
-        if not isinstance(calibration, list) or len(calibration) > min(steps, self.CALIBRATION_STEPS):
-            raise ValueError(f"state_dict['calibration'] must be a list of at most min(steps, "
-                             f"{self.CALIBRATION_STEPS}) numbers, got {calibration!r}.")
-        values["loss_count"] = _check_int("state_dict['loss_count']", state_dict["loss_count"], low=0, high=MAX_STEPS)
-        values["rise"] = _check_int("state_dict['rise']", state_dict["rise"], low=0, high=MAX_STEPS)
-        values["backoff"] = _check_real("state_dict['backoff']", state_dict["backoff"], low=0.0, high=1.0,
-                                        high_open=False)
-        values["loss_avg"] = _check_real("state_dict['loss_avg']", state_dict["loss_avg"], low=-math.inf)
-        best = state_dict["loss_best"]  # inf until the guard has a best
-        values["loss_best"] = best if best == math.inf else _check_real("state_dict['loss_best']", best,
-                                                                          low=-math.inf)
-        values["calibration"] = [_check_real(f"state_dict['calibration'][{k}]", v, low=-1e3, high=1e3, low_open=False,
-                                             high_open=False) for k, v in enumerate(calibration)]
+                  "task_sq": real("task_sq", 1e300), "reg_sq": real("reg_sq", 1e300),
+                  "log_ref_sum": _check_real("state_dict['log_ref_sum']", state_dict["log_ref_sum"],
+                                             low=-1e3 * self.CALIBRATION_STEPS, high=1e3 * self.CALIBRATION_STEPS,
+                                             low_open=False, high_open=False)}
         momentum = state_dict["momentum"]
         if not isinstance(momentum, list) or not all(m is None or isinstance(m, torch.Tensor) for m in momentum):
             raise TypeError("state_dict['momentum'] must be a list of tensors or None.")
