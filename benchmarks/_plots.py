@@ -47,7 +47,7 @@ VARIANTS = {
     "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
     "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share", "conflict": "conflict-scaled",
-    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x", "peak": "against the task's peak norm", "c": "share", "med": "median calibration", "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard",
+    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x", "peak": "against the task's peak norm", "c": "share", "med": "median calibration", "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard", "prev": "before 2026-12-03 (SDE share 0.1)",
     "guard_k30": "task-loss guard, ceiling 30x", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
