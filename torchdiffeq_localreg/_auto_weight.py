@@ -63,7 +63,7 @@ class AutoWeight(_Control):
     moved our SDEs much further. On our MNIST neural SDE (20 seeds) a share of 0.1 cost 0.66 points
     of accuracy at 0.73x the NFE and 0.05 cost 0.30 points at 0.89x (0.3 held the solve at a single
     step and cost 2.4 points); on the spiral SDE 0.05 gave 0.73x vanilla's error at the same NFE as
-    0.1 (0.80x), but 1.13x in runs of 200 steps (0.1: 0.95x); on the ODE classifiers 0.1 cut too
+    0.1 (0.80x), and 0.96x in runs of 200 steps (0.1: 0.89x); on the ODE classifiers 0.1 cut too
     little (``benchmarks/weight_control.py`` has the runs).
 
     The pull :math:`p = \lambda g_r` then loses the part that works against the task, both
