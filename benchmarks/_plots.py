@@ -46,9 +46,13 @@ CONTROLS = ("budget", "auto", "share")  # the weight controls' families (drawn l
 VARIANTS = {
     "sum": "plain sum", "project": "projection", "cap": "capped gradient", "gentle": "gentle", "r02": "rate 0.02",
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
-    "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share", "conflict": "conflict-scaled",
-    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x", "peak": "against the task's peak norm", "c": "share", "med": "median calibration", "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard", "prev": "before 2026-12-03 (SDE share 0.1)",
-    "guard_k30": "task-loss guard, ceiling 30x", "allnorm": "all-parameter norm", "smooth": "smoothed",
+    "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share",
+    "conflict": "conflict-scaled",
+    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x",
+    "peak": "against the task's peak norm", "c": "share", "med": "median calibration",
+    "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard",
+    "guard_k30": "task-loss guard, ceiling 30x",
+    "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
 
@@ -125,17 +129,23 @@ def styles(labels: Iterable[str]) -> Dict[str, Dict[str, str]]:
     gets the same styles in every figure of an experiment."""
     out, i = {}, 0
     for label in ordered(labels):
-        if label == "vanilla" or split_label(label)[0] == "auto":
-            out[label] = dict(VANILLA_STYLE if label == "vanilla" else AUTO_STYLE)
+        fixed = VANILLA_STYLE if label == "vanilla" else AUTO_STYLE if _is_auto_weight(label) else None
+        if fixed is not None:
+            out[label] = dict(fixed)
             continue
         out[label] = {"color": PALETTE[i % len(PALETTE)], "marker": MARKER_CYCLE[i % len(MARKER_CYCLE)]}
         i += 1
     return out
 
 
+def _is_auto_weight(label: str) -> bool:
+    """Whether a series is AutoWeight() at its defaults (method ``auto``, not a candidate)."""
+    return split_label(label)[0] == "auto"
+
+
 def _zorder(label: str) -> float:
     """AutoWeight() on top of the series it can coincide with (a candidate at the same settings)."""
-    return 3 if split_label(label)[0] == "auto" else 2
+    return 3 if _is_auto_weight(label) else 2
 
 
 def pyplot():
