@@ -1,4 +1,5 @@
 """sdeint_reg and sdeint_adjoint_reg: exactness against torchsde, gradients, estimates, stats, errors."""
+import math
 import warnings
 
 import numpy as np
@@ -348,6 +349,18 @@ def test_step_too_short_to_halve_contributes_nothing():
                                 stiffness_weight=0.1, return_stats=True)
     assert stats.num_accepted == 11 and torch.isfinite(reg)
     assert stats.error_estimates[-1] == stats.stiffness_estimates[-1] == 0.0 < min(stats.error_estimates[:-1])
+
+
+def test_step_too_short_to_halve_does_not_hide_a_non_finite_state():
+    sde, y0 = NeuralSDE(), y0_state()
+    y0[0, 0] = math.nan
+    # biased with many samples: every one of them lands on the 11th step, the sliver, only with
+    # probability (1/11)^50; samples on it and elsewhere must both report y0.
+    for num_samples in (1, 50):
+        for seed in range(12):
+            with pytest.raises(FloatingPointError, match="y0 is not finite"):
+                sdeint_reg(sde, y0, TS, bm=brownian(), method="euler", dt=0.1, strategy="biased",
+                           num_samples=num_samples, generator=torch.Generator().manual_seed(seed))
 
 
 def test_unbiased_windows_stay_inside_the_span():

@@ -132,11 +132,12 @@ def sde_step_doubling_estimates(step: Callable, drift: Callable, t0: torch.Tenso
     interval the solve already stepped over, the increments are the very ones the solve used.
 
     A step too short to be halved in floating point (torchsde's fixed grid is accumulated by
-    repeated addition and can end in such a sliver) has E = S = 0 and costs no evaluation.
+    repeated addition and can end in such a sliver) has E = S = 0 and costs no evaluation, except
+    that a non-finite y0 makes them NaN: a sliver must not hide a non-finite state.
     """
     t_mid = 0.5 * (t0 + t1)
     if not t0 < t_mid < t1:
-        zero = torch.zeros((), dtype=y0.dtype, device=y0.device)
+        zero = y0.detach().sum() * 0   # 0, or NaN when y0 holds a NaN or an infinity (no host sync)
         return zero, zero if stiffness else None
     if y_full is None:
         y_full, _ = step(t0, t1, y0, extra0)
