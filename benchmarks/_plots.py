@@ -51,7 +51,8 @@ VARIANTS = {
     "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x",
     "peak": "against the task's peak norm", "c": "share", "med": "median calibration",
     "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard",
-    "guard_k30": "task-loss guard, ceiling 30x",
+    "guard_k30": "task-loss guard, ceiling 30x", "dec": "pull outside Adam",
+    "dec_k30": "pull outside Adam, ceiling 30x",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
