@@ -283,10 +283,11 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=7.5, frameon=False, ncol=1)
         ax.tick_params(labelbottom=True, labelleft=True)
         ax.set_xlabel("training iteration")
+    for ax in axes[:, 0]:   # the y axis is shared: its label once per row
         ax.set_ylabel("NFE of the training solve")
     fig.suptitle((title or "NFE over training") + " (mean over seeds, smoothed; vanilla in black in every panel)",
                  fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=2.0)
     return _save(plt, fig, path)
 
 

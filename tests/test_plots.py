@@ -99,7 +99,30 @@ def test_training_nfe_panels_by_family_with_vanilla_in_each(tmp_path, monkeypatc
     for ax in visible:
         names = [t.get_text() for t in ax.get_legend().get_texts()]
         assert names[0] == "vanilla (no regularization)" and len(names) >= 2
-        assert ax.get_xlabel() == "training iteration" and "NFE" in ax.get_ylabel()
+        assert ax.get_xlabel() == "training iteration"
+    # The panels share their y axis: its label is on the left of each row only.
+    assert ["NFE" in ax.get_ylabel() for ax in visible] == [True, False, False, True]
+    _plots.pyplot().close(fig)
+
+
+@pytest.mark.parametrize("labels", [(*(f"unbiased@{w}" for w in (0.003, 0.01, 0.015, 0.02, 0.03, 0.1, 0.3)),
+                                     "budget@0.6", "auto_prev@0.1", "auto@0.05"),
+                                    ("unbiased@0.1", "biased@1", "budget@0.6", "rnode@0.01")])
+def test_training_nfe_panels_do_not_overlap(tmp_path, monkeypatch, labels):
+    """No panel's labels run into its neighbour, at least 6 points apart: one row of three panels
+    with a long legend (as MNIST SDE's 200-step runs have), and two rows."""
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
+    curves = [{"label": label, "itr": i, "nfe_forward": 4 + i / 3.7} for label in ("vanilla", *labels)
+              for i in range(1, 30)]
+    _plots.training_nfe(curves, tmp_path / "n.png", title="t")
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    for left, right in zip(visible, visible[1:]):
+        if abs(left.get_position().y0 - right.get_position().y0) < 1e-9:   # the same row
+            gap_points = (right.get_tightbbox(renderer).x0 - left.get_tightbbox(renderer).x1) / fig.dpi * 72
+            assert gap_points >= 6
     _plots.pyplot().close(fig)
 
 
