@@ -260,6 +260,7 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
             groups.setdefault(FAMILIES.get(family(key), family(key)), []).append(key)
     if not groups:
         groups = {FAMILIES["vanilla"]: []}
+    groups = _split_crowded(groups)
     cols = min(3, len(groups))
     nrows = math.ceil(len(groups) / cols)
     entries = max(len(keys) for keys in groups.values()) + 1   # the longest legend, with vanilla
@@ -289,6 +290,28 @@ def training_nfe(curves: Sequence[Mapping], path: Path, title: str = "", label: 
                  fontsize=11)
     fig.tight_layout(w_pad=2.0)
     return _save(plt, fig, path)
+
+
+PANEL_LINES = 8  # at most this many series in a panel of training_nfe, vanilla aside
+
+
+def _split_crowded(groups: Mapping[str, List[str]]) -> Dict[str, List[str]]:
+    """Each group of more than PANEL_LINES series split into panels of at most that many, titled
+    "name (1/2)", ...; AutoWeight() (the package's defaults) is drawn in every one of them, as the
+    reference its candidates are read against."""
+    panels: Dict[str, List[str]] = {}
+    for group, keys in groups.items():
+        if len(keys) <= PANEL_LINES:
+            panels[group] = list(keys)
+            continue
+        reference = [k for k in keys if _is_auto_weight(k)]
+        rest = [k for k in keys if not _is_auto_weight(k)]
+        size = PANEL_LINES - len(reference)
+        count = math.ceil(len(rest) / size)
+        per = math.ceil(len(rest) / count)   # as even as the panels can be
+        for i in range(count):
+            panels[f"{group} ({i + 1}/{count})"] = reference + rest[i * per:(i + 1) * per]
+    return panels
 
 
 def bars(groups: Sequence[Tuple[str, ...]], series: Mapping[str, Sequence[float]], path: Path, ylabel: str,

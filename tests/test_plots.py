@@ -105,6 +105,24 @@ def test_training_nfe_panels_by_family_with_vanilla_in_each(tmp_path, monkeypatc
     _plots.pyplot().close(fig)
 
 
+def test_training_nfe_splits_a_crowded_family_and_keeps_autoweight_in_each_panel(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
+    candidates = [f"auto_c@{c}" for c in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0)]
+    curves = [{"label": label, "itr": i, "nfe_forward": 20 + i} for label in ("vanilla", "auto@0.3", *candidates)
+              for i in range(1, 30)]
+    _plots.training_nfe(curves, tmp_path / "n.png", title="t")
+    (fig,) = figures
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["AutoWeight (1/2)", "AutoWeight (2/2)"]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in visible]
+    for names in legends:
+        assert names[:2] == ["vanilla (no regularization)", "AutoWeight()"] and len(names) - 1 <= _plots.PANEL_LINES
+    drawn = [name for names in legends for name in names[2:]]
+    assert sorted(drawn) == sorted(_plots.display_name(c) for c in candidates)   # each candidate once
+    _plots.pyplot().close(fig)
+
+
 @pytest.mark.parametrize("labels", [(*(f"unbiased@{w}" for w in (0.003, 0.01, 0.015, 0.02, 0.03, 0.1, 0.3)),
                                      "budget@0.6", "auto_prev@0.1", "auto@0.05"),
                                     ("unbiased@0.1", "biased@1", "budget@0.6", "rnode@0.01")])
