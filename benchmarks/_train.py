@@ -62,8 +62,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_dec": {"DECOUPLED": True},                  # the pull stepped outside Adam (DecoupledPull)
-    "auto_dec_k30": {"DECOUPLED": True, "CEILING": 30.0},
+    "auto_front": {"BASE": "AtCeiling"},               # the weight at its ceiling from calibration on
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
@@ -194,39 +193,18 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = DecoupledPull if settings.pop("DECOUPLED", False) else AutoWeight
+    base = {"AutoWeight": AutoWeight, "AtCeiling": AtCeiling}[str(settings.pop("BASE", "AutoWeight"))]
     return type(f"AutoWeight_{method}", (base,), settings)()
 
 
-class DecoupledPull(AutoWeight):
-    """The issue's Adam hypothesis as a candidate: AutoWeight's projected pull kept out of Adam's
-    moments, as AdamW keeps weight decay out. ``backward`` leaves only the task's gradient in
-    ``.grad``; after ``optimizer.step()``, :meth:`after_step` moves each parameter by the pull
-    preconditioned with Adam's own second moment, ``-lr * d / (sqrt(v_hat) + eps)`` (the size that a
-    persistent pull gets inside Adam), so the pull neither inflates v (which would shrink the task's
-    steps) nor enters the momentum."""
+class AtCeiling(AutoWeight):
+    """Candidate: once calibrated, the weight is its ceiling ``K * lambda_0`` on every step (a constant
+    calibrated from the first steps, projected as AutoWeight's pull is), instead of rising to it
+    only as the regularization's gradient shrinks: the pull is strongest from the first steps."""
 
-    def backward(self, task_loss, reg, parameters) -> None:
-        params = list(parameters)
-        self._pulled = [q for q in params if q.requires_grad]
-        self._pull = [None] * len(self._pulled)
-        super().backward(task_loss, reg, params)
-
-    def _combine_reg(self, g_task, pull):
-        self._pull = super()._combine_reg(g_task, pull)
-        return [None] * len(pull)
-
-    @torch.no_grad()
-    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        group = optimizer.param_groups[0]
-        beta2, eps, lr = group["betas"][1], group["eps"], group["lr"]
-        for q, d in zip(self._pulled, self._pull):
-            state = optimizer.state.get(q, {})
-            if d is None or "exp_avg_sq" not in state:
-                continue
-            v_hat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
-            q.add_(d / (v_hat.sqrt() + eps), alpha=-lr)
-        self._pull = [None] * len(self._pulled)
+    def _measure(self, g_task, g_reg, like) -> float:
+        weight = super()._measure(g_task, g_reg, like)
+        return self.ceiling if self._ref > 0 else weight
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
@@ -308,8 +286,6 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
         else:
             (task + scale * penalty).backward()
         optimizer.step()
-        if hasattr(control, "after_step"):
-            control.after_step(optimizer)
         if schedule is not None:
             schedule.step()
         if control is not None:
