@@ -62,7 +62,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_front": {"BASE": "AtCeiling"},               # the weight at its ceiling from calibration on
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
@@ -193,18 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = {"AutoWeight": AutoWeight, "AtCeiling": AtCeiling}[str(settings.pop("BASE", "AutoWeight"))]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class AtCeiling(AutoWeight):
-    """Candidate: once calibrated, the weight is its ceiling ``K * lambda_0`` on every step (a constant
-    calibrated from the first steps, projected as AutoWeight's pull is), instead of rising to it
-    only as the regularization's gradient shrinks: the pull is strongest from the first steps."""
-
-    def _measure(self, g_task, g_reg, like) -> float:
-        weight = super()._measure(g_task, g_reg, like)
-        return self.ceiling if self._ref > 0 else weight
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
