@@ -28,7 +28,8 @@ step (:data:`STEP_NFE`); and on the two ODE classifiers at most 0.65x vanilla's 
 Resumable: each run appends its row to ``<folder>/runs.csv`` under
 ``benchmarks/results/weight_control/<problem>`` (``<problem>_short`` for 200 steps); a rerun skips
 finished runs. ``--summarize`` writes ``summary.md``, ``summary.csv``, ``pareto.png`` and
-``pareto_short.png`` there from every row (``pareto_candidates.png``: with every candidate).
+``pareto_short.png`` there from every row (``pareto_candidates.png``: with every candidate still in
+the code; ``pareto_removed.png``: those removed after they lost, beside AutoWeight()).
 
     python benchmarks/weight_control.py --problems latent_ode spiral_sde --jobs 2
     python benchmarks/weight_control.py --problems mnist_node --lengths short --methods vanilla auto
@@ -196,6 +197,13 @@ def methods_markdown(verdict: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_removed(label: str) -> bool:
+    """Whether a row is of a candidate whose code was removed (an AutoWeight variant that is no
+    longer in :data:`_train.AUTO_CANDIDATES`, such as ``auto_peak`` or ``auto_prev``)."""
+    method = _plots.split_label(label)[0]
+    return _plots.family(label) == "auto" and method not in _train.AUTO_CANDIDATES
+
+
 def summarize(out: Path, auto_label: str) -> List[Dict]:
     """The acceptance table of every (problem, length) folder under ``out``, with each problem's
     method table; writes ``summary.md``, ``summary.csv`` and the Pareto plots."""
@@ -238,9 +246,15 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
         looks = {"markers": {budget_label: "h"}, "colors": {budget_label: "#8A2BE2"}}  # a colour not in _plots.PALETTE
         _plots.pareto(protocol, out / f"{name}.png", panel="problem", columns=3,
                       title=f"{title}: AutoWeight(), constant weights, NFEBudget (dashed: vanilla)", **looks)
-        if len(protocol) < len(rows):
-            _plots.pareto(rows, out / f"{name}_candidates.png", panel="problem", columns=3,
-                          title=f"{title}: every candidate (dashed: vanilla)", **looks)
+        removed = [r for r in rows if is_removed(r["label"])]
+        if len(protocol) + len(removed) < len(rows):
+            _plots.pareto([r for r in rows if not is_removed(r["label"])], out / f"{name}_candidates.png",
+                          panel="problem", columns=3, title=f"{title}: every candidate (dashed: vanilla)", **looks)
+        if removed:
+            reference = [r for r in rows if r["label"] in ("vanilla", auto_label)]
+            _plots.pareto(reference + removed, out / f"{name}_removed.png", panel="problem", columns=3,
+                          title=f"{title}: the candidates removed after they lost, and AutoWeight() (dashed: "
+                                f"vanilla)", **looks)
     print(text)
     return verdicts
 

@@ -104,13 +104,16 @@ def test_judge_accuracy_and_the_classifier_bound():
 
 def test_summary_plots_the_protocol_apart_from_the_candidates(tmp_path, monkeypatch):
     rows = _rows({"vanilla": [(1.0, 60)], "unbiased@0.1": [(1.0, 50)], "budget@0.6": [(1.2, 40)],
-                  "auto@0.3": [(0.9, 45)], "auto_c@0.1": [(0.8, 55)]})
+                  "auto@0.3": [(0.9, 45)], "auto_c@0.1": [(0.8, 55)], "auto_peak@0.3": [(0.7, 35)],
+                  "auto_prev@0.1": [(0.95, 40)]})
     wc.folder(tmp_path, "latent_ode", "realistic").mkdir()
     wc._harness.write_csv(rows, wc.folder(tmp_path, "latent_ode", "realistic") / "runs.csv")
     drawn = {}
     monkeypatch.setattr(wc._plots, "pareto", lambda plotted, path, **kw: drawn.setdefault(Path(path).name, plotted))
     wc.summarize(tmp_path, "auto@0.3")
-    assert sorted(drawn) == ["pareto.png", "pareto_candidates.png"]
+    assert sorted(drawn) == ["pareto.png", "pareto_candidates.png", "pareto_removed.png"]
     assert sorted(r["label"] for r in drawn["pareto.png"]) == ["auto@0.3", "budget@0.6", "unbiased@0.1", "vanilla"]
-    assert len(drawn["pareto_candidates.png"]) == 5
+    assert len(drawn["pareto_candidates.png"]) == 5   # the protocol's four and auto_c, still in the code
+    assert sorted(r["label"] for r in drawn["pareto_removed.png"]) == ["auto@0.3", "auto_peak@0.3", "auto_prev@0.1",
+                                                                       "vanilla"]
     assert {r["problem"] for r in drawn["pareto.png"]} == {wc.TITLES["latent_ode"]}
