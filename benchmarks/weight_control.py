@@ -249,7 +249,8 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
         removed = [r for r in rows if is_removed(r["label"])]
         if len(protocol) + len(removed) < len(rows):
             _plots.pareto([r for r in rows if not is_removed(r["label"])], out / f"{name}_candidates.png",
-                          panel="problem", columns=3, title=f"{title}: the candidates still in the code (dashed: vanilla)", **looks)
+                          panel="problem", columns=3,
+                          title=f"{title}: the candidates still in the code (dashed: vanilla)", **looks)
         if removed:
             reference = [r for r in rows if r["label"] in ("vanilla", auto_label)]
             _plots.pareto(reference + removed, out / f"{name}_removed.png", panel="problem", columns=3,
