@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchsde
 
-from torchdiffeq_localreg import AutoWeight, odeint_adjoint_reg, odeint_reg, regularize, sdeint_reg
+from torchdiffeq_localreg import AutoWeight, odeint_adjoint_reg, odeint_reg, regularize, sdeint_adjoint_reg, sdeint_reg
 from torchdiffeq_localreg import odeint as odeint_one_import
 from torchdiffeq_localreg import _stats
 from torchdiffeq_localreg._weight_control import _project_cone
@@ -296,14 +296,15 @@ def solve(kind, model):
         reg = r.reg
     else:
         bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(8, 2), dtype=D, entropy=0)
-        ys, reg = sdeint_reg(model, y0, t, bm=bm, dt=0.1, method="euler", adaptive=True, rtol=1e-2, atol=1e-2,
-                             generator=gen)
+        sdeint = sdeint_adjoint_reg if kind == "sde-adjoint" else sdeint_reg
+        ys, reg = sdeint(model, y0, t, bm=bm, dt=0.1, method="euler", adaptive=True, rtol=1e-2, atol=1e-2,
+                         generator=gen)
     return ((ys[-1] - 0.5) ** 2).mean(), reg
 
 
-@pytest.mark.parametrize("kind", ["direct", "adjoint", "one-import", "sde"])
+@pytest.mark.parametrize("kind", ["direct", "adjoint", "one-import", "sde", "sde-adjoint"])
 def test_real_solves_get_the_closed_form_gradient(kind):
-    model = SDE() if kind == "sde" else Field()
+    model = SDE() if kind.startswith("sde") else Field()
     params = list(model.parameters())
     auto = AutoWeight()
     for _ in range(3):  # a few steps, so that the moving average and the norms have history
