@@ -62,7 +62,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_loss": {"BASE": "LossCeiling"},             # the ceiling rises as the task loss falls
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
@@ -193,44 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = {"AutoWeight": AutoWeight, "LossCeiling": LossCeiling}[str(settings.pop("BASE", "AutoWeight"))]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class LossCeiling(AutoWeight):
-    """Candidate: the ceiling ``K * lambda_0`` rises as the task loss falls, to ``K * lambda_0 *
-    sqrt(L_0 / L)``, with ``L_0`` the mean task loss of the calibration steps and ``L`` its moving
-    average (factor LOSS_SMOOTHING); never below ``K * lambda_0``, and unchanged while either is not
-    positive. The less is left to learn, the less a stronger pull can cost (a classifier that has
-    converged), while a fit whose loss has fallen little keeps the ceiling that protects it."""
-
-    LOSS_SMOOTHING = 0.98
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._loss0_sum, self._loss0_count, self._loss_avg, self._loss_steps = 0.0, 0, 0.0, 0
-
-    def _scale_reg(self, task_loss, reg, g_task, g_reg):
-        value = float(task_loss.detach())
-        if math.isfinite(value):
-            if self._loss0_count < self.CALIBRATION_STEPS:
-                self._loss0_sum += value
-                self._loss0_count += 1
-            self._loss_steps += 1
-            beta = self.LOSS_SMOOTHING
-            self._loss_avg = beta * self._loss_avg + (1 - beta) * value
-        return super()._scale_reg(task_loss, reg, g_task, g_reg)
-
-    @property
-    def ceiling(self) -> float:
-        base = super().ceiling
-        if not math.isfinite(base) or self._loss0_count < self.CALIBRATION_STEPS:
-            return base
-        loss0 = self._loss0_sum / self._loss0_count
-        loss = self._loss_avg / (1 - self.LOSS_SMOOTHING ** self._loss_steps)
-        if loss0 <= 0 or loss <= 0:
-            return base
-        return base * max(1.0, math.sqrt(loss0 / loss))
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
