@@ -224,6 +224,7 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
         ax.set_xlabel(xlabel)
         if ax.get_yscale() != "log":
             ax.set_ylabel(ylabel)
+            ax.ticklabel_format(axis="y", useOffset=False)  # ticks read 99.998, not an offset "+9.999e1"
         ax.grid(alpha=0.3)
     if panel:
         fig.suptitle(title or "Test metric against test NFE, per problem (dashed: vanilla)", fontsize=11)

@@ -87,6 +87,22 @@ def test_pareto_legend_is_outside_the_data(tmp_path, monkeypatch):
     plt.close(fig)
 
 
+def test_pareto_ticks_read_as_values_when_the_metrics_are_close(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
+    rows = _summary(2)
+    rows[1]["test_metric_mean"], rows[2]["test_metric_mean"], rows[0]["test_metric_mean"] = 0.99998, 0.99999, 1.0
+    for row in rows:
+        row["test_metric_std"] = 0.0  # every seed at the same accuracy (disk vs ring): a range of 0.002 points
+    _plots.pareto(rows, tmp_path / "p.png", title="t")
+    (fig,) = figures
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no "+9.999e1" above the axis
+    assert all(float(t.get_text().replace("\u2212", "-")) > 99 for t in ax.get_yticklabels() if t.get_text())
+    _plots.pyplot().close(fig)
+
+
 def test_training_nfe_panels_by_family_with_vanilla_in_each(tmp_path, monkeypatch):
     figures = []
     monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: figures.append(fig) or path)
