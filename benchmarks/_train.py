@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_arc", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -60,7 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_arc": {"BASE": "RiseAndFallCeiling"},     # the ceiling rises once the task's gradient has risen and fallen
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -193,30 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class RiseAndFallCeiling(AutoWeight):
-    """Candidate ``auto_arc``: the ceiling ``K lambda_0`` times ``sqrt(max(1, min(P / T_0, P / T)))``,
-    where ``T`` is the task's averaged squared gradient norm (bias-corrected), ``T_0`` its value at
-    the end of the calibration and ``P`` its largest value since. It rises only where the task's
-    gradient has first grown (a classifier leaving chance) and then fallen (the classifier
-    converging); where either did not happen it is AutoWeight() exactly."""
-
-    _task_ref = 0.0   # T_0 (0 until calibrated)
-    _task_peak = 0.0  # P
-
-    @property
-    def ceiling(self) -> float:
-        base = super().ceiling
-        if not math.isfinite(base) or self._steps < self.CALIBRATION_STEPS:
-            return base
-        task = self._task_sq / (1 - self.NORM_SMOOTHING ** self._steps)
-        if self._task_ref == 0.0:
-            self._task_ref = task
-        self._task_peak = max(self._task_peak, task)
-        return base * math.sqrt(max(1.0, min(self._task_peak / self._task_ref, self._task_peak / task)))
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
