@@ -102,6 +102,32 @@ def test_judge_accuracy_and_the_classifier_bound():
     assert wc.judge("mnist_node", [r for r in rows if r["method"] != "auto"], "auto@0.1") is None
 
 
+def test_paired_interval_brackets_the_change_and_widens_with_the_spread():
+    # Identical ratios on every seed: every resample gives that ratio.
+    assert wc.paired_interval("error", [0.2, 0.4, 0.6], [0.1, 0.2, 0.3]) == pytest.approx((2.0, 2.0))
+    # Paired: a method that halves vanilla's error on each seed keeps ratio 0.5 whatever vanilla's spread.
+    assert wc.paired_interval("error", [0.005, 0.5, 0.05], [0.01, 1.0, 0.1]) == pytest.approx((0.5, 0.5))
+    low, high = wc.paired_interval("error", [0.01, 0.5, 0.05, 0.2], [0.1, 0.1, 0.1, 0.1])
+    assert 0.01 / 0.1 <= low < 1.9 < high <= 0.5 / 0.1  # brackets the ratio of means, 0.19 / 0.1
+    low, high = wc.paired_interval("accuracy", [0.95, 0.96, 0.97], [0.96, 0.96, 0.96])
+    assert -0.01 <= low < 0.0 < high <= 0.01  # a difference of accuracies, not a ratio
+    assert wc.paired_interval("error", [0.01, 0.5], [0.1, 0.1]) == wc.paired_interval("error", [0.01, 0.5], [0.1, 0.1])
+    with pytest.raises(ValueError, match="paired"):
+        wc.paired_interval("error", [0.1], [0.1, 0.2])
+
+
+def test_summary_tables_show_the_interval(tmp_path):
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80), (1.5, 70)], "unbiased@0.1": [(1.0, 50), (2.0, 60), (1.5, 60)],
+                  "auto@0.3": [(0.5, 40), (1.0, 50), (0.75, 45)]})
+    wc.folder(tmp_path, "latent_ode", "realistic").mkdir()
+    wc._harness.write_csv(rows, wc.folder(tmp_path, "latent_ode", "realistic") / "runs.csv")
+    v, = wc.summarize(tmp_path, "auto@0.3")
+    assert (v["auto_change_low"], v["auto_change_high"]) == pytest.approx((0.5, 0.5))
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 0.50-0.50x | 0.64 |" in text  # the acceptance row: interval, then the NFE ratio
+    assert "| AutoWeight() | 3 | 0.75 | 0.50x | 0.50-0.50x | 45.0 |" in text
+
+
 def test_summary_plots_the_protocol_apart_from_the_candidates(tmp_path, monkeypatch):
     rows = _rows({"vanilla": [(1.0, 60)], "unbiased@0.1": [(1.0, 50)], "budget@0.6": [(1.2, 40)],
                   "auto@0.3": [(0.9, 45)], "auto_c@0.1": [(0.8, 55)], "auto_peak@0.3": [(0.7, 35)],
