@@ -55,6 +55,7 @@ VARIANTS = {
     "dec_k30": "pull outside Adam, ceiling 30x", "front": "at its ceiling from step 10",
     "loss": "ceiling rising as the task loss falls", "grow": "ceiling rising with the task's gradient",
     "arc": "ceiling rising once the task's gradient has risen and fallen",
+    "mednorm": "medians of recent gradient norms",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 

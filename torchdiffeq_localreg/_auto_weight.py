@@ -152,12 +152,8 @@ class AutoWeight(_Control):
         reg_sq = float(_norm_sq((b for b, r in zip(g_reg, reached) if r), like))
         if not (math.isfinite(task_sq) and math.isfinite(reg_sq)) or reg_sq == 0.0:
             return self._next  # nothing to measure this step: keep the weight
-        beta = self.NORM_SMOOTHING
         self._steps += 1
-        self._task_sq = beta * self._task_sq + (1 - beta) * task_sq
-        self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
-        # The bias corrections of T and G are equal and cancel in their ratio.
-        weight = self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
+        weight = self._ratio(task_sq, reg_sq)
         if weight > 0 and self._steps <= self.CALIBRATION_STEPS:
             self._log_ref_sum += math.log(weight)
             if self._steps == self.CALIBRATION_STEPS:
@@ -171,6 +167,14 @@ class AutoWeight(_Control):
                             f"stats.nfe_forward: then nothing is wrong), or the regularization cannot make it "
                             f"cheaper without costing the task. The control keeps the pull bounded either way.")
         return bounded
+
+    def _ratio(self, task_sq: float, reg_sq: float) -> float:
+        """Averages one step's squared gradient norms into T and G; returns the unbounded weight."""
+        beta = self.NORM_SMOOTHING
+        self._task_sq = beta * self._task_sq + (1 - beta) * task_sq
+        self._reg_sq = beta * self._reg_sq + (1 - beta) * reg_sq
+        # The bias corrections of T and G are equal and cancel in their ratio.
+        return self.share * math.sqrt(self._task_sq) / math.sqrt(self._reg_sq)
 
     def _moving_average(self, store: List[Optional[torch.Tensor]],
                         grads: Sequence[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
