@@ -56,6 +56,8 @@ VARIANTS = {
     "loss": "ceiling rising as the task loss falls", "grow": "ceiling rising with the task's gradient",
     "arc": "ceiling rising once the task's gradient has risen and fallen",
     "mednorm": "medians of recent gradient norms",
+    "medcal": "ceiling from the median norms of the calibration",
+    "hold": "median-calibrated ceiling, weight held at its largest",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
