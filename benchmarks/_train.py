@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_medcal", "auto_hold", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -60,8 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_medcal": {"BASE": "MedianCalibration"},  # the ceiling from the calibration steps' median norms
-    "auto_hold": {"BASE": "HeldMedianCalibration"},  # auto_medcal, the weight never falling after calibration
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -194,51 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class MedianCalibration(AutoWeight):
-    """Candidate ``auto_medcal``: the ceiling ``K c median|g_t|_R / median|g_r|`` over the
-    calibration steps, instead of ``K`` times the geometric mean of the weights ``c sqrt(T / G)``
-    there. In the first steps after initialization the sampled step's gradient is heavy-tailed (disk
-    vs ring seed 4: ``|g_r|`` 9.9 at step 2 and 5.0 at step 4, 0.01-0.04 at the other eight), so the
-    averaged squares of those steps, and with them the ceiling, reflect a transient rather than the
-    typical pull; the medians ignore it. The running weight is AutoWeight()'s (its averaged squares,
-    which keep the first steps' pull small)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._first: List[Tuple[float, float]] = []  # (|g_t|_R, |g_r|) of the calibration steps
-
-    def _ratio(self, task_sq: float, reg_sq: float) -> float:
-        if len(self._first) < self.CALIBRATION_STEPS:
-            self._first.append((math.sqrt(task_sq), math.sqrt(reg_sq)))
-        return super()._ratio(task_sq, reg_sq)
-
-    @property
-    def ceiling(self) -> float:
-        if self._ref <= 0:
-            return math.inf
-        task = statistics.median(t for t, _ in self._first)
-        reg = statistics.median(r for _, r in self._first)
-        return self.CEILING * self.share * task / reg
-
-
-class HeldMedianCalibration(MedianCalibration):
-    """Candidate ``auto_hold``: ``auto_medcal``, and after the calibration the weight never falls
-    below the largest (bounded) weight it has had. A converging classifier's task gradient falls
-    about 300-fold from its peak, and a pull that stays a share of it lets the NFE drift back up
-    (disk vs ring seed 0 under AutoWeight(): weight 0.38 at step 100, 0.08 at step 600)."""
-
-    _held = 0.0
-
-    def _ratio(self, task_sq: float, reg_sq: float) -> float:
-        weight = super()._ratio(task_sq, reg_sq)
-        if self._steps <= self.CALIBRATION_STEPS:
-            return weight
-        self._held = max(self._held, min(weight, self.ceiling))
-        return max(weight, self._held)
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
