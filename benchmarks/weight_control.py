@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -126,7 +126,7 @@ def meets_a(kind: str, metric: float, vanilla: float) -> bool:
 
 
 def paired_interval(kind: str, values: Sequence[float], bases: Sequence[float], level: float = INTERVAL_LEVEL,
-                    resamples: int = INTERVAL_RESAMPLES) -> tuple:
+                    resamples: int = INTERVAL_RESAMPLES) -> Tuple[float, float]:
     """A percentile bootstrap interval of a method's change against vanilla over paired seeds
     (``values[i]`` and ``bases[i]`` share seed ``i``): of the ratio of mean errors, or of the
     difference of mean accuracies. Resampled with a fixed seed, so that a summary is reproducible.
@@ -163,7 +163,8 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
         metric = statistics.fmean(float(r["test_metric"]) for r in runs)
         base_metric = statistics.fmean(float(r["test_metric"]) for r in base)
         by_seed = {r["seed"]: float(r["test_metric"]) for r in base}
-        interval = paired_interval(kind, [float(r["test_metric"]) for r in runs], [by_seed[r["seed"]] for r in runs])
+        interval = paired_interval(kind, [float(r["test_metric"]) for r in runs],
+                                   [by_seed[r["seed"]] for r in runs])
         nfe = statistics.fmean(float(r["test_nfe"]) for r in runs)
         base_nfe = statistics.fmean(float(r["test_nfe"]) for r in base)
         table[label] = {"label": label, "seeds": len(seeds), "metric": metric, "vanilla_metric": base_metric,
@@ -198,7 +199,7 @@ def _change(kind: str, value: float, base: float) -> str:
     return f"{100 * (value - base):+.2f} pt" if kind == "accuracy" else f"{value / base:.2f}x"
 
 
-def _interval(kind: str, interval: tuple) -> str:
+def _interval(kind: str, interval: Tuple[float, float]) -> str:
     low, high = interval
     if kind == "accuracy":
         return f"{100 * low:+.2f} to {100 * high:+.2f} pt"
@@ -220,7 +221,8 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
         lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
                      f"NFE {v['vanilla_nfe']:.1f} | {_metric(kind, v['auto_metric'])} "
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
-                     f"{_interval(kind, (v['auto_change_low'], v['auto_change_high']))} | {v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {best} | {b} |")
+                     f"{_interval(kind, (v['auto_change_low'], v['auto_change_high']))} | "
+                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {best} | {b} |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,7 +268,8 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             "Means over the seeds each method shares with vanilla (paired). (a): mean accuracy within "
             f"{100 * ACCURACY_TOLERANCE:.1f} points of vanilla's, or mean error within {100 * ERROR_TOLERANCE:.0f}% of "
             "vanilla's. The 90% interval of a change is a percentile bootstrap over the paired seeds (rough with "
-            "3 seeds): how far the choice of seeds alone moves it. (b): test NFE at most that of the cheapest constant weight meeting (a) (every seed), plus "
+            "3 seeds): how far the choice of seeds alone moves it. (b): test NFE at most that of the cheapest "
+            "constant weight meeting (a) (every seed), plus "
             "one solver step (6 evaluations for dopri5, 3 drift evaluations for the adaptive Milstein solves); on "
             f"the two ODE classifiers also at most {CLASSIFIER_NFE_RATIO}x vanilla's NFE.\n\n"
             + acceptance_markdown(verdicts))

@@ -109,6 +109,8 @@ def test_paired_interval_brackets_the_change_and_widens_with_the_spread():
     assert wc.paired_interval("error", [0.005, 0.5, 0.05], [0.01, 1.0, 0.1]) == pytest.approx((0.5, 0.5))
     low, high = wc.paired_interval("error", [0.01, 0.5, 0.05, 0.2], [0.1, 0.1, 0.1, 0.1])
     assert 0.01 / 0.1 <= low < 1.9 < high <= 0.5 / 0.1  # brackets the ratio of means, 0.19 / 0.1
+    narrow = wc.paired_interval("error", [0.15, 0.2, 0.18, 0.23], [0.1, 0.1, 0.1, 0.1])  # the same mean, less spread
+    assert low < narrow[0] < 1.9 < narrow[1] < high
     low, high = wc.paired_interval("accuracy", [0.95, 0.96, 0.97], [0.96, 0.96, 0.96])
     assert -0.01 <= low < 0.0 < high <= 0.01  # a difference of accuracies, not a ratio
     assert wc.paired_interval("error", [0.01, 0.5], [0.1, 0.1]) == wc.paired_interval("error", [0.01, 0.5], [0.1, 0.1])
