@@ -58,6 +58,7 @@ VARIANTS = {
     "mednorm": "medians of recent gradient norms",
     "medcal": "ceiling from the median norms of the calibration",
     "hold": "median-calibrated ceiling, weight held at its largest",
+    "clip": "norms clipped at 100x their average", "clip10": "norms clipped at 10x their average",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
@@ -172,6 +173,10 @@ def metric_axis(metric: str) -> Tuple[str, float]:
     """The y-axis label of a metric and the factor its values are shown with (accuracy in %)."""
     if metric == "accuracy":
         return "test accuracy (%), higher is better", 100.0
+    if metric == "accuracy change":  # a difference of accuracies (fractions), shown in points
+        return "test accuracy - vanilla's (points), higher is better", 100.0
+    if metric == "error ratio":
+        return "test error / vanilla's, lower is better", 1.0
     return f"test {METRIC_NAMES.get(metric, metric)}, lower is better", 1.0
 
 
@@ -181,14 +186,15 @@ METRIC_NAMES = {"mse": "MSE", "error": "error of mean and variance"}
 def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", panel: Optional[str] = None,
            xlabel: str = "test NFE (function evaluations of the prediction solve)", title: str = "",
            markers: Optional[Mapping[str, str]] = None, colors: Optional[Mapping[str, str]] = None,
-           columns: Optional[int] = None) -> Path:
+           columns: Optional[int] = None, legend_title: Optional[str] = None) -> Path:
     """Test metric against test NFE (means, with the standard deviations over seeds as error bars).
 
     One point per summary row, named in the legend by :func:`display_name` of its ``label`` column;
     one panel per value of the ``panel`` column (or a single panel), ``columns`` panels per row (all
     in one row by default). Dashed lines mark vanilla's NFE
     and metric, so that the better quadrant (fewer evaluations at least as good a metric) reads at
-    a glance. ``markers`` and ``colors`` override :func:`styles` for the labels they name.
+    a glance. ``markers`` and ``colors`` override :func:`styles` for the labels they name;
+    ``legend_title`` replaces the legend's "mean ± std over seeds".
     """
     plt = pyplot()
     look = styles(s[label] for s in summary)
@@ -234,7 +240,7 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
     keys = ordered(drawn)
     fig.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper left",
                bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
-               title="mean ± std over seeds\n(dashed: vanilla)" if not panel else "mean ± std over seeds")
+               title=legend_title or ("mean ± std over seeds\n(dashed: vanilla)" if not panel else "mean ± std over seeds"))
     fig.tight_layout()
     return _save(plt, fig, path)
 

@@ -145,3 +145,35 @@ def test_summary_plots_the_protocol_apart_from_the_candidates(tmp_path, monkeypa
     assert sorted(r["label"] for r in drawn["pareto_removed.png"]) == ["auto@0.3", "auto_peak@0.3", "auto_prev@0.1",
                                                                        "vanilla"]
     assert {r["problem"] for r in drawn["pareto.png"]} == {wc.TITLES["latent_ode"]}
+
+
+def test_summary_plots_each_method_against_vanilla_on_its_own_seeds(tmp_path, monkeypatch):
+    # vanilla ran on seeds 0-2, AutoWeight() on seed 0 only: its own mean (0.5) beside vanilla's mean over
+    # three seeds (2.0) would read as a 4x cut; against vanilla on seed 0 it is 0.5x the error and NFE.
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80), (3.0, 100)], "auto@0.3": [(0.5, 30)]})
+    wc.folder(tmp_path, "latent_ode", "realistic").mkdir()
+    wc._harness.write_csv(rows, wc.folder(tmp_path, "latent_ode", "realistic") / "runs.csv")
+    drawn = {}
+    monkeypatch.setattr(wc._plots, "pareto", lambda plotted, path, **kw: drawn.setdefault(Path(path).name,
+                                                                                         (plotted, kw)))
+    wc.summarize(tmp_path, "auto@0.3")
+    plotted, kw = drawn["pareto.png"]
+    points = {r["label"]: (r["test_nfe_mean"], r["test_metric_mean"], r["metric_name"]) for r in plotted}
+    assert points == {"vanilla": (pytest.approx(1.0), pytest.approx(1.0), "error ratio"),
+                      "auto@0.3": (pytest.approx(0.5), pytest.approx(0.5), "error ratio")}
+    assert "vanilla" in kw["xlabel"]
+
+
+def test_summary_plots_accuracy_as_a_change_in_points(tmp_path, monkeypatch):
+    rows = [dict(r, metric_name="accuracy") for r in _rows({"vanilla": [(0.9, 60), (0.8, 50)],
+                                                             "auto@0.3": [(0.95, 30), (0.7, 20)]})]
+    wc.folder(tmp_path, "rings", "realistic").mkdir()
+    wc._harness.write_csv(rows, wc.folder(tmp_path, "rings", "realistic") / "runs.csv")
+    drawn = {}
+    monkeypatch.setattr(wc._plots, "pareto", lambda plotted, path, **kw: drawn.setdefault(Path(path).name, plotted))
+    wc.summarize(tmp_path, "auto@0.3")
+    auto, = [r for r in drawn["pareto.png"] if r["label"] == "auto@0.3"]
+    assert auto["metric_name"] == "accuracy change"
+    assert auto["test_metric_mean"] == pytest.approx(-0.025) and auto["test_nfe_mean"] == pytest.approx(50 / 110)
+    label, scale = wc._plots.metric_axis("accuracy change")
+    assert scale == 100.0 and "points" in label
