@@ -65,8 +65,9 @@ def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, 
     Without ``selection``, ``settings.json`` in that folder holds the settings, the paper's, the
     machine and the command. With ``selection`` (the runs this command asks for: a resumable
     benchmark), it holds the settings, the paper's, and one entry per command that wrote to the
-    folder (command, ``selection``, machine, date); a folder with runs under other ``settings`` is
-    refused, as its rows would not be comparable.
+    folder (command, ``selection``, machine, date, and ``finished``: null until :func:`finish_run`
+    sets it, so that an entry still null names a command that was stopped or is running); a
+    folder with runs under other ``settings`` is refused, as its rows would not be comparable.
     """
     out = Path(out_dir) if out_dir else RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -95,10 +96,23 @@ def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, 
                                  f"there, {settings.get(key)!r} now); pass another --out or remove that folder.")
             sessions = old.get("sessions", [])
         sessions.append({"command": " ".join(sys.argv), "runs": selection, "machine": machine,
-                         "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+                         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid(), "finished": None})
         content = {"settings": settings, "paper_settings": paper_settings or {}, "sessions": sessions}
     path.write_text(json.dumps(content, indent=2, default=str) + ("" if selection is None else "\n"))
     return out
+
+
+def finish_run(out: Path, rows_added: int) -> None:
+    """Marks this process's entry of ``out/settings.json`` (written by :func:`start_run` with a
+    selection) as finished: the date, and how many rows it added to runs.csv."""
+    path = Path(out) / "settings.json"
+    content = json.loads(path.read_text())
+    mine = [s for s in content.get("sessions", []) if s.get("pid") == os.getpid() and s.get("finished", 0) is None]
+    if not mine:
+        raise ValueError(f"{path} has no unfinished entry of this process (pid {os.getpid()}); start_run writes it.")
+    mine[-1]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    mine[-1]["rows_added"] = rows_added
+    path.write_text(json.dumps(content, indent=2, default=str) + "\n")
 
 
 def time_prediction(fn: Callable[[], object], repeats: int) -> Tuple[float, float]:

@@ -42,8 +42,8 @@ import torchdiffeq
 from tqdm import tqdm
 
 import _plots
-from _harness import (RESULTS, append_rows, iqr, markdown_table, read_rows, start_run, summarize_runs, time_call,
-                      time_prediction, write_csv)
+from _harness import (RESULTS, append_rows, finish_run, iqr, markdown_table, read_rows, start_run, summarize_runs,
+                      time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
@@ -654,9 +654,11 @@ def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Na
         print(notes)
     if args.retime:
         retime(make_problem(), args, out)
+        finish_run(out, 0)
         return write_summary(out, title, notes)
     if args.reproduce:
         reproduce(make_problem(), specs, args, out)
+        finish_run(out, 0)
         return write_summary(out, title, notes)
     done = {_key(r) for r in read_rows(out / "runs.csv")}
     todo = [s for s in specs if s.key not in done]
@@ -672,6 +674,7 @@ def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Na
         for spec in todo:
             execute(problem, spec, args, out)
     print(f"total wall time {time.perf_counter() - wall:.1f}s")
+    finish_run(out, len(todo))
     return write_summary(out, title, notes)
 
 

@@ -116,7 +116,9 @@ def test_rerun_adds_no_rows_and_new_seeds_only_theirs(tmp_path):
     rows = read_csv(tmp_path / "runs.csv")
     assert rows[:3] == first and [(r["method"], r["seed"]) for r in rows[3:]] == [
         ("vanilla", "1"), ("biased", "1"), ("budget", "1")]
-    assert len(json.loads((tmp_path / "settings.json").read_text())["sessions"]) == 3
+    sessions = json.loads((tmp_path / "settings.json").read_text())["sessions"]
+    assert [s["rows_added"] for s in sessions] == [3, 0, 3]  # each command's entry, marked when it finished
+    assert all(s["finished"] >= s["date"] for s in sessions)
     summary = read_csv(tmp_path / "summary.csv")
     assert [(s["method"], s["seeds"]) for s in summary] == [("vanilla", "2"), ("biased", "2"), ("budget", "2")]
     # Rows trained under other settings are not mixed in.
@@ -370,3 +372,24 @@ def test_capped_backward_scales_the_penalty_gradient_to_the_task_norm():
     v = nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
     train_mod.capped_backward([v], (v ** 2).sum(), 0.1 * (v ** 2).sum())  # smaller: left as it is
     torch.testing.assert_close(v.grad, 2.2 * v.detach())
+
+
+def test_a_stopped_command_stays_unfinished_in_settings(tmp_path, monkeypatch):
+    """A command that does not reach its end (stopped, or a run failed) leaves ``finished`` null, so that
+    settings.json tells it from one that trained everything it asked for."""
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path)])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "execute", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main([*SPIRALS, "--seeds", "1", "--out", str(tmp_path)])
+    first, second = json.loads((tmp_path / "settings.json").read_text())["sessions"]
+    assert first["finished"] is not None and first["rows_added"] == 3
+    assert second["finished"] is None and "rows_added" not in second
+    train_mod.finish_run(tmp_path, 0)  # this process's open entry, the second
+    assert json.loads((tmp_path / "settings.json").read_text())["sessions"][1]["rows_added"] == 0
+    with pytest.raises(ValueError, match="no unfinished entry"):
+        train_mod.finish_run(tmp_path, 0)
