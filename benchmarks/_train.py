@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_clip", "auto_clip10", "auto_sum", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -60,9 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_clip": {"BASE": "ClippedNorms"},                    # each step's squared norms clipped at 100x their average
-    "auto_clip10": {"BASE": "ClippedNorms", "CLIP": 10.0},
-    "auto_sum": {"combine": "sum"},                   # the plain sum: the pull is not projected
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -195,25 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    combine = settings.pop("combine", "project")
-    return type(f"AutoWeight_{method}", (base,), settings)(combine=combine)
-
-
-class ClippedNorms(AutoWeight):
-    """Candidate ``auto_clip``: each step's squared gradient norms enter T and G clipped at CLIP
-    times their bias-corrected averages so far, so that a single sample 100-1000x the typical one
-    (as the sampled step gives just after initialization) cannot hold the weight down for hundreds
-    of steps."""
-
-    CLIP = 100.0
-
-    def _ratio(self, task_sq: float, reg_sq: float) -> float:
-        if self._steps > 1:  # T and G hold steps - 1 samples
-            correction = 1 - self.NORM_SMOOTHING ** (self._steps - 1)
-            task_sq = min(task_sq, self.CLIP * self._task_sq / correction)
-            reg_sq = min(reg_sq, self.CLIP * self._reg_sq / correction)
-        return super()._ratio(task_sq, reg_sq)
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
