@@ -58,7 +58,7 @@ VARIANTS = {
     "mednorm": "medians of recent gradient norms",
     "medcal": "ceiling from the median norms of the calibration",
     "hold": "median-calibrated ceiling, weight held at its largest",
-    "clip": "norms clipped at 100x their average",
+    "clip": "norms clipped at 100x their average", "init": "first 10 steps' pull 3x the task's",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
 }
 
