@@ -46,10 +46,9 @@ from _harness import (RESULTS, append_rows, finish_run, iqr, markdown_table, rea
                       time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
-from torchdiffeq_localreg._weight_control import _norm_sq
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_init", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -61,7 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_init": {"BASE": "InitialPull"},             # the first 10 steps' pull 3x the task's gradient
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -194,32 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class InitialPull(AutoWeight):
-    """Candidate ``auto_init``: for the first INIT_STEPS steps the pull is INIT_SHARE times this
-    step's task gradient (each step's own norms, on the parameters reg reaches), then AutoWeight()'s.
-    At initialization a classifier at chance has a gradient 10-100x smaller than reg's (disk vs ring),
-    so a constant weight's first Adam steps are the pull's: the penalty falls 20x within two steps and
-    the classifier then learns at the NFE floor, while a share of the task's gradient leaves the
-    penalty high and the NFE climbs with vanilla's. The moving averages, calibration and ceiling are
-    AutoWeight()'s, computed as if the share applied throughout."""
-
-    INIT_STEPS = 10
-    INIT_SHARE = 3.0
-
-    def _scale_reg(self, task_loss, reg, g_task, g_reg):
-        weight = super()._scale_reg(task_loss, reg, g_task, g_reg)
-        if self._steps > self.INIT_STEPS:
-            return weight
-        reached = [b is not None for b in g_reg]
-        task_sq = float(_norm_sq((a for a, r in zip(g_task, reached) if r), reg))
-        reg_sq = float(_norm_sq((b for b, r in zip(g_reg, reached) if r), reg))
-        if reg_sq > 0 and math.isfinite(task_sq) and math.isfinite(reg_sq):
-            self._last = self.INIT_SHARE * math.sqrt(task_sq / reg_sq)
-        return self._last
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
