@@ -48,7 +48,7 @@ VARIANTS = {
     "notrend": "no trend", "noleak": "no leak", "nohold": "no hold", "slow": "slow", "rows32": "reg_batch_size 32",
     "biased": "biased", "nocap": "no cap", "nomom": "no momentum projection", "drift": "drift share",
     "conflict": "conflict-scaled",
-    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x",
+    "conflict_nocap": "conflict-scaled, no cap", "k30": "ceiling 30x", "k100": "ceiling 100x", "k3": "ceiling 3x",
     "peak": "against the task's peak norm", "c": "share", "med": "median calibration",
     "med_k20": "median calibration, ceiling 20x", "guard": "task-loss guard",
     "guard_k30": "task-loss guard, ceiling 30x", "dec": "pull outside Adam",
