@@ -240,7 +240,8 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
     keys = ordered(drawn)
     fig.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper left",
                bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
-               title=legend_title or ("mean ± std over seeds\n(dashed: vanilla)" if not panel else "mean ± std over seeds"))
+               title=legend_title or ("mean ± std over seeds\n(dashed: vanilla)" if not panel
+                                      else "mean ± std over seeds"))
     fig.tight_layout()
     return _save(plt, fig, path)
 
