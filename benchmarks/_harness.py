@@ -107,7 +107,9 @@ def finish_run(out: Path, rows_added: int) -> None:
     selection) as finished: the date, and how many rows it added to runs.csv."""
     path = Path(out) / "settings.json"
     content = json.loads(path.read_text())
-    mine = [s for s in content.get("sessions", []) if s.get("pid") == os.getpid() and s.get("finished", 0) is None]
+    # Entries older than finish_run have no "finished" key and are never this process's.
+    mine = [s for s in content.get("sessions", []) if s.get("pid") == os.getpid() and "finished" in s
+            and s["finished"] is None]
     if not mine:
         raise ValueError(f"{path} has no unfinished entry of this process (pid {os.getpid()}); start_run writes it.")
     mine[-1]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
