@@ -5,6 +5,7 @@ per finished run to ``runs.csv`` (so that a rerun skips what is there), and writ
 (mean and spread over seeds, ratios to vanilla on the same seeds) as ``summary.csv`` and
 ``summary.md`` under ``benchmarks/results/<name>/``. Plots are in :mod:`_plots`.
 """
+import contextlib
 import csv
 import json
 import math
@@ -14,7 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.benchmark import Timer
@@ -100,6 +101,40 @@ def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, 
         content = {"settings": settings, "paper_settings": paper_settings or {}, "sessions": sessions}
     path.write_text(json.dumps(content, indent=2, default=str) + ("" if selection is None else "\n"))
     return out
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[Path]:
+    """Holds ``out`` (a results folder, created if needed) for one command: a second command writing
+    into the same folder at the same time would train the runs that neither has finished twice,
+    append their rows twice, and rewrite ``settings.json`` under the first. It is refused instead,
+    with the holder's pid, by an exclusive lock on ``out/.lock`` (released when the command ends,
+    however it ends; not on Windows, where ``fcntl`` is absent).
+
+    Raises:
+        RuntimeError: another process holds ``out``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield out
+        return
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process"
+            raise RuntimeError(f"{out} is in use by another benchmark command ({holder}): wait until it ends, "
+                               f"or pass another --out.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        try:
+            yield out
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def finish_run(out: Path, rows_added: int) -> None:

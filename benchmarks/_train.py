@@ -42,8 +42,8 @@ import torchdiffeq
 from tqdm import tqdm
 
 import _plots
-from _harness import (RESULTS, append_rows, finish_run, iqr, markdown_table, read_rows, start_run, summarize_runs,
-                      time_call, time_prediction, write_csv)
+from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdown_table, read_rows, start_run,
+                      summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
@@ -620,6 +620,13 @@ def run_benchmark(name: str, make_problem: Callable[[], Task], args: argparse.Na
         method, weight, seed = args.run
         execute(make_problem(), Spec(method, float(weight), int(seed)), args, out, position=args.slot)
         return {}
+    with folder_lock(out):
+        return _run_command(name, make_problem, args, argv, script, settings, paper_settings, title, notes, out)
+
+
+def _run_command(name: str, make_problem: Callable[[], Task], args: argparse.Namespace, argv: List[str], script: str,
+                 settings: Dict, paper_settings: Dict, title: str, notes: str, out: Path) -> Dict:
+    """:func:`run_benchmark`'s command (not one run of ``--jobs``), with its results folder held."""
     specs = run_specs(args)
     selection = {"methods": " ".join(dict.fromkeys(s.method for s in specs)), "seeds": " ".join(map(str, args.seeds)),
                  "reg_weights": " ".join(map(str, args.reg_weights)), "global_weight": args.global_weight,

@@ -3,6 +3,7 @@ regularizers they compare against (STEER, RNODE)."""
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,24 @@ def test_a_stopped_command_stays_unfinished_in_settings(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "settings.json").read_text())["sessions"][1]["rows_added"] == 0
     with pytest.raises(ValueError, match="no unfinished entry"):
         train_mod.finish_run(tmp_path, 0)
+
+
+def test_a_second_command_into_the_same_folder_is_refused(tmp_path, monkeypatch):
+    """While one command holds a results folder, another into it is refused before it writes anything
+    (it would train the same runs again and append duplicate rows); the folder is free again once the
+    first command ends, normally or stopped."""
+    main = M["latent_ode_spirals"].main
+    with M["_harness"].folder_lock(tmp_path):  # as a running command holds it
+        with pytest.raises(RuntimeError, match=f"pid {os.getpid()}.*another --out"):
+            main([*SPIRALS, "--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # nothing written
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "execute", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main([*SPIRALS, "--out", str(tmp_path)])
+    monkeypatch.undo()
+    main([*SPIRALS, "--out", str(tmp_path)])  # the stopped command released it
+    assert [r["method"] for r in read_csv(tmp_path / "runs.csv")] == ["vanilla", "biased", "budget"]
