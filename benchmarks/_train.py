@@ -46,10 +46,9 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
                       summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
-from torchdiffeq_localreg._weight_control import _project_cone
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "share", "share_nocap", "auto_mproj", "auto_fixed", "auto_noproj", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -63,39 +62,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_mproj": {"BASE": "_AutoMomentumCone"},       # projected against the task gradient's moving average only
-    "auto_fixed": {"BASE": "_AutoFixed"},               # the weight fixed at c, projected as AutoWeight's pull
-    "auto_noproj": {"BASE": "_AutoUnprojected"},        # AutoWeight's weight, its pull not projected
 }
-
-
-class _AutoMomentumCone(AutoWeight):
-    """Candidate ``auto_mproj``: the pull loses only its part against the moving average ``m`` of the
-    task's gradient (its systematic direction), not its part against this step's gradient, whose
-    noise (minibatch, observation noise) the regularization may rightly oppose."""
-
-    def _combine_reg(self, g_task, pull):
-        return _project_cone(pull, [self._momentum])
-
-
-class _AutoFixed(AutoWeight):
-    """Candidate ``auto_fixed`` (a control experiment, not a design): the weight is the share c itself,
-    a constant, and the pull is projected as AutoWeight()'s; against ``unbiased@c`` (the same constant
-    in the plain sum) it shows what the projection alone does."""
-
-    def _ratio(self, task_sq, reg_sq):
-        return self.share
-
-
-class _AutoUnprojected(AutoWeight):
-    """Candidate ``auto_noproj`` (a control experiment): AutoWeight()'s weight, set in the same step
-    from both gradients, but its pull added whole, as in the plain sum (``combine="sum"`` instead
-    uses the previous steps' weight)."""
-
-    def _combine_reg(self, g_task, pull):
-        return list(pull)
-
-
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
                 "through Taylor-mode automatic differentiation, which PyTorch does not have.")
@@ -225,8 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
