@@ -60,7 +60,7 @@ VARIANTS = {
     "hold": "median-calibrated ceiling, weight held at its largest",
     "clip": "norms clipped at 100x their average", "init": "first 10 steps' pull 3x the task's",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
-    "mproj": "projected against the task's moving average only", "fixed": "fixed weight, projected",
+    "mproj": "projected against the task's moving average only", "fixed": "fixed weight (= c), projected",
     "noproj": "not projected",
 }
 
