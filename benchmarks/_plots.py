@@ -61,7 +61,7 @@ VARIANTS = {
     "clip": "norms clipped at 100x their average", "init": "first 10 steps' pull 3x the task's",
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
     "mproj": "projected against the task's moving average only", "fixed": "fixed weight (= c), projected",
-    "noproj": "not projected",
+    "noproj": "not projected", "total": "whole step kept from reversing the task's",
 }
 
 
