@@ -46,10 +46,9 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
                       summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
-from torchdiffeq_localreg._weight_control import _dot, _project_cone
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "share", "share_nocap", "auto_total", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -63,23 +62,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_total": {"BASE": "_AutoTotal"},  # the step's whole gradient kept from reversing the task's
 }
-
-
-class _AutoTotal(AutoWeight):
-    """Candidate ``auto_total``: AutoWeight()'s weight, but the cone constrains the step's whole
-    gradient ``g_t + p`` instead of the pull ``p`` alone: the pull may slow the task down along its
-    gradient (and along the gradient's moving average ``m``, where ``g_t`` agrees with it), as the
-    plain sum does, but never reverse it, so to first order no step still makes the task worse."""
-
-    def _combine_reg(self, g_task, pull):
-        total = [a if b is None else (b if a is None else a + b) for a, b in zip(g_task, pull)]
-        directions = [g_task]
-        if self.MOMENTUM and _dot(g_task, self._momentum) >= 0:
-            directions.append(self._momentum)
-        step = _project_cone(total, directions)
-        return [s if a is None else (None if s is None else s - a) for a, s in zip(g_task, step)]
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
                 "through Taylor-mode automatic differentiation, which PyTorch does not have.")
@@ -209,8 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
