@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.benchmark import Timer
@@ -166,6 +166,12 @@ def time_prediction(fn: Callable[[], object], repeats: int) -> Tuple[float, floa
 def time_call(fn: Callable[[], object]) -> float:
     """Seconds of one call of ``fn()``, timed with ``torch.utils.benchmark.Timer`` (CUDA-synchronised)."""
     return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).raw_times[0]
+
+
+def significant(value: Any, digits: int = 6) -> Any:
+    """A float rounded to ``digits`` significant digits (anything else as it is): what the curves
+    store, since they only feed plots and a float32 loss printed in full takes 17 digits."""
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
 
 
 def iqr(values: Sequence[float]) -> float:

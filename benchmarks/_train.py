@@ -42,8 +42,8 @@ import torchdiffeq
 from tqdm import tqdm
 
 import _plots
-from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdown_table, read_rows, start_run,
-                      summarize_runs, time_call, time_prediction, write_csv)
+from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdown_table, read_rows, significant,
+                      start_run, summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
@@ -491,7 +491,8 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
     ``runs.csv``, prints a one-line summary; returns the row."""
     result, curve, control, target = _train_spec(problem, spec, args, out, position)
     every = max(1, args.niters // CURVE_POINTS)
-    append_rows(out / "curves.csv", ({**c, "method": spec.method, "weight": spec.weight, "current_weight": c["weight"]}
+    append_rows(out / "curves.csv", ({**{k: significant(v) for k, v in c.items()}, "method": spec.method,
+                                      "weight": spec.weight, "current_weight": significant(c["weight"])}
                                      for c in curve if c["itr"] % every == 0), CURVE_FIELDS)
     row = {**result, "method": spec.method, "weight": spec.weight, "metric_name": problem.metric_name,
            "target_nfe": target, "final_weight": control.weight if control else spec.weight, "niters": args.niters}

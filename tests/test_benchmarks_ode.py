@@ -45,6 +45,9 @@ def _check_outputs(result, out, labels):
                     "final_train_nfe"):
             assert math.isfinite(float(row[key])), (row["method"], key)
         assert int(row["test_nfe"]) > 0 and float(row["pred_time"]) > 0 and float(row["train_time"]) > 0
+    for c in read_csv(out / "curves.csv"):  # rounded to 6 significant digits, which keeps the files small
+        for key in ("loss", "penalty", "current_weight"):
+            assert float(c[key]) == float(f"{float(c[key]):.6g}"), (c["method"], key, c[key])
     summary = read_csv(out / "summary.csv")
     assert sorted(s["label"] for s in summary) == sorted(labels)  # one row per (method, weight)
     assert set(SUMMARY_COLUMNS) <= set(summary[0])
