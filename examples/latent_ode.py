@@ -230,7 +230,7 @@ def visualize(path, rec, func, dec, test, args, n_show=4):
     t_ext = torch.linspace(0.0, 1.5 * T_MAX, 3 * args.ngrid).to(test["t"])
     pred, _ = reconstruct(rec, func, dec, show, t_ext, args)
     truth = spiral_points(show["u0"], show["direction"], t_ext)
-    inside = t_ext <= T_MAX
+    inside = (t_ext <= T_MAX).cpu()   # indexes the predictions, which are moved to the CPU to plot
     fig, axes = plt.subplots(1, n_show, figsize=(3.2 * n_show, 3.4))
     for k, ax in enumerate(axes):
         obs = show["mask"][k] > 0
