@@ -1,4 +1,6 @@
-"""DistributedDataParallel: 2 CPU processes (gloo) train a small neural ODE with each entry point.
+"""DistributedDataParallel: 2 CPU processes (gloo) train a small neural ODE with each entry point;
+where torch sees CUDA, also one process with NCCL on the GPU (NCCL refuses two ranks on one GPU)
+and two gloo processes sharing it.
 
 Each rank adds its own ``reg`` to its own loss; DDP averages the gradients, so the update uses
 the mean of the ranks' regularization gradients. Checked: parameters stay identical across ranks
@@ -21,6 +23,8 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or sys.platform == "win3
 
 T = torch.tensor([0.0, 1.0], dtype=torch.float64)
 MODES = ("odeint_reg", "odeint_adjoint_reg", "one_import", "plain")
+# (backend, device, processes)
+CONFIGS = [("gloo", "cpu", 2)] + ([("nccl", "cuda", 1), ("gloo", "cuda", 2)] if torch.cuda.is_available() else [])
 
 
 class Field(nn.Module):
@@ -44,11 +48,11 @@ class Model(nn.Module):
         kwargs = dict(rtol=1e-6, atol=1e-8)
         if self.mode == "one_import":
             with localreg.regularize(generator=self.generator) as r:
-                y = localreg.odeint(self.func, x, T, **kwargs)
+                y = localreg.odeint(self.func, x, T.to(x.device), **kwargs)
             return y[-1], r.reg
         strategy = "none" if self.mode == "plain" else "unbiased"
         solve = localreg.odeint_adjoint_reg if self.mode == "odeint_adjoint_reg" else localreg.odeint_reg
-        y, reg = solve(self.func, x, T, strategy=strategy, generator=self.generator, **kwargs)
+        y, reg = solve(self.func, x, T.to(x.device), strategy=strategy, generator=self.generator, **kwargs)
         return y[-1], reg
 
 
@@ -58,17 +62,18 @@ def data():
     return x, torch.sin(x)
 
 
-def _worker(rank, world, init_file, out_file):
+def _worker(rank, world, init_file, out_file, backend="gloo", device="cpu"):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
     reports = {}
     try:
         for mode in MODES:
             torch.manual_seed(0)
-            model = nn.parallel.DistributedDataParallel(Model(mode))
+            model = nn.parallel.DistributedDataParallel(Model(mode).to(device),
+                                                        device_ids=[0] if device == "cuda" else None)
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
             x, y = data()
-            xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+            xs, ys = x.chunk(world)[rank].to(device), y.chunk(world)[rank].to(device)
             report = {"same_after_step": [], "grads": None}
             for step in range(3):
                 pred, reg = model(xs)
@@ -76,7 +81,7 @@ def _worker(rank, world, init_file, out_file):
                 opt.zero_grad()
                 loss.backward()
                 if step == 0:
-                    report["grads"] = [p.grad.clone() for p in model.parameters()]
+                    report["grads"] = [p.grad.cpu() for p in model.parameters()]
                 opt.step()
                 flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
                 gathered = [torch.zeros_like(flat) for _ in range(world)]
@@ -89,8 +94,8 @@ def _worker(rank, world, init_file, out_file):
         dist.destroy_process_group()
 
 
-def _run_workers(tmp):
-    """Runs the 2-process training once; returns the exit codes, whether any hung, and the report path."""
+def _run_workers(tmp, backend="gloo", device="cpu", world=2):
+    """Runs the training once; returns the exit codes, whether any hung, and the report path."""
     tmp.mkdir()
     init_file, out_file = tmp / "init", tmp / "report.pt"
     here = os.path.dirname(os.path.abspath(__file__))
@@ -98,7 +103,8 @@ def _run_workers(tmp):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, old]))  # workers import this module
     try:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(r, 2, str(init_file), str(out_file))) for r in range(2)]
+        procs = [ctx.Process(target=_worker, args=(r, world, str(init_file), str(out_file), backend, device))
+                 for r in range(world)]
         for p in procs:
             p.start()
         for p in procs:
@@ -114,8 +120,8 @@ def _run_workers(tmp):
     return [p.exitcode for p in procs], bool(hung), out_file
 
 
-@pytest.fixture(scope="module")
-def reports(tmp_path_factory):
+@pytest.fixture(scope="module", params=CONFIGS, ids=["-".join(map(str, c)) for c in CONFIGS])
+def reports(request, tmp_path_factory):
     """One 2-process run that trains every mode in turn (spawning is the slow part).
 
     Once in a few full-suite CI runs on a loaded 2-core machine, both gloo workers were killed by
@@ -126,30 +132,31 @@ def reports(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     attempts = []
     for attempt in range(2):
-        codes, hung, out_file = _run_workers(base / f"attempt{attempt}")
+        codes, hung, out_file = _run_workers(base / f"attempt{attempt}", *request.param)
         attempts.append({"exit codes": codes, "hung": hung, "report written": out_file.exists()})
         if hung or not any(c is not None and c < 0 for c in codes):
             break
     assert not hung, f"DDP training hung: {attempts}"
     assert all(c == 0 for c in codes), attempts
-    return torch.load(out_file)
+    return request.param[2], torch.load(out_file)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_ddp_keeps_ranks_in_sync(mode, reports):
-    assert reports[mode]["same_after_step"] == [True, True, True]
+    assert reports[1][mode]["same_after_step"] == [True, True, True]
 
 
 def test_ddp_gradient_is_the_mean_of_the_ranks_gradients(reports):
     """Plain solve: DDP's gradient equals the mean of the per-chunk gradients of one process (each
     rank's adaptive solve sees only its chunk, so its steps differ from a full-batch solve)."""
+    world, reports = reports
     x, y = data()
     grads = []
-    for xs, ys in zip(x.chunk(2), y.chunk(2)):
+    for xs, ys in zip(x.chunk(world), y.chunk(world)):
         torch.manual_seed(0)
         single = Model("plain")
         pred, _ = single(xs)
         nn.functional.mse_loss(pred, ys).backward()
         grads.append([p.grad for p in single.parameters()])
-    for g_ddp, g0, g1 in zip(reports["plain"]["grads"], *grads):
-        torch.testing.assert_close(g_ddp, (g0 + g1) / 2, rtol=1e-10, atol=1e-12)
+    for g_ddp, *per_chunk in zip(reports["plain"]["grads"], *grads):
+        torch.testing.assert_close(g_ddp, sum(per_chunk) / world, rtol=1e-10, atol=1e-12)
