@@ -223,9 +223,44 @@ def capped_backward(params: Sequence[torch.Tensor], task: torch.Tensor, penalty:
             p.grad = sum(parts[1:], parts[0])
 
 
+class RunStopped(Exception):
+    """A run stopped at ``--time_limit``; its checkpoint holds where it got to."""
+
+
+CHECKPOINT_KEYS = ("label", "seed", "niters", "itr", "model", "optimizer", "schedule", "control", "data_order",
+                   "sampling", "torch_rng", "cuda_rng", "curve", "train_time")
+
+
+def save_checkpoint(path: Path, state: Dict) -> None:
+    """Writes ``state`` to ``path`` through a temporary file in the same folder (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path, label: str, seed: int, niters: int) -> Dict:
+    """The checkpoint of run ``label``/``seed`` of ``niters`` iterations at ``path``, read with
+    ``weights_only=True`` (tensors, numbers, strings and containers only) and checked to be that
+    run's and to hold every entry; ``ValueError`` names the file otherwise."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint of a benchmark run: {error}") from error
+    if not isinstance(state, dict) or set(state) != set(CHECKPOINT_KEYS):
+        raise ValueError(f"{path} is not a checkpoint of a benchmark run (its entries are not {CHECKPOINT_KEYS}).")
+    found = (state["label"], state["seed"], state["niters"])
+    if found != (label, seed, niters):
+        raise ValueError(f"{path} holds run {found[0]} seed {found[1]} of {found[2]} iterations, not {label} seed "
+                         f"{seed} of {niters}: delete it to start this run afresh.")
+    if not (isinstance(state["itr"], int) and 1 <= state["itr"] < niters and len(state["curve"]) == state["itr"]):
+        raise ValueError(f"{path}: its iteration {state['itr']!r} and curve do not fit a run of {niters} iterations.")
+    return state
+
+
 def train_run(problem: Task, label: str, method: str, weight: float, seed: int, args,
               control=None, progress: bool = False, position: int = 0,
-              save_model: Optional[Path] = None) -> Tuple[Dict, List[Dict]]:
+              save_model: Optional[Path] = None, checkpoint: Optional[Path] = None) -> Tuple[Dict, List[Dict]]:
     """Trains one model and evaluates it; returns its result row and its per-iteration curve.
 
     ``method`` is one of :data:`METHODS` but ``budget``. With ``control`` (an object with a float
@@ -239,7 +274,12 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
     model.parameters())``, the package's recommended step (its ``combine`` setting decides between
     the projection and the plain sum); otherwise it is ``(task_loss + weight * reg).backward()``.
     With ``save_model``, the trained model's ``state_dict`` (on the CPU) is saved there, for
-    :func:`retime`.
+    :func:`retime`. With ``checkpoint``, a run that finds a checkpoint there continues from it, and
+    ``args.time_limit`` (if set) stops the run once it has trained that long (wall seconds since
+    this call), after saving the checkpoint, with :class:`RunStopped`. The checkpoint holds
+    everything the remaining iterations read (model, optimizer, schedule, control, the data-order
+    and sampling generators, torch's random states, the curve so far), so the finished run is the
+    one an uninterrupted run gives; it is deleted once the run has finished.
     """
     if method not in METHODS or method == "budget":
         raise ValueError(f"method must be one of {tuple(m for m in METHODS if m != 'budget')}, got {method!r}.")
@@ -253,9 +293,26 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
     data_order = torch.Generator().manual_seed(seed)       # the same batches for every method
     sampling = torch.Generator().manual_seed(10_000 + seed)  # reg samples, STEER times, RNODE probes
     curve = []
-    train_time = 0.0
-    bar = tqdm(range(1, args.niters + 1), desc=f"{label} seed {seed}", disable=None if progress else True, leave=False,
-               dynamic_ncols=True, position=position)
+    train_time, first, wall = 0.0, 1, time.perf_counter()
+    time_limit = getattr(args, "time_limit", None)
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, label, seed, args.niters)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        if control is not None:
+            control.load_state_dict(state["control"])
+        data_order.set_state(state["data_order"])
+        sampling.set_state(state["sampling"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        curve, train_time, first = state["curve"], state["train_time"], state["itr"] + 1
+        print(f"{label} seed {seed}: continues from iteration {state['itr']} of {args.niters} ({checkpoint})",
+              flush=True)
+    bar = tqdm(range(first, args.niters + 1), desc=f"{label} seed {seed}", disable=None if progress else True,
+               leave=False, dynamic_ncols=True, position=position, initial=first - 1, total=args.niters)
     for itr in bar:
         batch = problem.batch(args.batch_size, data_order)
         start = time.perf_counter()
@@ -288,6 +345,18 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
         curve.append({"method": label, "seed": seed, "itr": itr, "loss": loss.item(), "penalty": penalty.item(),
                       "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward, "nfe_reg": stats.nfe_reg,
                       "weight": weight})
+        if (checkpoint is not None and time_limit is not None and itr < args.niters
+                and time.perf_counter() - wall >= time_limit):
+            save_checkpoint(checkpoint, {
+                "label": label, "seed": seed, "niters": args.niters, "itr": itr, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": None if schedule is None else schedule.state_dict(),
+                "control": None if control is None else control.state_dict(), "data_order": data_order.get_state(),
+                "sampling": sampling.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "curve": curve, "train_time": train_time})
+            bar.close()
+            raise RunStopped(f"{label} seed {seed}: stopped at iteration {itr} of {args.niters} (--time_limit "
+                             f"{time_limit:g}s); rerun the command to continue from {checkpoint}")
     bar.close()
     model.eval()
     if save_model is not None:
@@ -340,6 +409,10 @@ def add_args(parser: argparse.ArgumentParser, *, methods: Sequence[str], niters:
     parser.add_argument("--run", nargs=3, default=None, metavar=("METHOD", "WEIGHT", "SEED"),
                         help="internal (--jobs): train this one run, append its row, and exit")
     parser.add_argument("--slot", type=int, default=0, help="internal (--jobs): line of the progress bar")
+    parser.add_argument("--time_limit", type=float, default=None, metavar="SECONDS",
+                        help="stop each run once it has trained this long (wall seconds, this command), keeping a "
+                             "checkpoint under <out>/checkpoints/; rerunning the command continues it from there "
+                             "and gives the row an uninterrupted run gives (for machines lent for a limited time)")
     parser.add_argument("--reproduce", action="store_true",
                         help="retrain the asked-for runs that have a row but no saved model (trained before models "
                              "were saved), check that they give their row's test NFE and metric, and save their "
@@ -416,6 +489,9 @@ def check_args(args: argparse.Namespace, allowed: Sequence[str] = METHODS) -> No
         raise ValueError(f"--reg_weights must be finite numbers >= 0, got {args.reg_weights}.")
     if not args.seeds:
         raise ValueError("--seeds needs at least one seed.")
+    time_limit = getattr(args, "time_limit", None)
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit >= 0):
+        raise ValueError(f"--time_limit must be a finite number of seconds >= 0, got {time_limit}.")
     if getattr(args, "reg_batch_size", None) is not None and args.reg_batch_size < 1:
         raise ValueError(f"--reg_batch_size must be >= 1, got {args.reg_batch_size}.")
     try:
@@ -467,9 +543,17 @@ def model_path(out: Path, spec: Spec) -> Path:
     return out / "models" / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
 
 
-def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0):
+def checkpoint_path(out: Path, spec: Spec) -> Path:
+    """Where a run stopped by ``--time_limit`` keeps its checkpoint (not tracked by git)."""
+    return out / "checkpoints" / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
+
+
+def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0,
+                resumable: bool = False):
     """Trains one run (a budget run reads its target from vanilla's row) and saves its model;
-    returns its result row, its curve, the control (None but for budget) and the target."""
+    returns its result row, its curve, the control (None but for budget) and the target. A
+    ``resumable`` run continues from its checkpoint and may stop at ``--time_limit``
+    (:class:`RunStopped`)."""
     control, target, method = None, float("nan"), spec.method
     if spec.method == "budget":
         vanilla = [r for r in read_rows(out / "runs.csv") if _key(r) == ("vanilla", "0", spec.seed)]
@@ -482,14 +566,20 @@ def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, 
     elif spec.method in AUTO_CANDIDATES:
         control, method = make_auto(spec.method, spec.weight), "unbiased"
     result, curve = train_run(problem, spec.label, method, spec.weight, spec.seed, args, control=control,
-                              progress=not args.smoke, position=position, save_model=model_path(out, spec))
+                              progress=not args.smoke, position=position, save_model=model_path(out, spec),
+                              checkpoint=checkpoint_path(out, spec) if resumable else None)
     return result, curve, control, target
 
 
-def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Dict:
+def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Optional[Dict]:
     """Trains one run, saves its model, appends its curve to ``curves.csv`` and then its row to
-    ``runs.csv``, prints a one-line summary; returns the row."""
-    result, curve, control, target = _train_spec(problem, spec, args, out, position)
+    ``runs.csv``, prints a one-line summary; returns the row. A run stopped by ``--time_limit``
+    adds nothing, says so and returns None; a finished run's checkpoint is deleted."""
+    try:
+        result, curve, control, target = _train_spec(problem, spec, args, out, position, resumable=True)
+    except RunStopped as stopped:
+        print(f"  {stopped}", flush=True)
+        return None
     every = max(1, args.niters // CURVE_POINTS)
     append_rows(out / "curves.csv", ({**{k: significant(v) for k, v in c.items()}, "method": spec.method,
                                       "weight": spec.weight, "current_weight": significant(c["weight"])}
@@ -497,6 +587,7 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
     row = {**result, "method": spec.method, "weight": spec.weight, "metric_name": problem.metric_name,
            "target_nfe": target, "final_weight": control.weight if control else spec.weight, "niters": args.niters}
     append_rows(out / "runs.csv", [row], FIELDS + tuple(problem.extra_metrics))
+    checkpoint_path(out, spec).unlink(missing_ok=True)
     print(f"  {spec.label:>18s} seed {spec.seed}: train {problem.metric_name} {row['train_metric']:.4f}  "
           f"test {problem.metric_name} {row['test_metric']:.4f}  test NFE {row['test_nfe']}  "
           f"train NFE (last 10%) {row['final_train_nfe']:.1f}  train {row['train_time']:.1f}s  "
@@ -583,6 +674,11 @@ def _run_parallel(todo: List[Spec], args: argparse.Namespace, out: Path, command
         while pending or running:
             done = {_key(r) for r in read_rows(out / "runs.csv")}
             for spec in list(pending):
+                if spec.method == "budget" and any(s.method == "vanilla" and s.seed == spec.seed and s.key not in done
+                                                   for s in todo if s not in pending and s not in running):
+                    print(f"  {spec.label:>18s} seed {spec.seed}: waits for vanilla seed {spec.seed} (stopped)")
+                    pending.remove(spec)  # its vanilla run stopped at --time_limit: nothing to start it from
+                    continue
                 if len(running) == args.jobs:
                     break
                 if spec.method == "budget" and ("vanilla", "0", spec.seed) not in done:
@@ -591,6 +687,8 @@ def _run_parallel(todo: List[Spec], args: argparse.Namespace, out: Path, command
                 running[spec] = (subprocess.Popen([*command, "--threads", "1", "--run", spec.method, repr(spec.weight),
                                                    str(spec.seed), "--slot", str(slot)]), slot)
                 pending.remove(spec)
+            if not running and not pending:
+                break  # the last ones were budget runs whose vanilla runs stopped
             if not running:
                 raise RuntimeError(f"no run can start: {', '.join(s.label for s in pending)} need vanilla rows.")
             time.sleep(0.2)
@@ -658,10 +756,20 @@ def _run_command(name: str, make_problem: Callable[[], Task], args: argparse.Nam
         _run_parallel(todo, args, out, [sys.executable, script, *argv])
     elif todo:
         problem = make_problem()
+        stopped_vanilla = set()
         for spec in todo:
-            execute(problem, spec, args, out)
+            if spec.method == "budget" and spec.seed in stopped_vanilla:
+                print(f"  {spec.label:>18s} seed {spec.seed}: waits for vanilla seed {spec.seed} (stopped)", flush=True)
+                continue
+            if execute(problem, spec, args, out) is None and spec.method == "vanilla":
+                stopped_vanilla.add(spec.seed)
     print(f"total wall time {time.perf_counter() - wall:.1f}s")
-    finish_run(out, len(todo))
+    done = {_key(r) for r in read_rows(out / "runs.csv")}
+    stopped = [s for s in todo if s.key not in done]
+    if stopped:
+        print(f"{len(stopped)} runs stopped at --time_limit, with checkpoints in {out / 'checkpoints'}: rerun the same "
+              f"command to continue them ({', '.join(f'{s.label} seed {s.seed}' for s in stopped)})", flush=True)
+    finish_run(out, len(todo) - len(stopped))
     return write_summary(out, title, notes)
 
 

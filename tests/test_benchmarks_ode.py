@@ -145,6 +145,66 @@ def test_jobs_2_gives_the_rows_of_jobs_1(tmp_path):
     assert (tmp_path / "two" / "summary.csv").stat().st_size > 0
 
 
+def test_time_limit_stops_runs_and_a_rerun_continues_them_to_the_same_rows(tmp_path):
+    """--time_limit 0 stops every run after one iteration with a checkpoint; each rerun of the same
+    command trains one more iteration; the finished runs (the NFEBudget and AutoWeight controls'
+    state included) have the rows and curves of uninterrupted runs, and no checkpoint is left."""
+    main = M["latent_ode_spirals"].main
+    argv = [*SPIRALS, "--methods", "vanilla", "budget", "auto", "--niters", "4"]
+    main([*argv, "--out", str(tmp_path / "whole")])
+    for attempt in range(1, 20):
+        main([*argv, "--time_limit", "0", "--out", str(tmp_path / "pieces")])
+        runs = tmp_path / "pieces" / "runs.csv"
+        if runs.exists() and len(read_csv(runs)) == 3:
+            break
+        assert sorted(p.name for p in (tmp_path / "pieces" / "checkpoints").iterdir())  # where they got to
+    assert attempt == 7  # vanilla and auto: 3 stops, then done; budget starts once vanilla has its row
+
+    def rows(folder, name, drop):
+        return sorted(({k: v for k, v in r.items() if k not in drop} for r in read_csv(folder / name)),
+                      key=lambda r: (r["method"], int(r.get("itr", 0))))
+
+    for name, drop in (("runs.csv", train_mod.TIMINGS), ("curves.csv", ())):
+        assert rows(tmp_path / "pieces", name, drop) == rows(tmp_path / "whole", name, drop), name
+    assert list((tmp_path / "pieces" / "checkpoints").iterdir()) == []
+    sessions = json.loads((tmp_path / "pieces" / "settings.json").read_text())["sessions"]
+    assert sum(s["rows_added"] for s in sessions) == 3
+
+
+def test_time_limit_with_jobs_2(tmp_path):
+    """In parallel: a budget run whose vanilla run stopped waits for the next command instead of failing."""
+    main = M["latent_ode_spirals"].main
+    argv = [*SPIRALS, "--methods", "vanilla", "budget", "auto", "--niters", "2"]
+    main([*argv, "--out", str(tmp_path / "whole")])
+    for attempt in range(1, 6):
+        main([*argv, "--jobs", "2", "--time_limit", "0", "--out", str(tmp_path / "pieces")])
+        runs = tmp_path / "pieces" / "runs.csv"
+        if runs.exists() and len(read_csv(runs)) == 3:
+            break
+    assert attempt == 3
+
+    def rows(folder):
+        return sorted(({k: v for k, v in r.items() if k not in train_mod.TIMINGS} for r in read_csv(folder / "runs.csv")),
+                      key=lambda r: r["method"])
+
+    assert rows(tmp_path / "pieces") == rows(tmp_path / "whole")
+
+
+def test_a_checkpoint_of_another_run_or_no_checkpoint_is_refused(tmp_path):
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--methods", "vanilla", "--niters", "4", "--time_limit", "0", "--out", str(tmp_path)])
+    checkpoint = tmp_path / "checkpoints" / "vanilla_0_seed0.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "seed": 7}, checkpoint)
+    with pytest.raises(ValueError, match="seed 7"):
+        main([*SPIRALS, "--methods", "vanilla", "--niters", "4", "--out", str(tmp_path)])
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        main([*SPIRALS, "--methods", "vanilla", "--niters", "4", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="--time_limit"):
+        main([*SPIRALS, "--time_limit", "-1", "--out", str(tmp_path / "other")])
+
+
 def test_retime_times_every_saved_model_interleaved(tmp_path):
     """--retime loads every run's saved model and times them together; the summary pairs each with vanilla."""
     main = M["latent_ode_spirals"].main
