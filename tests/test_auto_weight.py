@@ -413,3 +413,22 @@ def test_the_sde_share_rescales_the_calibration():
         if k == 1:
             sde.update(sde_stats())
     assert sde.ceiling == pytest.approx(ode.ceiling * Quick.FRACTION_SDE / Quick.FRACTION)
+
+
+def test_a_float32_moving_average_loaded_into_a_float64_run_continues_in_float64():
+    """A state whose moving average has another dtype (or device) than the gradients is moved to
+    theirs at the next step instead of failing in the in-place update."""
+    model = Field()
+    params = list(model.parameters())
+    auto = AutoWeight()
+    for _ in range(2):
+        task, reg = solve("direct", model)
+        auto.backward(task, reg, params)
+    state = auto.state_dict()
+    state["momentum"] = [None if m is None else m.float() for m in state["momentum"]]
+    resumed = AutoWeight()
+    resumed.load_state_dict(state)
+    task, reg = solve("direct", model)
+    resumed.backward(task, reg, params)
+    assert all(m.dtype == D for m in resumed.state_dict()["momentum"] if m is not None)
+    assert resumed.weight > 0

@@ -236,3 +236,21 @@ def test_dataparallel_with_two_replicas_on_one_gpu(make):
     for a, b in zip(_grads(out.square().sum(), params), _grads(expected.square().sum(), params)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
     assert all(g is not None and g.abs().sum() > 0 for g in _grads(reg.mean(), params))
+
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_auto_weight_saved_on_the_cpu_continues_on_the_device(device):
+    """The other direction: a state saved on the CPU and loaded as it is moves its moving average to
+    the device of the gradients at the next step (as an optimizer's state moves to its parameters)."""
+    func, y0, t = _on("cpu")
+    auto = localreg.AutoWeight()
+    _auto_steps(auto, func, y0, t, range(2))
+    resumed, moved = localreg.AutoWeight(), MLPField().to(device)
+    resumed.load_state_dict(auto.state_dict())
+    moved.load_state_dict(func.state_dict())
+    expected = _auto_steps(auto, func, y0, t, [2, 3])
+    got = _auto_steps(resumed, moved, y0.to(device), t.to(device), [2, 3])
+    assert got[0] == pytest.approx(expected[0], rel=1e-7)
+    _assert_close_lists(expected[1], got[1])
+    assert all(m.device == moved.l1.weight.device for m in resumed.state_dict()["momentum"] if m is not None)

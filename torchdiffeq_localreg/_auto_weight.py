@@ -193,6 +193,8 @@ class AutoWeight(_Control):
             if m is None:
                 store[k] = (1 - self.MOMENTUM) * a.detach()
             else:
+                if m.device != a.device or m.dtype != a.dtype:  # a state loaded on another device
+                    m = store[k] = m.to(a)
                 m.mul_(self.MOMENTUM).add_(a.detach(), alpha=1 - self.MOMENTUM)
         return store
 
@@ -281,7 +283,9 @@ class AutoWeight(_Control):
                 "nfe": self._nfe, "momentum": [None if m is None else m.clone() for m in self._momentum]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restores a :meth:`state_dict`; validates every entry before changing anything.
+        """Restores a :meth:`state_dict`; validates every entry before changing anything. The
+        task gradient's moving average is kept on the device it was saved on (or mapped to by
+        ``torch.load``) and moves to the gradients' device at the next step.
 
         Raises:
             TypeError, ValueError: naming the entry that is missing, unknown, of the wrong type or
