@@ -357,6 +357,37 @@ def read_csv(path: Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+CURVES_PART_BYTES = 1_500_000  # a curves file past this size continues in the next part (tracked files stay small)
+
+
+def curve_files(out: Path) -> List[Path]:
+    """The curves of a results folder: ``curves.csv`` and its continuations ``curves_2.csv``,
+    ``curves_3.csv``, ..., those that exist, in order."""
+    files, part = [], 2
+    if (out / "curves.csv").exists():
+        files.append(out / "curves.csv")
+        while (out / f"curves_{part}.csv").exists():
+            files.append(out / f"curves_{part}.csv")
+            part += 1
+    return files
+
+
+def curves_file_to_append(out: Path) -> Path:
+    """The curves file a finished run appends to: the last part, or a new one once it has passed
+    :data:`CURVES_PART_BYTES`."""
+    files = curve_files(out)
+    if not files:
+        return out / "curves.csv"
+    if files[-1].stat().st_size < CURVES_PART_BYTES:
+        return files[-1]
+    return out / f"curves_{len(files) + 1}.csv"
+
+
+def read_curves(out: Path) -> List[Dict]:
+    """Every row of every curves file of ``out`` (:func:`curve_files`), in order."""
+    return [row for path in curve_files(out) for row in read_csv(path)]
+
+
 def run_label(method: str, weight) -> str:
     """The label of a run as the harness writes it: ``method``, or ``method@weight`` for all but vanilla."""
     return method if method == "vanilla" else f"{method}@{float(weight):g}"
@@ -376,10 +407,10 @@ def experiment_plots(out: Path, summary: Sequence[Mapping], curves: Sequence[Map
 
 
 def replot(out: Path) -> List[Path]:
-    """Redraws the plots of a results folder from its ``summary.csv`` and ``curves.csv`` (no training);
+    """Redraws the plots of a results folder from its ``summary.csv`` and curves files (no training);
     the title is the heading of its ``summary.md``."""
     heading = (out / "summary.md").read_text().splitlines()[0] if (out / "summary.md").is_file() else ""
     title = heading.lstrip("#").strip() or out.name
     if out.name.endswith("_short"):   # the protocol's 200-step runs, or an experiment's old short defaults
         title += " (200 steps)" if out.parent.name == "weight_control" else " (old defaults, short runs)"
-    return experiment_plots(out, read_csv(out / "summary.csv"), read_csv(out / "curves.csv"), title)
+    return experiment_plots(out, read_csv(out / "summary.csv"), read_curves(out), title)

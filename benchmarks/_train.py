@@ -572,7 +572,8 @@ def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, 
 
 
 def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0) -> Optional[Dict]:
-    """Trains one run, saves its model, appends its curve to ``curves.csv`` and then its row to
+    """Trains one run, saves its model, appends its curve to ``curves.csv`` (or its latest part,
+    :func:`_plots.curves_file_to_append`) and then its row to
     ``runs.csv``, prints a one-line summary; returns the row. A run stopped by ``--time_limit``
     adds nothing, says so and returns None; a finished run's checkpoint is deleted."""
     try:
@@ -581,7 +582,7 @@ def execute(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, posi
         print(f"  {stopped}", flush=True)
         return None
     every = max(1, args.niters // CURVE_POINTS)
-    append_rows(out / "curves.csv", ({**{k: significant(v) for k, v in c.items()}, "method": spec.method,
+    append_rows(_plots.curves_file_to_append(out), ({**{k: significant(v) for k, v in c.items()}, "method": spec.method,
                                       "weight": spec.weight, "current_weight": significant(c["weight"])}
                                      for c in curve if c["itr"] % every == 0), CURVE_FIELDS)
     row = {**result, "method": spec.method, "weight": spec.weight, "metric_name": problem.metric_name,
@@ -820,8 +821,8 @@ def compact_table(summary: Sequence[Mapping]) -> str:
 
 def write_summary(out: Path, title: str, notes: str = "") -> Dict:
     """``summary.csv`` / ``summary.md`` (one row per method and weight) and the plots, from all rows of
-    ``runs.csv`` and ``curves.csv``; returns the rows, the summary and the curves."""
-    rows, curves = read_rows(out / "runs.csv"), read_rows(out / "curves.csv")
+    ``runs.csv`` and the curves files; returns the rows, the summary and the curves."""
+    rows, curves = read_rows(out / "runs.csv"), _plots.read_curves(out)
     extra = [k for k in (rows[0] if rows else {}) if k not in FIELDS]
     summary = summarize_runs(rows, means=("train_metric", "pred_time", "pred_time_iqr", "train_time",
                                           "final_train_nfe", "target_nfe", "final_weight", *extra))

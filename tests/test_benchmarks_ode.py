@@ -190,6 +190,20 @@ def test_time_limit_with_jobs_2(tmp_path):
     assert rows(tmp_path / "pieces") == rows(tmp_path / "whole")
 
 
+def test_curves_continue_in_parts_and_are_read_back_whole(tmp_path, monkeypatch):
+    """Past CURVES_PART_BYTES a run's curve goes to curves_2.csv, curves_3.csv, ...; the summary
+    and the plots read all parts, as if they were one file."""
+    main = M["latent_ode_spirals"].main
+    main([*SPIRALS, "--out", str(tmp_path / "one")])
+    monkeypatch.setattr(train_mod._plots, "CURVES_PART_BYTES", 1)  # every run after the first starts a part
+    result = main([*SPIRALS, "--out", str(tmp_path / "parts")])
+    parts = train_mod._plots.curve_files(tmp_path / "parts")
+    assert [p.name for p in parts] == ["curves.csv", "curves_2.csv", "curves_3.csv"]
+    assert [{r["method"] for r in read_csv(p)} for p in parts] == [{"vanilla"}, {"biased"}, {"budget"}]
+    assert result["curves"] == read_csv(tmp_path / "one" / "curves.csv")
+    assert train_mod._plots.read_curves(tmp_path / "parts") == result["curves"]
+
+
 def test_a_checkpoint_of_another_run_or_no_checkpoint_is_refused(tmp_path):
     main = M["latent_ode_spirals"].main
     main([*SPIRALS, "--methods", "vanilla", "--niters", "4", "--time_limit", "0", "--out", str(tmp_path)])
