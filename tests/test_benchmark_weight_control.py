@@ -126,8 +126,22 @@ def test_summary_tables_show_the_interval(tmp_path):
     v, = wc.summarize(tmp_path, "auto@0.3")
     assert (v["auto_change_low"], v["auto_change_high"]) == pytest.approx((0.5, 0.5))
     text = (tmp_path / "summary.md").read_text()
-    assert "| 0.50-0.50x | 0.64 |" in text  # the acceptance row: interval, then the NFE ratio
-    assert "| AutoWeight() | 3 | 0.75 | 0.50x | 0.50-0.50x | 45.0 |" in text
+    assert "| 0.50-0.50x | 0.50x, worse on 0/3 | 0.64 |" in text  # the acceptance row: interval, per seed, NFE ratio
+    assert "| AutoWeight() | 3 | 0.75 | 0.50x | 0.50-0.50x | 0.50x, worse on 0/3 | 45.0 |" in text
+
+
+def test_per_seed_change_is_robust_to_one_far_seed():
+    # 10% better on 9 seeds, 20x worse on one: the ratio of the means is 2.8x, the typical seed 1.23x.
+    bases = [1.0] * 10
+    values = [0.9] * 9 + [20.0]
+    assert sum(values) / sum(bases) == pytest.approx(2.81)
+    typical, worse = wc.per_seed("error", values, bases)
+    assert typical == pytest.approx(math.exp((9 * math.log(0.9) + math.log(20.0)) / 10)) and worse == 1
+    typical, worse = wc.per_seed("error", [2.0, 0.5], [1.0, 1.0])
+    assert typical == pytest.approx(1.0) and worse == 1   # doubled on one seed, halved on the other
+    assert wc.per_seed("accuracy", [0.95, 0.97, 0.99], [0.96, 0.96, 0.96]) == (pytest.approx(0.01), 1)
+    with pytest.raises(ValueError, match="paired"):
+        wc.per_seed("error", [0.1], [0.1, 0.2])
 
 
 def test_summary_plots_the_protocol_apart_from_the_candidates(tmp_path, monkeypatch):
