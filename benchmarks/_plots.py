@@ -62,6 +62,7 @@ VARIANTS = {
     "prev": "before 2026-12-03 (SDE share 0.1)", "allnorm": "all-parameter norm", "smooth": "smoothed",
     "mproj": "projected against the task's moving average only", "fixed": "fixed weight (= c), projected",
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
+    "sig": "share of the task's averaged gradient",
 }
 
 
