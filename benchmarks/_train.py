@@ -64,6 +64,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
     "auto_sig": {"BASE": "SignalShare", "DEFAULT_SHARES": True},  # share of the task's averaged gradient
+    "auto_allnorm": {"RESTRICT_NORM": False, "DEFAULT_SHARES": True},  # the task's norm over all parameters
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
