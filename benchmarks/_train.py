@@ -46,7 +46,6 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
                       start_run, summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
-from torchdiffeq_localreg._weight_control import _norm_sq
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
            "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
@@ -63,8 +62,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k100": {"CEILING": 100.0},
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
-    "auto_sig": {"BASE": "SignalShare", "DEFAULT_SHARES": True},  # share of the task's averaged gradient
-    "auto_allnorm": {"RESTRICT_NORM": False, "DEFAULT_SHARES": True},  # the task's norm over all parameters
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
@@ -194,32 +191,8 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
             raise ValueError(f"auto runs AutoWeight() at its defaults (share {AutoWeight.FRACTION:g}, "
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
-    settings = dict(AUTO_CANDIDATES[method])
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    if settings.pop("DEFAULT_SHARES", False):  # AutoWeight()'s two shares, as `auto`
-        if fraction != AutoWeight.FRACTION:
-            raise ValueError(f"{method} keeps AutoWeight()'s shares (share {AutoWeight.FRACTION:g}); got {fraction:g}.")
-    else:
-        settings.update(FRACTION=fraction, FRACTION_SDE=fraction)
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class SignalShare(AutoWeight):
-    """Candidate ``auto_sig``: the pull is a share of the task's *systematic* gradient, the norm of
-    its bias-corrected moving average ``m`` (on the parameters reg reaches), instead of the root
-    mean square of its per-step norms. Where the task's gradient is mostly minibatch noise (a fit
-    at its noise floor) the weight falls with the signal instead of rising with the noise."""
-
-    def _observe(self, g_task, g_reg, like):
-        self._reached = [b is not None for b in g_reg]
-        self._like = like
-        return super()._observe(g_task, g_reg, like)
-
-    def _ratio(self, task_sq: float, reg_sq: float) -> float:
-        super()._ratio(task_sq, reg_sq)  # keeps T and G up to date
-        m_sq = float(_norm_sq((m for m, r in zip(self._momentum, self._reached) if r), self._like))
-        t = self._steps  # bias corrections as in Adam: m / (1 - beta_m^t), G / (1 - beta^t)
-        return self.share * math.sqrt(m_sq * (1 - self.NORM_SMOOTHING ** t) / self._reg_sq) / (1 - self.MOMENTUM ** t)
+    settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
