@@ -538,14 +538,28 @@ def run_specs(args: argparse.Namespace) -> List[Spec]:
             for s in args.seeds]
 
 
+def _run_file(out: Path, folder: str, spec: Spec) -> Path:
+    return out / folder / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
+
+
 def model_path(out: Path, spec: Spec) -> Path:
     """Where a run's trained model is saved (``models/`` is not tracked by git)."""
-    return out / "models" / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
+    return _run_file(out, "models", spec)
 
 
 def checkpoint_path(out: Path, spec: Spec) -> Path:
     """Where a run stopped by ``--time_limit`` keeps its checkpoint (not tracked by git)."""
-    return out / "checkpoints" / f"{spec.method}_{spec.weight:g}_seed{spec.seed}.pt"
+    return _run_file(out, "checkpoints", spec)
+
+
+def _waits_for_stopped_vanilla(spec: Spec, todo: Sequence[Spec], attempted: Sequence[Spec], done) -> bool:
+    """Whether ``spec`` is a budget run whose vanilla run (of this command) was trained and stopped
+    at ``--time_limit`` without a row: it has no target to start from until a later command; says so."""
+    waits = spec.method == "budget" and any(s.method == "vanilla" and s.seed == spec.seed and s.key not in done
+                                            for s in todo if s in attempted)
+    if waits:
+        print(f"  {spec.label:>18s} seed {spec.seed}: waits for vanilla seed {spec.seed} (stopped)", flush=True)
+    return waits
 
 
 def _train_spec(problem: Task, spec: Spec, args: argparse.Namespace, out: Path, position: int = 0,
@@ -674,11 +688,10 @@ def _run_parallel(todo: List[Spec], args: argparse.Namespace, out: Path, command
     try:
         while pending or running:
             done = {_key(r) for r in read_rows(out / "runs.csv")}
+            finished = [s for s in todo if s not in pending and s not in running]
             for spec in list(pending):
-                if spec.method == "budget" and any(s.method == "vanilla" and s.seed == spec.seed and s.key not in done
-                                                   for s in todo if s not in pending and s not in running):
-                    print(f"  {spec.label:>18s} seed {spec.seed}: waits for vanilla seed {spec.seed} (stopped)")
-                    pending.remove(spec)  # its vanilla run stopped at --time_limit: nothing to start it from
+                if _waits_for_stopped_vanilla(spec, todo, finished, done):
+                    pending.remove(spec)
                     continue
                 if len(running) == args.jobs:
                     break
@@ -757,13 +770,9 @@ def _run_command(name: str, make_problem: Callable[[], Task], args: argparse.Nam
         _run_parallel(todo, args, out, [sys.executable, script, *argv])
     elif todo:
         problem = make_problem()
-        stopped_vanilla = set()
-        for spec in todo:
-            if spec.method == "budget" and spec.seed in stopped_vanilla:
-                print(f"  {spec.label:>18s} seed {spec.seed}: waits for vanilla seed {spec.seed} (stopped)", flush=True)
-                continue
-            if execute(problem, spec, args, out) is None and spec.method == "vanilla":
-                stopped_vanilla.add(spec.seed)
+        for k, spec in enumerate(todo):
+            if not _waits_for_stopped_vanilla(spec, todo, todo[:k], {_key(r) for r in read_rows(out / "runs.csv")}):
+                execute(problem, spec, args, out)
     print(f"total wall time {time.perf_counter() - wall:.1f}s")
     done = {_key(r) for r in read_rows(out / "runs.csv")}
     stopped = [s for s in todo if s.key not in done]
