@@ -191,3 +191,21 @@ def test_summary_plots_accuracy_as_a_change_in_points(tmp_path, monkeypatch):
     assert auto["test_metric_mean"] == pytest.approx(-0.025) and auto["test_nfe_mean"] == pytest.approx(50 / 110)
     label, scale = wc._plots.metric_axis("accuracy change")
     assert scale == 100.0 and "points" in label
+
+
+def test_acceptance_table_shows_the_seed_noise_of_a_perturbation(tmp_path):
+    # The weight 1e-4 (a perturbation of training) moved the error 1.5x on one seed: the acceptance row shows
+    # its change and interval, next to AutoWeight()'s; a problem where it did not run says so.
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.0001": [(1.5, 60), (2.0, 80)],
+                  "auto@0.3": [(1.0, 40), (2.0, 50)]})
+    for problem in ("latent_ode", "spiral_sde"):
+        wc.folder(tmp_path, problem, "realistic").mkdir()
+        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "unbiased"],
+                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    with_noise, without = wc.summarize(tmp_path, "auto@0.3")
+    assert with_noise["noise_seeds"] == 2 and with_noise["noise_change"] == pytest.approx(3.5 / 3.0)
+    assert with_noise["noise_low"] == pytest.approx(1.0) and with_noise["noise_high"] == pytest.approx(1.5)
+    assert without["noise_seeds"] == 0 and math.isnan(without["noise_change"])
+    text = (tmp_path / "summary.md").read_text()
+    assert "| yes | 1.17x (1.00-1.50x), 2 seeds |" in text
+    assert "| yes | not run |" in text
