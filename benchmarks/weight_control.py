@@ -193,7 +193,9 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
     if "vanilla" not in table or auto_label not in table:
         return None
     full = max(s["seeds"] for s in table.values())
-    constants = [s for k, s in table.items() if k.startswith("unbiased@") and s["a"] and s["seeds"] == full]
+    # The perturbation control measures the seeds' noise (its own column); it is not one of the constants swept.
+    constants = [s for k, s in table.items()
+                 if k.startswith("unbiased@") and k != PERTURBATION and s["a"] and s["seeds"] == full]
     best = min(constants, key=lambda s: (s["nfe"], -s["metric"] if kind == "accuracy" else s["metric"]),
                default=None)
     auto = table[auto_label]
@@ -235,16 +237,20 @@ def _interval(kind: str, interval: Tuple[float, float]) -> str:
     return f"{low:.2f}-{high:.2f}x"
 
 
+def _relative(kind: str, change: float) -> str:
+    """A change already taken against vanilla: a difference of accuracies in points, or a ratio of errors."""
+    return f"{100 * change:+.2f} pt" if kind == "accuracy" else f"{change:.2f}x"
+
+
 def _typical(kind: str, typical: float, worse: int, seeds: int) -> str:
-    value = f"{100 * typical:+.2f} pt" if kind == "accuracy" else f"{typical:.2f}x"
-    return f"{value}, worse on {worse}/{seeds}"
+    return f"{_relative(kind, typical)}, worse on {worse}/{seeds}"
 
 
 def _noise_cell(v: Dict) -> str:
     if not v["noise_seeds"]:
         return "not run"
-    change = (f"{100 * v['noise_change']:+.2f} pt" if v["kind"] == "accuracy" else f"{v['noise_change']:.2f}x")
-    return f"{change} ({_interval(v['kind'], (v['noise_low'], v['noise_high']))}), {v['noise_seeds']} seeds"
+    interval = _interval(v["kind"], (v["noise_low"], v["noise_high"]))
+    return f"{_relative(v['kind'], v['noise_change'])} ({interval}), {v['noise_seeds']} seeds"
 
 
 def acceptance_markdown(verdicts: Sequence[Dict]) -> str:

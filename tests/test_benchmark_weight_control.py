@@ -209,3 +209,14 @@ def test_acceptance_table_shows_the_seed_noise_of_a_perturbation(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "| yes | 1.17x (1.00-1.50x), 2 seeds |" in text
     assert "| yes | not run |" in text
+
+
+def test_the_perturbation_control_is_not_a_swept_constant():
+    # The weight 1e-4 meets (a) and is cheaper than the constant 0.1: it still is no bound of (b), which only
+    # the swept constants set.
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.0001": [(1.0, 50), (2.0, 50)],
+                  "unbiased@0.1": [(1.0, 55), (2.0, 55)], "auto@0.3": [(1.0, 58), (2.0, 58)]})
+    verdict = wc.judge("latent_ode", rows, "auto@0.3")
+    assert verdict["table"]["unbiased@0.0001"]["a"] and verdict["noise_seeds"] == 2
+    assert verdict["best_constant"] == "unbiased@0.1" and verdict["best_constant_nfe"] == pytest.approx(55.0)
+    assert verdict["auto_b"]  # NFE 58 is within one step (6) of the constant 0.1's 55, not of the control's 50
