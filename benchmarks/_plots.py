@@ -54,7 +54,7 @@ VARIANTS = {
     "guard_k30": "task-loss guard, ceiling 30x", "dec": "pull outside Adam",
     "dec_k30": "pull outside Adam, ceiling 30x", "front": "at its ceiling from step 10",
     "loss": "ceiling rising as the task loss falls", "grow": "ceiling rising with the task's gradient",
-    "grow2": "ceiling rising with the task's gradient (rerun 2026-12-04)",
+    "flat": "ceiling flat at 10x the calibrated weight (the default until 2026-12-04)",
     "arc": "ceiling rising once the task's gradient has risen and fallen",
     "mednorm": "medians of recent gradient norms",
     "medcal": "ceiling from the median norms of the calibration",

@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_grow2", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -60,7 +60,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
-    "auto_grow2": {"BASE": "TaskGrowthCeiling"},    # the ceiling rises with the task's averaged gradient norm
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -193,31 +192,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    base = globals()[settings.pop("BASE", "AutoWeight")]
-    return type(f"AutoWeight_{method}", (base,), settings)()
-
-
-class TaskGrowthCeiling(AutoWeight):
-    """Candidate ``auto_grow2`` (``auto_grow`` of 9e5803a, rerun): the ceiling ``K lambda_0`` bounds how far the weight rises as reg's
-    gradient shrinks; here it also rises as ``sqrt(T / T_0)`` where the task's averaged squared
-    gradient norm ``T`` (bias-corrected) has grown above its value ``T_0`` at the end of the
-    calibration (a classifier that starts at chance has a small gradient at first). Where ``T``
-    never exceeds ``T_0`` it is AutoWeight() exactly."""
-
-    _task_ref = 0.0  # T_0 (0 until calibrated)
-    growth = 1.0     # the largest sqrt(T / T_0) so far (for the record)
-
-    @property
-    def ceiling(self) -> float:
-        base = super().ceiling
-        if not math.isfinite(base) or self._steps < self.CALIBRATION_STEPS:
-            return base
-        task = self._task_sq / (1 - self.NORM_SMOOTHING ** self._steps)
-        if self._task_ref == 0.0:
-            self._task_ref = task
-        factor = math.sqrt(max(1.0, task / self._task_ref))
-        self.growth = max(self.growth, factor)
-        return base * factor
+    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,

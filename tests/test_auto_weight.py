@@ -125,6 +125,24 @@ def test_calibration_is_the_geometric_mean_of_the_first_weights():
     assert auto.ceiling == pytest.approx(Quick.CEILING * Quick.FRACTION * 2.0)
 
 
+def test_ceiling_rises_with_the_task_gradient_and_no_further():
+    class Quick(Plain):
+        NORM_SMOOTHING = 0.0
+        CALIBRATION_STEPS = 2
+
+    auto = Quick()
+    for _ in range(2):
+        step(auto, [1.0, 0.0], [0.0, 1.0])  # calibrated: lambda_0 = c, T_0 = 1
+    assert auto.ceiling == pytest.approx(Quick.CEILING * Quick.FRACTION)
+    step(auto, [3.0, 4.0], [0.0, 1e-9])     # the task's gradient grew 5x (T 25x): the ceiling 5x
+    assert auto.weight == pytest.approx(5.0 * Quick.CEILING * Quick.FRACTION, rel=1e-12)
+    restored = Quick()
+    restored.load_state_dict(copy.deepcopy(auto.state_dict()))
+    assert restored.ceiling == auto.ceiling
+    step(auto, [0.5, 0.0], [0.0, 1e-9])     # below its calibrated size: K lambda_0, not lower
+    assert auto.weight == pytest.approx(Quick.CEILING * Quick.FRACTION, rel=1e-12)
+
+
 def flat(grads):
     return torch.cat([g.reshape(-1) for g in grads])
 
