@@ -182,8 +182,9 @@ class AutoWeight(_Control):
         bounded = min(weight, self.ceiling)
         self._at_bound = self._at_bound + 1 if bounded < weight else 0
         if self._at_bound >= self.BOUND_PATIENCE:
-            self._warn_once("bound", f"the weight has sat at its ceiling ({self.CEILING:g} x its calibrated value, "
-                            f"raised as the task's gradient grew) for {self._at_bound} steps: the regularization's "
+            self._warn_once("bound", f"the weight has sat at its ceiling ({bounded:.3g}: {self.CEILING:g} x its "
+                            f"calibrated value, more where the task's gradient has grown since) for "
+                            f"{self._at_bound} steps: the regularization's "
                             f"gradient has become small against the task's. Either the model is already about as "
                             f"cheap as the solver allows (check stats.nfe_forward: then nothing is wrong), or the "
                             f"regularization cannot make it cheaper without costing the task. The control keeps the "
