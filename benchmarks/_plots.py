@@ -64,6 +64,7 @@ VARIANTS = {
     "mproj": "projected against the task's moving average only", "fixed": "fixed weight (= c), projected",
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
     "sig": "share of the task's averaged gradient",
+    "calsum": "calibrated, then a plain-sum weight rising with the task's gradient",
 }
 
 

@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "auto_calsum", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -60,6 +60,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_nocap": {"CEILING": math.inf},
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
+    "auto_calsum": {"BASE": "CalibratedSum"},       # calibrated, then held as a plain-sum weight
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -192,7 +193,24 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight()
     settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
-    return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
+    base = globals()[settings.pop("BASE", "AutoWeight")]
+    return type(f"AutoWeight_{method}", (base,), settings)()
+
+
+class CalibratedSum(AutoWeight):
+    """Candidate ``auto_calsum``: AutoWeight() for the calibration steps; after them the weight is
+    ``lambda_0 sqrt(max(1, T / T_0))`` (AutoWeight()'s ceiling over K: no rise as reg's gradient
+    shrinks, only with the task's gradient) and enters the plain sum, unprojected (on
+    Lotka-Volterra the projection and the late rise of the weight each cost error)."""
+
+    def _scale_reg(self, task_loss, reg, g_task, g_reg):
+        weight = super()._scale_reg(task_loss, reg, g_task, g_reg)
+        if self._ref > 0:
+            weight = self._last = self._next = self.ceiling / self.CEILING
+        return weight
+
+    def _combine_reg(self, g_task, pull):
+        return list(pull) if self._ref > 0 else super()._combine_reg(g_task, pull)
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
