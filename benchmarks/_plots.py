@@ -65,6 +65,7 @@ VARIANTS = {
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
     "sig": "share of the task's averaged gradient",
     "calsum": "calibrated, then a plain-sum weight rising with the task's gradient",
+    "eps": "share 1e-6 larger (a noise reference)",
 }
 
 

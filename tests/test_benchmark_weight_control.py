@@ -211,6 +211,35 @@ def test_acceptance_table_shows_the_seed_noise_of_a_perturbation(tmp_path):
     assert "| yes | not run |" in text
 
 
+def test_acceptance_table_shows_autoweights_own_noise(tmp_path):
+    # AutoWeight() with its share 1e-6 larger (auto_eps at AutoWeight()'s share): its change against vanilla,
+    # and how far it moved single seeds against AutoWeight() itself (here 0.5x and 2x); a problem where it did
+    # not run says so.
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "auto@0.3": [(2.0, 40), (1.0, 50)],
+                  "auto_eps@0.3": [(1.0, 40), (2.0, 50)], "auto_eps@0.1": [(9.0, 40), (9.0, 50)]})
+    for problem in ("latent_ode", "spiral_sde"):
+        wc.folder(tmp_path, problem, "realistic").mkdir()
+        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "auto_eps"],
+                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    with_own, without = wc.summarize(tmp_path, "auto@0.3")
+    assert with_own["own_seeds"] == 2 and with_own["own_change"] == pytest.approx(1.0)
+    assert with_own["own_vs_auto_min"] == pytest.approx(0.5) and with_own["own_vs_auto_max"] == pytest.approx(2.0)
+    assert without["own_seeds"] == 0 and math.isnan(without["own_change"])
+    text = (tmp_path / "summary.md").read_text()
+    assert "| 1.00x (1.00-1.00x), 2 seeds; per seed 0.50-2.00x AutoWeight()'s |" in text
+    assert "| not run | not run |" in text
+
+
+def test_own_noise_of_an_accuracy_is_in_points():
+    rows = _rows({"vanilla": [(0.90, 60), (0.92, 80)], "auto@0.3": [(0.91, 40), (0.92, 50)],
+                  "auto_eps@0.3": [(0.90, 40), (0.93, 50)]})
+    verdict = wc.judge("rings", rows, "auto@0.3")
+    assert verdict["own_vs_auto_min"] == pytest.approx(-0.01) and verdict["own_vs_auto_max"] == pytest.approx(0.01)
+    verdict["length"] = "realistic"
+    assert "+0.50 pt (+0.00 to +1.00 pt), 2 seeds; per seed -1.00 to +1.00 pt AutoWeight()'s" in \
+        wc.acceptance_markdown([verdict])
+
+
 def test_the_perturbation_control_is_not_a_swept_constant():
     # The weight 1e-4 meets (a) and is cheaper than the constant 0.1: it still is no bound of (b), which only
     # the swept constants set.
@@ -220,3 +249,13 @@ def test_the_perturbation_control_is_not_a_swept_constant():
     assert verdict["table"]["unbiased@0.0001"]["a"] and verdict["noise_seeds"] == 2
     assert verdict["best_constant"] == "unbiased@0.1" and verdict["best_constant_nfe"] == pytest.approx(55.0)
     assert verdict["auto_b"]  # NFE 58 is within one step (6) of the constant 0.1's 55, not of the control's 50
+
+
+def test_the_noise_reference_is_autoweight_with_both_shares_a_millionth_larger():
+    train = M["_train"]
+    auto, eps, cand = train.make_auto("auto", 0.3), train.make_auto("auto_eps", 0.3), train.make_auto("auto_c", 0.3)
+    assert eps.FRACTION == pytest.approx(auto.FRACTION * (1 + 1e-6), rel=1e-12) and eps.FRACTION != auto.FRACTION
+    assert eps.FRACTION_SDE == pytest.approx(auto.FRACTION_SDE * (1 + 1e-6), rel=1e-12)
+    assert cand.FRACTION_SDE == 0.3  # the other candidates take one share for ODEs and SDEs alike
+    with pytest.raises(ValueError, match="auto_eps runs AutoWeight"):
+        train.make_auto("auto_eps", 0.1)
