@@ -65,7 +65,6 @@ VARIANTS = {
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
     "sig": "share of the task's averaged gradient",
     "calsum": "calibrated, then a plain-sum weight rising with the task's gradient",
-    "eps": "share 1e-6 larger (a noise reference)",
 }
 
 
@@ -113,6 +112,8 @@ def display_name(label: str) -> str:
         return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
     if method == "auto":
         return "AutoWeight()"  # the package's defaults; its weight column is the default share
+    if method == "auto_eps":
+        return "AutoWeight(), shares 1e-6 larger (a noise reference)"
     if fam in ("auto", "share"):
         return f"{name} c={weight}"
     if fam == "steer":

@@ -228,19 +228,19 @@ def _noise(perturbed: Optional[Dict]) -> Dict:
 
 def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_label: str) -> Dict:
     """The acceptance row's columns of :data:`OWN_NOISE` at ``auto_label``'s share: its change against
-    vanilla and interval, and the range over seeds of its change against ``auto_label`` itself (error
+    vanilla and interval, its test NFE, and the range over seeds of its change against ``auto_label`` itself (error
     ratio, or accuracy difference)."""
     label = f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
     if label not in table:
         return {"own_seeds": 0, "own_change": math.nan, "own_low": math.nan, "own_high": math.nan,
-                "own_vs_auto_min": math.nan, "own_vs_auto_max": math.nan}
+                "own_nfe": math.nan, "own_vs_auto_min": math.nan, "own_vs_auto_max": math.nan}
     own = {r["seed"]: float(r["test_metric"]) for r in rows if _plots.run_label(r["method"], r["weight"]) == label}
     auto = {r["seed"]: float(r["test_metric"]) for r in rows
             if _plots.run_label(r["method"], r["weight"]) == auto_label and r["seed"] in own}
     changes = [own[s] - a if kind == "accuracy" else (own[s] / a if a > 0 else math.inf) for s, a in auto.items()]
     entry = table[label]
     return {"own_seeds": entry["seeds"], "own_change": entry["metric_ratio"], "own_low": entry["interval"][0],
-            "own_high": entry["interval"][1], "own_vs_auto_min": min(changes, default=math.nan),
+            "own_high": entry["interval"][1], "own_nfe": entry["nfe"], "own_vs_auto_min": min(changes, default=math.nan),
             "own_vs_auto_max": max(changes, default=math.nan)}
 
 
@@ -281,7 +281,8 @@ def _own_noise_cell(v: Dict) -> str:
     interval = _interval(v["kind"], (v["own_low"], v["own_high"]))
     spread = (f"{100 * v['own_vs_auto_min']:+.2f} to {100 * v['own_vs_auto_max']:+.2f} pt" if v["kind"] == "accuracy"
               else f"{v['own_vs_auto_min']:.2f}-{v['own_vs_auto_max']:.2f}x")
-    return f"{_relative(v['kind'], v['own_change'])} ({interval}), {v['own_seeds']} seeds; per seed {spread} AutoWeight()'s"
+    return (f"{_relative(v['kind'], v['own_change'])} ({interval}), NFE {v['own_nfe']:.1f}, {v['own_seeds']} seeds; "
+            f"per seed {spread} AutoWeight()'s")
 
 
 def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
@@ -358,8 +359,8 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             "seeds the method is worse than vanilla; a few seeds with errors far above the rest move the means "
             "(and so (a)) but not these. Seed noise: the change and interval of the constant weight 1e-4 where it "
             "ran, a perturbation of training too small to matter otherwise, so what the seeds alone move (a)'s "
-            "statistic. AutoWeight()'s own noise: the change of the same rule with its share 1e-6 larger, where it "
-            "ran, and how far that moved single seeds against AutoWeight() itself: its regularization enters whole, "
+            "statistic. AutoWeight()'s own noise: the change and test NFE of the same rule with its share 1e-6 "
+            "larger, where it ran, and how far that moved single seeds against AutoWeight() itself: its regularization enters whole, "
             "so where training is chaotic this spread is far wider than the weight 1e-4's. (b): test NFE at most "
             "that of the cheapest "
             "constant weight meeting (a) (every seed), plus "

@@ -226,7 +226,8 @@ def test_acceptance_table_shows_autoweights_own_noise(tmp_path):
     assert with_own["own_vs_auto_min"] == pytest.approx(0.5) and with_own["own_vs_auto_max"] == pytest.approx(2.0)
     assert without["own_seeds"] == 0 and math.isnan(without["own_change"])
     text = (tmp_path / "summary.md").read_text()
-    assert "| 1.00x (1.00-1.00x), 2 seeds; per seed 0.50-2.00x AutoWeight()'s |" in text
+    assert with_own["own_nfe"] == pytest.approx(45.0)
+    assert "| 1.00x (1.00-1.00x), NFE 45.0, 2 seeds; per seed 0.50-2.00x AutoWeight()'s |" in text
     assert "| not run | not run |" in text
 
 
@@ -236,7 +237,7 @@ def test_own_noise_of_an_accuracy_is_in_points():
     verdict = wc.judge("rings", rows, "auto@0.3")
     assert verdict["own_vs_auto_min"] == pytest.approx(-0.01) and verdict["own_vs_auto_max"] == pytest.approx(0.01)
     verdict["length"] = "realistic"
-    assert "+0.50 pt (+0.00 to +1.00 pt), 2 seeds; per seed -1.00 to +1.00 pt AutoWeight()'s" in \
+    assert "+0.50 pt (+0.00 to +1.00 pt), NFE 45.0, 2 seeds; per seed -1.00 to +1.00 pt AutoWeight()'s" in \
         wc.acceptance_markdown([verdict])
 
 

@@ -28,6 +28,7 @@ pytest.importorskip("matplotlib")
     ("budget_rows32", "NFEBudget, reg_batch_size 32"),
     ("auto", "AutoWeight"),
     ("auto@0.3", "AutoWeight()"),
+    ("auto_eps@0.3", "AutoWeight(), shares 1e-6 larger (a noise reference)"),
     ("auto_c@0.1", "AutoWeight, share c=0.1"),
     ("auto_nocap@0.1", "AutoWeight, no cap c=0.1"),
     ("global@0.1", "global, weight 0.1"),
