@@ -228,8 +228,8 @@ def _noise(perturbed: Optional[Dict]) -> Dict:
 
 def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_label: str) -> Dict:
     """The acceptance row's columns of :data:`OWN_NOISE` at ``auto_label``'s share: its change against
-    vanilla and interval, its test NFE, and the range over seeds of its change against ``auto_label`` itself (error
-    ratio, or accuracy difference)."""
+    vanilla and interval, its test NFE, and the range over seeds of its change against ``auto_label``
+    itself (error ratio, or accuracy difference)."""
     label = f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
     if label not in table:
         return {"own_seeds": 0, "own_change": math.nan, "own_low": math.nan, "own_high": math.nan,
@@ -240,8 +240,8 @@ def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_lab
     changes = [own[s] - a if kind == "accuracy" else (own[s] / a if a > 0 else math.inf) for s, a in auto.items()]
     entry = table[label]
     return {"own_seeds": entry["seeds"], "own_change": entry["metric_ratio"], "own_low": entry["interval"][0],
-            "own_high": entry["interval"][1], "own_nfe": entry["nfe"], "own_vs_auto_min": min(changes, default=math.nan),
-            "own_vs_auto_max": max(changes, default=math.nan)}
+            "own_high": entry["interval"][1], "own_nfe": entry["nfe"],
+            "own_vs_auto_min": min(changes, default=math.nan), "own_vs_auto_max": max(changes, default=math.nan)}
 
 
 def _metric(kind: str, value: float) -> str:
@@ -360,8 +360,9 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             "(and so (a)) but not these. Seed noise: the change and interval of the constant weight 1e-4 where it "
             "ran, a perturbation of training too small to matter otherwise, so what the seeds alone move (a)'s "
             "statistic. AutoWeight()'s own noise: the change and test NFE of the same rule with its share 1e-6 "
-            "larger, where it ran, and how far that moved single seeds against AutoWeight() itself: its regularization enters whole, "
-            "so where training is chaotic this spread is far wider than the weight 1e-4's. (b): test NFE at most "
+            "larger, where it ran, and how far that moved single seeds against AutoWeight() itself: its "
+            "regularization enters whole, so where training is chaotic this spread is far wider than the weight "
+            "1e-4's. (b): test NFE at most "
             "that of the cheapest "
             "constant weight meeting (a) (every seed), plus "
             "one solver step (6 evaluations for dopri5, 3 drift evaluations for the adaptive Milstein solves); on "
