@@ -54,7 +54,7 @@ VARIANTS = {
     "guard_k30": "task-loss guard, ceiling 30x", "dec": "pull outside Adam",
     "dec_k30": "pull outside Adam, ceiling 30x", "front": "at its ceiling from step 10",
     "loss": "ceiling rising as the task loss falls", "grow": "ceiling rising with the task's gradient",
-    "flat": "ceiling flat at 10x the calibrated weight (the default until 2026-12-04)",
+    "flat": "flat ceiling (the default until 2026-12-04)",
     "arc": "ceiling rising once the task's gradient has risen and fallen",
     "mednorm": "medians of recent gradient norms",
     "medcal": "ceiling from the median norms of the calibration",
@@ -64,7 +64,7 @@ VARIANTS = {
     "mproj": "projected against the task's moving average only", "fixed": "fixed weight (= c), projected",
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
     "sig": "share of the task's averaged gradient",
-    "calsum": "calibrated, then a plain-sum weight rising with the task's gradient",
+    "calsum": "calibrated weight held, plain sum",
 }
 
 
