@@ -65,7 +65,11 @@ VARIANTS = {
     "noproj": "not projected", "total": "whole step kept from reversing the task's",
     "sig": "share of the task's averaged gradient",
     "calsum": "calibrated weight held, plain sum",
+    "cos1": "weight times (1 + conflict)", "cos2": "weight times (1 + conflict) squared",
+    "cost": "weight lowered below the conflict -0.5",
 }
+# Candidates that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
+AT_DEFAULT_SHARES = ("cos1", "cos2", "cost")
 
 
 def split_label(label: str) -> Tuple[str, Optional[str]]:
@@ -114,6 +118,8 @@ def display_name(label: str) -> str:
         return "AutoWeight()"  # the package's defaults; its weight column is the default share
     if method == "auto_eps":
         return "AutoWeight(), shares 1e-6 larger (a noise reference)"
+    if fam == "auto" and method[len(fam) + 1:] in AT_DEFAULT_SHARES:
+        return f"AutoWeight(), {VARIANTS[method[len(fam) + 1:]]}"
     if fam in ("auto", "share"):
         return f"{name} c={weight}"
     if fam == "steer":

@@ -30,6 +30,7 @@ pytest.importorskip("matplotlib")
     ("auto@0.3", "AutoWeight()"),
     ("auto_eps@0.3", "AutoWeight(), shares 1e-6 larger (a noise reference)"),
     ("auto_c@0.1", "AutoWeight, share c=0.1"),
+    ("auto_cost@0.3", "AutoWeight(), weight lowered below the conflict -0.5"),
     ("auto_nocap@0.1", "AutoWeight, no cap c=0.1"),
     ("global@0.1", "global, weight 0.1"),
     ("steer@0.5", "STEER b=0.5"),
