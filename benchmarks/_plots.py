@@ -66,10 +66,10 @@ VARIANTS = {
     "sig": "share of the task's averaged gradient",
     "calsum": "calibrated weight held, plain sum",
     "cos1": "weight times (1 + conflict)", "cos2": "weight times (1 + conflict) squared",
-    "cost": "weight lowered below the conflict -0.5",
+    "cost": "weight lowered below the conflict -0.5", "cost6": "weight lowered below the conflict -0.6",
 }
 # Candidates that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
-AT_DEFAULT_SHARES = ("cos1", "cos2", "cost")
+AT_DEFAULT_SHARES = ("cos1", "cos2", "cost", "cost6")
 
 
 def split_label(label: str) -> Tuple[str, Optional[str]]:
