@@ -46,10 +46,9 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
                       start_run, summarize_runs, time_call, time_prediction, write_csv)
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
-from torchdiffeq_localreg._weight_control import _dot
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_eps", "auto_cost6", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "auto_eps", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -62,7 +61,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
     "auto_eps": {},                                 # AutoWeight() with its shares 1e-6 larger: its own noise
-    "auto_cost6": {"CONFLICT_POWER": 2, "CONFLICT_FREE": -0.6},  # AutoWeight() lowered below the conflict -0.6
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -189,10 +187,6 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
     """The AutoWeight of ``method`` (a key of :data:`AUTO_CANDIDATES`): ``auto`` is the package's
     class at its defaults (``fraction`` must be its FRACTION), ``auto_eps`` the same with both
     shares 1e-6 larger; the other candidates use the share ``fraction`` for ODE and SDE solves alike."""
-    if method == "auto_cost6":
-        if fraction != AutoWeight.FRACTION:
-            raise ValueError(f"{method} runs at AutoWeight()'s shares; got {fraction:g}.")
-        return type(f"ConflictScaled_{method}", (ConflictScaled,), AUTO_CANDIDATES[method])()
     if method in ("auto", "auto_eps"):
         if fraction != AutoWeight.FRACTION:
             raise ValueError(f"{method} runs AutoWeight() at its defaults (share {AutoWeight.FRACTION:g}, "
@@ -211,35 +205,6 @@ class PerturbedShare(AutoWeight):
 
     FRACTION = AutoWeight.FRACTION * (1 + 1e-6)
     FRACTION_SDE = AutoWeight.FRACTION_SDE * (1 + 1e-6)
-
-
-class ConflictScaled(AutoWeight):
-    """Candidate ``auto_cost6`` (``auto_cost`` of 22ca82b with C_0 = -0.6 instead of -0.5):
-    AutoWeight() (its shares, ceiling, projection) with the weight multiplied by
-    ``min(1, (1 + C) / (1 + CONFLICT_FREE)) ** CONFLICT_POWER``, where ``C`` is the cosine
-    between reg's gradient and the task's moving average ``m`` (on the parameters reg reaches),
-    averaged over steps with factor NORM_SMOOTHING and bias-corrected. Near the end of a noisy fit
-    the task's minibatch gradient is mostly noise, the projection then lets most of the pull
-    through, and the model settles where the task's systematic gradient balances it: ``C`` near
-    -1 (Lotka-Volterra, seed 1: -0.8 from step 500) says that the regularization is being bought
-    with task loss, and the weight falls with it."""
-
-    CONFLICT_POWER = 1
-    CONFLICT_FREE = 0.0  # the cosine above which the weight is not reduced
-    _cos_sum = 0.0
-
-    def _scale_reg(self, task_loss, reg, g_task, g_reg):
-        weight = super()._scale_reg(task_loss, reg, g_task, g_reg)
-        reached = [b is not None for b in g_reg]
-        m = [a if r else None for a, r in zip(self._momentum, reached)]
-        norms = _dot(m, m) * _dot(g_reg, g_reg)
-        if norms > 0:
-            beta = self.NORM_SMOOTHING
-            self._cos_sum = beta * self._cos_sum + (1 - beta) * _dot(g_reg, m) / math.sqrt(norms)
-        cos = self._cos_sum / (1 - self.NORM_SMOOTHING ** self._steps) if self._steps else 0.0
-        factor = min(1.0, max(0.0, (1.0 + cos) / (1.0 + self.CONFLICT_FREE))) ** self.CONFLICT_POWER
-        self._last = self._next = weight * factor
-        return self._last
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
