@@ -67,9 +67,10 @@ VARIANTS = {
     "calsum": "calibrated weight held, plain sum",
     "cos1": "weight times (1 + conflict)", "cos2": "weight times (1 + conflict) squared",
     "cost": "weight lowered below the conflict -0.5", "cost6": "weight lowered below the conflict -0.6",
+    "eps": "shares 1e-6 larger (a noise reference)",
 }
-# Candidates that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
-AT_DEFAULT_SHARES = ("cos1", "cos2", "cost", "cost6")
+# Variants that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
+AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6")
 
 
 def split_label(label: str) -> Tuple[str, Optional[str]]:
@@ -105,8 +106,8 @@ def display_name(label: str) -> str:
     if method == "vanilla":
         return FAMILIES["vanilla"]
     name = FAMILIES[fam]
-    if method != fam and fam in CONTROLS:
-        variant = method[len(fam) + 1:]
+    variant = method[len(fam) + 1:] if method != fam and fam in CONTROLS else ""
+    if variant:
         name += ", " + VARIANTS.get(variant, variant)
     if weight is None:
         return name
@@ -116,10 +117,8 @@ def display_name(label: str) -> str:
         return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
     if method == "auto":
         return "AutoWeight()"  # the package's defaults; its weight column is the default share
-    if method == "auto_eps":
-        return "AutoWeight(), shares 1e-6 larger (a noise reference)"
-    if fam == "auto" and method[len(fam) + 1:] in AT_DEFAULT_SHARES:
-        return f"AutoWeight(), {VARIANTS[method[len(fam) + 1:]]}"
+    if fam == "auto" and variant in AT_DEFAULT_SHARES:
+        return f"AutoWeight(), {VARIANTS[variant]}"
     if fam in ("auto", "share"):
         return f"{name} c={weight}"
     if fam == "steer":
