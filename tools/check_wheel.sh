@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Check the wheel as a user gets it: build it (from the sdist, as `python -m build` does), install it
-# with its dependencies into a fresh virtual environment outside the repository, and from a folder
-# outside the repository run the Python blocks of README.md (then, with torchcde added, those of
-# docs/*.md) and type-check the public API (tests/typing_cases.py) against the installed copy: mypy
-# sees its types only through py.typed.
+# into a fresh virtual environment outside the repository that sees its dependencies and no other
+# package, and from a folder outside the repository run the Python blocks of README.md (then, with
+# torchcde added, those of docs/*.md) and type-check the public API (tests/typing_cases.py) against
+# the installed copy: mypy sees its types only through py.typed.
 #
 # Usage: tools/check_wheel.sh
 # Environment: PYTHON, an interpreter with the [test] extra installed (build, mypy); default python.
@@ -21,10 +21,18 @@ fi
 wheel=$(ls "$tmp"/dist/*.whl)
 echo "== built $(basename "$wheel") and $(basename "$(ls "$tmp"/dist/*.tar.gz)")"
 
-# A plain venv (no system site-packages) from the same base interpreter; pip resolves the
-# dependencies as it would for a user.
+# A plain venv (no system site-packages) from the same base interpreter. A second copy of torch
+# would take about 6 GB of disk, so the wheel's installed dependencies (their closure, and nothing
+# from the extras) are linked in from $python's environment instead (tools/link_deps.py), the
+# wheel goes in without them, and pip check confirms that they satisfy its requirements.
 "$python" -m venv "$tmp/venv"
-"$tmp/venv/bin/python" -m pip install --quiet "$wheel"
+site=$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+"$python" "$repo/tools/link_deps.py" "$wheel" "$tmp/deps"
+echo "$tmp/deps" > "$site/wheel-deps.pth"
+# The venv's bundled setuptools would shadow the linked one that torch requires.
+"$tmp/venv/bin/python" -m pip uninstall --quiet --yes setuptools
+"$tmp/venv/bin/python" -m pip install --quiet --no-deps "$wheel"
+"$tmp/venv/bin/python" -m pip check
 "$tmp/venv/bin/python" -m pip list 2>/dev/null | grep -iE '^(torch|torchdiffeq|torchsde|torchdiffeq-localreg) '
 
 mkdir "$tmp/work"
