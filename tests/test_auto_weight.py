@@ -450,3 +450,93 @@ def test_a_float32_moving_average_loaded_into_a_float64_run_continues_in_float64
     resumed.backward(task, reg, params)
     assert all(m.dtype == D for m in resumed.state_dict()["momentum"] if m is not None)
     assert resumed.weight > 0
+
+
+class Instant(AutoWeight):
+    """AutoWeight whose averages are each step's own values (no smoothing), to check the conflict factor."""
+    NORM_SMOOTHING = 0.0
+
+
+def angled(cos):
+    """A task gradient and a reg gradient of unit norm at the cosine ``cos``."""
+    return [1.0, 0.0], [cos, math.sqrt(1.0 - cos * cos)]
+
+
+@pytest.mark.parametrize("cos, factor", [(1.0, 1.0), (0.0, 1.0), (-0.5, 1.0), (-0.75, 0.25), (-0.9, 0.04), (-1.0, 0.0)])
+def test_conflict_factor_is_its_closed_form(cos, factor):
+    """One step: C is the cosine of reg's gradient with m = (1 - beta_m) g_t, and the weight is the
+    share times min(1, (1 + C) / 0.5) ** 2; the pull that goes in is that weight's, projected."""
+    auto = Instant()
+    task_grad, reg_grad = angled(cos)
+    grads = step(auto, task_grad, reg_grad)
+    assert auto.conflict == pytest.approx(cos, abs=1e-12)
+    assert auto.conflict_factor == pytest.approx(factor, abs=1e-12)
+    assert auto.weight == pytest.approx(Instant.FRACTION * factor, abs=1e-12)
+    g_t, g_r = torch.tensor(task_grad, dtype=D), torch.tensor(reg_grad, dtype=D)
+    pull = _project_cone([auto.weight * g_r], [[g_t], [(1 - Instant.MOMENTUM) * g_t]])[0]
+    torch.testing.assert_close(grads[0], g_t + pull)
+
+
+def test_conflict_is_a_bias_corrected_average_of_the_cosines_with_the_moving_average():
+    auto = AutoWeight()
+    beta, beta_m = AutoWeight.NORM_SMOOTHING, AutoWeight.MOMENTUM
+    draws = [([1.0, 0.0], [-0.6, 0.8]), ([0.0, 2.0], [1.0, -1.0]), ([1.0, 1.0], [-2.0, -0.5])]
+    m, cos_sum = torch.zeros(2, dtype=D), 0.0
+    for k, (task_grad, reg_grad) in enumerate(draws, start=1):
+        step(auto, task_grad, reg_grad)
+        m = beta_m * m + (1 - beta_m) * torch.tensor(task_grad, dtype=D)
+        g_r = torch.tensor(reg_grad, dtype=D)
+        cos_sum = beta * cos_sum + (1 - beta) * float(g_r @ m / (g_r.norm() * m.norm()))
+        assert auto.conflict == pytest.approx(cos_sum / (1 - beta ** k), rel=1e-12)
+    assert auto.conflict < AutoWeight.CONFLICT_FREE  # the last two draws oppose the task's average
+    expected = min(1.0, (1 + auto.conflict) / (1 + AutoWeight.CONFLICT_FREE)) ** 2
+    assert auto.conflict_factor == pytest.approx(expected, rel=1e-12) and 0 < expected < 1
+
+
+def test_without_the_moving_average_there_is_no_conflict_factor():
+    auto = Plain()  # MOMENTUM = 0: no m to compare with
+    step(auto, *angled(-1.0))
+    assert auto.conflict == 0.0 and auto.conflict_factor == 1.0
+    assert auto.weight == pytest.approx(Plain.FRACTION)
+
+
+def test_sde_solves_get_no_conflict_factor():
+    ode, sde = Instant(), Instant()
+    sde.update(sde_stats())
+    step(ode, *angled(-0.9))
+    step(sde, *angled(-0.9))
+    assert ode.conflict == sde.conflict == pytest.approx(-0.9)  # measured either way
+    assert sde.conflict_factor == 1.0 and sde.weight == pytest.approx(Instant.FRACTION_SDE)
+    assert ode.weight == pytest.approx(Instant.FRACTION * 0.04)
+
+
+def test_sum_mode_uses_the_factor_from_the_next_step_on():
+    auto, ref = Instant(combine="sum"), Instant()
+    step(auto, *angled(-0.75))
+    step(ref, *angled(-0.75))
+    assert auto.weight == 0.0
+    grads = step(auto, [1.0, 0.0], [0.0, 1.0])
+    assert auto.weight == pytest.approx(ref.weight) and ref.weight == pytest.approx(Instant.FRACTION * 0.25)
+    torch.testing.assert_close(grads[0], torch.tensor([1.0, auto.weight], dtype=D))
+
+
+def test_a_step_that_measures_nothing_keeps_the_weight_without_applying_the_factor_again():
+    auto = Instant()
+    step(auto, *angled(-0.75))
+    weight = auto.weight
+    step(auto, [1.0, 0.0], [0.0, 0.0])  # reg's gradient is zero: nothing to measure
+    assert auto.weight == weight and auto.steps == 1
+
+
+def test_state_dict_carries_the_conflict_and_refuses_a_bad_one():
+    auto = AutoWeight()
+    for task_grad, reg_grad in (([1.0, 0.0], [-0.9, 0.2]), ([0.5, 0.1], [-1.0, 0.0])):
+        step(auto, task_grad, reg_grad)
+    restored = AutoWeight()
+    restored.load_state_dict(copy.deepcopy(auto.state_dict()))
+    assert restored.conflict == auto.conflict < 0 and restored.conflict_factor == auto.conflict_factor
+    good = auto.state_dict()
+    for bad, exc in ((1.5, ValueError), (float("nan"), ValueError), ("-0.5", TypeError)):
+        with pytest.raises(exc, match="cos_sum"):
+            auto.load_state_dict(dict(good, cos_sum=bad))
+    assert auto.state_dict()["cos_sum"] == good["cos_sum"]
