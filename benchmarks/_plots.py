@@ -66,11 +66,13 @@ VARIANTS = {
     "sig": "share of the task's averaged gradient",
     "calsum": "calibrated weight held, plain sum",
     "cos1": "weight times (1 + conflict)", "cos2": "weight times (1 + conflict) squared",
-    "cost": "weight lowered below the conflict -0.5", "cost6": "weight lowered below the conflict -0.6",
+    "cost": "conflict factor on SDE solves too", "cost6": "conflict factor from -0.6 (SDEs too)",
     "eps": "shares 1e-6 larger (a noise reference)",
+    "noconf": "no conflict factor (the default until 2026-12-05)",
+    "epsnc": "no conflict factor, shares 1e-6 larger",
 }
 # Variants that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
-AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6")
+AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6", "noconf", "epsnc")
 
 
 def split_label(label: str) -> Tuple[str, Optional[str]]:
