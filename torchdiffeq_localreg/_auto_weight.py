@@ -58,13 +58,13 @@ class AutoWeight(_Control):
     classifier that starts at chance has a small gradient at first, so its first weights, and a
     ceiling fixed to them, are too small for the model it becomes (on our disk-vs-ring task the
     NFE came down to 26 evaluations instead of 35, and to 36 instead of 46 in 200 steps, at 100%
-    either way, on 6 seeds; on 12 seeds it reaches 30 and 39). Where the task's gradient never
-    exceeds its calibrated size (our Lotka-Volterra and spiral SDE fits), the ceiling is
-    :math:`K \lambda_0`; on our latent ODE it grows too, and
-    there the rise took the NFE from 0.52x to 0.36x of plain training's, and the error from 1.14x
-    to 1.24x of it (100 seeds). On most ODE problems of our protocol the weight reaches the
-    ceiling within a few hundred steps and stays there, which makes AutoWeight a constant weight
-    calibrated from the problem's own first steps.
+    either way, on 6 seeds; on 12 seeds, with the conflict factor below, it reaches 31 and 39).
+    Where the task's gradient never exceeds its calibrated size (our Lotka-Volterra and spiral SDE
+    fits), the ceiling is :math:`K \lambda_0`; on our latent ODE it grows too, and there the rise
+    took the NFE from 0.52x to 0.36x of plain training's, and the error from 1.14x to 1.24x of it
+    (100 seeds, before the conflict factor). On most ODE problems of our protocol the weight
+    reaches the ceiling within a few hundred steps and stays there, which makes AutoWeight a
+    constant weight calibrated from the problem's own first steps.
 
     The share is :math:`c = 0.3` for an ODE solve and :math:`c = 0.05` for an SDE solve (known from
     the first :meth:`update`, whose stats of an SDE count diffusion evaluations; at the first
