@@ -10,8 +10,8 @@ import torch
 from typing_extensions import assert_type
 
 import torchdiffeq_localreg as localreg
-from torchdiffeq_localreg import (LocalRegStats, NFEBudget, odeint_adjoint_reg, odeint_event_reg, odeint_reg,
-                                  regularize, sdeint_adjoint_reg, sdeint_reg)
+from torchdiffeq_localreg import (AutoWeight, LocalRegStats, NFEBudget, odeint_adjoint_reg, odeint_event_reg,
+                                  odeint_reg, regularize, sdeint_adjoint_reg, sdeint_reg)
 
 Tensor = torch.Tensor
 func = torch.nn.Linear(2, 2)
@@ -69,6 +69,14 @@ assert_type(budget.load_state_dict(budget.state_dict()), None)
 solution, reg = odeint_reg(func, y0, t)
 assert_type(budget.backward(solution.sum(), reg, [y0]), None)
 assert_type(NFEBudget(target_nfe=40.0, combine="sum").combine, Literal["project", "sum"])
+auto = AutoWeight()
+assert_type(auto.backward(solution.sum(), reg, [y0]), None)
+assert_type(auto.update(stats), float)
+for number in (auto.weight, auto.share, auto.ceiling, auto.nfe, auto.conflict, auto.conflict_factor):
+    assert_type(number, float)
+assert_type(auto.steps, int)
+assert_type(auto.state_dict(), Dict[str, Any])
+assert_type(AutoWeight(combine="sum").combine, Literal["project", "sum"])
 
 # One-import mode: the block yields itself; upstream's solvers return Any as upstream's do.
 with regularize(strategy="biased", num_samples=2) as block:
