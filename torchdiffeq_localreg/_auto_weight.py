@@ -99,7 +99,8 @@ class AutoWeight(_Control):
     most of the pull through, and the model drifts until the task's systematic gradient balances it:
     there :math:`\hat C` fell to -0.8, the weight rose and the task loss rose with it (1.35x
     vanilla's error on 40 seeds). While the averaged cosine stays above -0.5 the factor is 1; at -0.75
-    it is 1/4, at -1 it is 0. It took that fit to 0.86x vanilla's error (at 0.98x its NFE instead of
+    it is 1/4, at -1 it is 0. On that fit it acts early and grows: the median weight was 0.77x that
+    of the rule without it at step 50, 0.63x at step 200 and 0.22x at step 500. It took that fit to 0.86x vanilla's error (at 0.98x its NFE instead of
     0.91x) and our latent ODE from 1.24x to 1.11x (100 seeds), and left both classifiers' runs
     nearly or exactly unchanged. It is not applied to SDE solves, where it never helped our fits'
     error and cost NFE (on the spiral SDE in 200 steps, 50.5 evaluations against 49.8).
