@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_eps", "auto_cnp", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "auto_eps", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -61,7 +61,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
     "auto_eps": {},                                 # AutoWeight() with its shares 1e-6 larger: its own noise
-    "auto_cnp": {},                                 # AutoWeight() with its pull added whole (Unprojected)
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -188,10 +187,6 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
     """The AutoWeight of ``method`` (a key of :data:`AUTO_CANDIDATES`): ``auto`` is the package's
     class at its defaults (``fraction`` must be its FRACTION), ``auto_eps`` the same with both
     shares 1e-6 larger; the other candidates use the share ``fraction`` for ODE and SDE solves alike."""
-    if method == "auto_cnp":
-        if fraction != AutoWeight.FRACTION:
-            raise ValueError(f"{method} runs at AutoWeight()'s shares; got {fraction:g}.")
-        return Unprojected()
     if method in ("auto", "auto_eps"):
         if fraction != AutoWeight.FRACTION:
             raise ValueError(f"{method} runs AutoWeight() at its defaults (share {AutoWeight.FRACTION:g}, "
@@ -210,17 +205,6 @@ class PerturbedShare(AutoWeight):
 
     FRACTION = AutoWeight.FRACTION * (1 + 1e-6)
     FRACTION_SDE = AutoWeight.FRACTION_SDE * (1 + 1e-6)
-
-
-class Unprojected(AutoWeight):
-    """Candidate ``auto_cnp``: AutoWeight() (its shares, ceiling and conflict factor) with its pull
-    added whole instead of projected. Without the factor the unprojected weight rose to 0.31-0.52
-    on Lotka-Volterra and cost 1.83x vanilla's error (``auto_noproj``, 757f61f); with it the weight
-    stays near 0.1-0.15 there, where the plain constant 0.1 meets (a) and (b) and the projected one
-    cuts 21 evaluations less."""
-
-    def _combine_reg(self, g_task, pull):
-        return list(pull)
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,
