@@ -206,7 +206,8 @@ class AutoWeight(_Control):
 
     def _measure(self, g_task: Sequence[Optional[torch.Tensor]], g_reg: Sequence[Optional[torch.Tensor]],
                  like: torch.Tensor) -> float:
-        """Records this step's gradient norms; returns the weight lambda they give (0.0 if undefined)."""
+        """Records this step's gradient norms and conflict; returns the weight lambda they give, its
+        conflict factor applied (the previous step's weight if nothing can be measured)."""
         reached = [b is not None for b in g_reg]
         task_sq = float(_norm_sq((a for a, r in zip(g_task, reached) if r or not self.RESTRICT_NORM), like))
         reg_sq = float(_norm_sq((b for b, r in zip(g_reg, reached) if r), like))
@@ -229,7 +230,17 @@ class AutoWeight(_Control):
                             f"cheap as the solver allows (check stats.nfe_forward: then nothing is wrong), or the "
                             f"regularization cannot make it cheaper without costing the task. The control keeps the "
                             f"pull bounded either way.")
-        return bounded
+        if self.MOMENTUM:
+            self._track_conflict(g_reg, reached)
+        return bounded * self.conflict_factor
+
+    def _track_conflict(self, g_reg: Sequence[Optional[torch.Tensor]], reached: Sequence[bool]) -> None:
+        """Averages this step's cosine between reg's gradient and m (on the parameters reg reaches) into C."""
+        m = [a if r else None for a, r in zip(self._momentum, reached)]
+        norms = _dot(m, m) * _dot(g_reg, g_reg)
+        if norms > 0:
+            beta = self.NORM_SMOOTHING
+            self._cos_sum = beta * self._cos_sum + (1 - beta) * _dot(g_reg, m) / math.sqrt(norms)
 
     def _ratio(self, task_sq: float, reg_sq: float) -> float:
         """Averages one step's squared gradient norms into T and G; returns the unbounded weight."""
@@ -268,18 +279,7 @@ class AutoWeight(_Control):
             self._use_sde_share()  # before the first update, the kind of this context's last solve
         if self.MOMENTUM:
             self._momentum = self._moving_average(self._momentum, g_task)
-        steps = self._steps
-        weight = self._measure(g_task, g_reg, like)
-        if self._steps == steps:
-            return weight  # nothing measured: the previous step's weight, its factor included
-        if self.MOMENTUM:
-            reached = [b is not None for b in g_reg]
-            m = [a if r else None for a, r in zip(self._momentum, reached)]
-            norms = _dot(m, m) * _dot(g_reg, g_reg)
-            if norms > 0:
-                beta = self.NORM_SMOOTHING
-                self._cos_sum = beta * self._cos_sum + (1 - beta) * _dot(g_reg, m) / math.sqrt(norms)
-        return weight * self.conflict_factor
+        return self._measure(g_task, g_reg, like)
 
     def _scale_reg(self, task_loss: torch.Tensor, reg: torch.Tensor, g_task: Sequence[Optional[torch.Tensor]],
                    g_reg: Sequence[Optional[torch.Tensor]]) -> Union[float, torch.Tensor]:
