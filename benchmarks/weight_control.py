@@ -95,6 +95,9 @@ PERTURBATION = "unbiased@0.0001"
 # enters whole, so where training is chaotic it moves single seeds far more than PERTURBATION moves vanilla's.
 OWN_NOISE = "auto_eps"
 SMOKE = ["--smoke", "--pred_repeats", "1"]
+# The task-loss table: each run's training task loss (the logged loss less weight x reg) averaged over
+# the last fifth of its logged steps, where accuracy hides what a classifier's fit gave up.
+TASK_LOSS_TAIL = 0.2
 
 
 def folder(out: Path, problem: str, length: str) -> Path:
@@ -320,6 +323,42 @@ def methods_markdown(verdict: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_losses(curves: Sequence[Dict]) -> Dict[str, Dict[str, float]]:
+    """``{label: {seed: loss}}``: each run's training task loss, the logged loss less its
+    ``current_weight * penalty`` (the weight the step used), averaged over the logged steps of the
+    last :data:`TASK_LOSS_TAIL` of the run. A step logged twice (a run trained again) counts once,
+    as last logged."""
+    steps: Dict[Tuple[str, str], Dict[int, float]] = {}
+    for c in curves:
+        task = float(c["loss"]) - float(c["current_weight"]) * float(c["penalty"])
+        steps.setdefault((_plots.run_label(c["method"], c["weight"]), str(c["seed"])), {})[int(c["itr"])] = task
+    out: Dict[str, Dict[str, float]] = {}
+    for (label, seed), by_step in steps.items():
+        last = max(by_step)
+        tail = [v for itr, v in by_step.items() if itr > (1.0 - TASK_LOSS_TAIL) * last]
+        out.setdefault(label, {})[seed] = statistics.fmean(tail)
+    return out
+
+
+def task_loss_markdown(title: str, losses: Dict[str, Dict[str, float]], labels: Sequence[str]) -> str:
+    """One problem's table of training task losses: each of ``labels`` (those with curves) on the
+    seeds it shares with vanilla, its mean, and its change on a typical seed (:func:`per_seed`, the
+    geometric mean of the paired ratios: n/a where a loss is not positive, as a likelihood may be)."""
+    base = losses.get("vanilla", {})
+    lines = [f"### {title}\n", "| method | seeds | task loss, last fifth of training | vanilla's | per seed |",
+             "|---|---|---|---|---|"]
+    for label in _plots.ordered(lb for lb in labels if lb in losses and lb != "vanilla"):
+        seeds = sorted(set(losses[label]) & set(base), key=int)
+        if not seeds:
+            continue
+        values, bases = [losses[label][s] for s in seeds], [base[s] for s in seeds]
+        typical, worse = per_seed("error", values, bases)
+        change = "n/a" if math.isnan(typical) else _typical("error", typical, worse, len(seeds))
+        lines.append(f"| {_plots.display_name(label)} | {len(seeds)} | {statistics.fmean(values):.4g} | "
+                     f"{statistics.fmean(bases):.4g} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
 def is_removed(label: str) -> bool:
     """Whether a row is of a candidate whose code was removed (an AutoWeight variant that is no
     longer in :data:`_train.AUTO_CANDIDATES`, such as ``auto_peak`` or ``auto_prev``)."""
@@ -330,7 +369,7 @@ def is_removed(label: str) -> bool:
 def summarize(out: Path, auto_label: str) -> List[Dict]:
     """The acceptance table of every (problem, length) folder under ``out``, with each problem's
     method table; writes ``summary.md``, ``summary.csv`` and the Pareto plots."""
-    verdicts, plots = [], {}
+    verdicts, plots, losses = [], {}, []
     for length in LENGTHS:
         for problem in PROBLEMS:
             rows = _harness.read_rows(folder(out, problem, length) / "runs.csv")
@@ -339,6 +378,13 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
                 continue
             verdict["length"] = "realistic" if length == "realistic" else f"{LENGTHS[length]} steps"
             verdicts.append(verdict)
+            curves = _plots.read_curves(folder(out, problem, length))
+            if curves:
+                own_noise = f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
+                labels = [lb for lb in verdict["table"] if lb in (auto_label, own_noise)
+                          or _plots.family(lb) in ("unbiased", "budget")]
+                losses.append(task_loss_markdown(f"{TITLES[problem]}, {verdict['length']}", task_losses(curves),
+                                                 labels))
             # Each method at its change against vanilla on the seeds they share (the tables' columns), not
             # at its own mean: methods run on different seeds, and vanilla's mean differs between seed sets.
             plots.setdefault(length, []).extend(
@@ -370,6 +416,14 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
     for v in verdicts:
         text += f"\n### {v['problem']}, {v['length']}\n\n" + methods_markdown(v)
     (out / "summary.md").write_text(text)
+    if losses:
+        (out / "task_loss.md").write_text(
+            "## Weight-control protocol: the training task loss at the end of training\n\n"
+            "Each run's task loss on its training batches (the logged loss less the regularization's weighted "
+            f"part), averaged over the logged steps of the last {TASK_LOSS_TAIL:.0%} of the run, then over the "
+            "seeds the method shares with vanilla; per seed: the geometric mean of the paired ratios against "
+            "vanilla's and on how many seeds the loss is higher. Where accuracy saturates (the classifiers) this "
+            "shows what a fit gave up that the test metric does not.\n\n" + "\n".join(losses))
     _harness.write_csv([{k: v for k, v in d.items() if k != "table"} for d in verdicts], out / "summary.csv")
     # the protocol's budget: the experiment scripts' default target (a fraction of vanilla's NFE)
     budget_label = f"budget@{rings.build_parser().get_default('budget_ratio'):g}"

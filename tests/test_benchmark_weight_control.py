@@ -42,8 +42,9 @@ def test_smoke_both_lengths_every_method_then_resume(tmp_path):
         assert float(runs[1]["weight"]) == wc.SWEEPS["rings"][-1]
         assert int(runs[0]["niters"]) == (3 if length == "realistic" else 2)
         rows[length] = runs
-    for name in ("summary.md", "summary.csv", "pareto.png", "pareto_short.png"):
+    for name in ("summary.md", "summary.csv", "pareto.png", "pareto_short.png", "task_loss.md"):
         assert (tmp_path / name).stat().st_size > 0, name
+    assert "| AutoWeight() | 1 |" in (tmp_path / "task_loss.md").read_text()
     assert f"| {wc.TITLES['rings']} | realistic |" in (tmp_path / "summary.md").read_text()
     assert not (tmp_path / "pareto_candidates.png").exists()  # only the protocol's methods ran
     wc.main(args)  # a second run trains nothing and adds no rows
@@ -260,3 +261,27 @@ def test_the_noise_reference_is_autoweight_with_both_shares_a_millionth_larger()
     assert cand.FRACTION_SDE == 0.3  # the other candidates take one share for ODEs and SDEs alike
     with pytest.raises(ValueError, match="auto_eps runs AutoWeight"):
         train.make_auto("auto_eps", 0.1)
+
+
+def _curve(label, seed, itr, loss, penalty, current_weight):
+    method, _, weight = label.partition("@")
+    return {"method": method, "weight": weight or "0.0", "seed": str(seed), "itr": str(itr), "loss": str(loss),
+            "penalty": str(penalty), "current_weight": str(current_weight)}
+
+
+def test_task_losses_remove_the_weighted_penalty_over_the_last_fifth():
+    curves = [_curve("auto@0.3", 0, itr, 1.0 + 0.5 * 2.0 if itr > 8 else 9.0, 2.0, 0.5) for itr in range(1, 11)]
+    curves += [_curve("vanilla", 0, itr, float(itr), 0.0, 0.0) for itr in range(1, 11)]
+    curves.append(_curve("vanilla", 0, 10, 4.0, 0.0, 0.0))  # step 10 logged again (a rerun): the last counts
+    losses = wc.task_losses(curves)
+    assert losses["auto@0.3"] == {"0": pytest.approx(1.0)}  # steps 9 and 10: loss 2 less 0.5 x 2
+    assert losses["vanilla"] == {"0": pytest.approx((9.0 + 4.0) / 2)}
+
+
+def test_task_loss_table_pairs_seeds_with_vanilla():
+    losses = {"vanilla": {"0": 1.0, "1": 2.0, "2": 4.0}, "auto@0.3": {"0": 2.0, "1": 1.0},
+              "unbiased@3": {"0": -1.0, "1": 1.0}, "unbiased@0.1": {"5": 1.0}}
+    text = wc.task_loss_markdown("a problem", losses, ["vanilla", "auto@0.3", "unbiased@3", "unbiased@0.1"])
+    assert "| AutoWeight() | 2 | 1.5 | 1.5 | 1.00x, worse on 1/2 |" in text  # ratios 2 and 0.5 on seeds 0 and 1
+    assert "| local, unbiased, weight 3 | 2 | 0 | 1.5 | n/a |" in text  # a negative loss has no ratio
+    assert "weight 0.1" not in text  # no seed shared with vanilla
