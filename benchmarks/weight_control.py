@@ -29,7 +29,8 @@ Resumable: each run appends its row to ``<folder>/runs.csv`` under
 ``benchmarks/results/weight_control/<problem>`` (``<problem>_short`` for 200 steps); a rerun skips
 finished runs. ``--summarize`` writes ``summary.md``, ``summary.csv``, ``pareto.png`` and
 ``pareto_short.png`` there from every row (``pareto_candidates.png``: with every candidate still in
-the code; ``pareto_removed.png``: those removed after they lost, beside AutoWeight()).
+the code; ``pareto_removed.png``: those removed after they lost, beside AutoWeight()), and
+``task_loss.md``, each method's training task loss at the end of its runs against vanilla's.
 
     python benchmarks/weight_control.py --problems latent_ode spiral_sde --jobs 2
     python benchmarks/weight_control.py --problems mnist_node --lengths short --methods vanilla auto
