@@ -71,6 +71,7 @@ VARIANTS = {
     "noconf": "no conflict factor (the default until 2026-12-05)",
     "epsnc": "no conflict factor, shares 1e-6 larger",
     "cnp": "pull not projected",
+    "cf": "with the conflict factor, share",
 }
 # Variants that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
 AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6", "noconf", "epsnc", "cnp")

@@ -61,6 +61,7 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
     "auto_eps": {},                                 # AutoWeight() with its shares 1e-6 larger: its own noise
+    "auto_cf": {},                                  # AutoWeight() (with its conflict factor) at the share c
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
