@@ -369,7 +369,8 @@ def is_removed(label: str) -> bool:
 
 def summarize(out: Path, auto_label: str) -> List[Dict]:
     """The acceptance table of every (problem, length) folder under ``out``, with each problem's
-    method table; writes ``summary.md``, ``summary.csv`` and the Pareto plots."""
+    method table; writes ``summary.md``, ``summary.csv``, the Pareto plots and, from the folders'
+    curves, ``task_loss.md`` (:func:`task_losses` of the protocol's methods)."""
     verdicts, plots, losses = [], {}, []
     for length in LENGTHS:
         for problem in PROBLEMS:
