@@ -230,11 +230,16 @@ def _noise(perturbed: Optional[Dict]) -> Dict:
             "noise_low": perturbed["interval"][0], "noise_high": perturbed["interval"][1]}
 
 
+def own_noise_label(auto_label: str) -> str:
+    """The label of :data:`OWN_NOISE` at ``auto_label``'s share (``auto@0.3`` -> ``auto_eps@0.3``)."""
+    return f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
+
+
 def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_label: str) -> Dict:
     """The acceptance row's columns of :data:`OWN_NOISE` at ``auto_label``'s share: its change against
     vanilla and interval, its test NFE, and the range over seeds of its change against ``auto_label``
     itself (error ratio, or accuracy difference)."""
-    label = f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
+    label = own_noise_label(auto_label)
     if label not in table:
         return {"own_seeds": 0, "own_change": math.nan, "own_low": math.nan, "own_high": math.nan,
                 "own_nfe": math.nan, "own_vs_auto_min": math.nan, "own_vs_auto_max": math.nan}
@@ -382,8 +387,7 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             verdicts.append(verdict)
             curves = _plots.read_curves(folder(out, problem, length))
             if curves:
-                own_noise = f"{OWN_NOISE}@{_plots.split_label(auto_label)[1]}"
-                labels = [lb for lb in verdict["table"] if lb in (auto_label, own_noise)
+                labels = [lb for lb in verdict["table"] if lb in (auto_label, own_noise_label(auto_label))
                           or _plots.family(lb) in ("unbiased", "budget")]
                 losses.append(task_loss_markdown(f"{TITLES[problem]}, {verdict['length']}", task_losses(curves),
                                                  labels))

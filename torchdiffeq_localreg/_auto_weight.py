@@ -102,7 +102,8 @@ class AutoWeight(_Control):
     -0.75 it is 1/4, at -1 it is 0. On that fit it acts early and grows: the median weight was 0.77x
     that of the rule without it at step 50, 0.63x at step 200 and 0.22x at step 500. It took that
     fit to 0.86x vanilla's error (at 0.98x its NFE instead of 0.91x) and our latent ODE from 1.24x
-    to 1.11x (100 seeds; a second sample of the rule, its shares changed by a millionth: 1.06x),
+    to 1.11x (100 seeds; a second sample of the rule, its shares changed by a millionth: 1.06x;
+    on 200 seeds 1.05x, though 1.17x on a typical seed),
     and left both classifiers' runs nearly or exactly unchanged. It is not applied to SDE solves,
     where it never helped our fits' error and cost NFE (on the spiral SDE in 200 steps, 50.5
     evaluations against 49.8).
