@@ -457,6 +457,10 @@ def main(argv=None):
             torch.save({"state_dict": net.state_dict(), "args": vars(args)}, os.path.join(args.save, "model.pt"))
 
     if args.ddp:
+        # The other processes wait here while rank 0 evaluates: tearing gloo down on one rank while
+        # another still holds its connections has aborted a rank at exit ("terminate called without
+        # an active exception", seen once in CI).
+        dist.barrier()
         dist.destroy_process_group()
     if not lead:
         return {"rows": rows, "args": args, "control": control}
