@@ -48,7 +48,7 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_eps", "auto_cf", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "auto_eps", "share", "share_nocap", "global", "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -61,7 +61,6 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
     "auto_eps": {},                                 # AutoWeight() with its shares 1e-6 larger: its own noise
-    "auto_cf": {},                                  # AutoWeight() (with its conflict factor) at the share c
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }

@@ -255,7 +255,8 @@ def test_the_perturbation_control_is_not_a_swept_constant():
 
 def test_the_noise_reference_is_autoweight_with_both_shares_a_millionth_larger():
     train = M["_train"]
-    auto, eps, cand = train.make_auto("auto", 0.3), train.make_auto("auto_eps", 0.3), train.make_auto("auto_c", 0.3)
+    share = train.AutoWeight.FRACTION
+    auto, eps, cand = train.make_auto("auto", share), train.make_auto("auto_eps", share), train.make_auto("auto_c", 0.3)
     assert eps.FRACTION == pytest.approx(auto.FRACTION * (1 + 1e-6), rel=1e-12) and eps.FRACTION != auto.FRACTION
     assert eps.FRACTION_SDE == pytest.approx(auto.FRACTION_SDE * (1 + 1e-6), rel=1e-12)
     assert cand.FRACTION_SDE == 0.3  # the other candidates take one share for ODEs and SDEs alike
