@@ -72,12 +72,10 @@ VARIANTS = {
     "epsnc": "no conflict factor, shares 1e-6 larger",
     "cnp": "pull not projected",
     "cf": "with the conflict factor, share",
-    "s03": "ODE share 0.3 (the default until 2026-12-05)",
-    "eps03": "ODE share 0.3, shares 1e-6 larger",
+    "cfeps": "with the conflict factor, shares 1e-6 larger, share",
 }
-# Variants that ran at the shares AutoWeight() had when they ran (0.3 for ODEs until 2026-12-05, then
-# 0.5; 0.05 for SDEs): named without a share.
-AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6", "noconf", "epsnc", "cnp", "s03", "eps03")
+# Variants that ran at AutoWeight()'s shares (0.3 for ODEs, 0.05 for SDEs): named without a share.
+AT_DEFAULT_SHARES = ("eps", "cos1", "cos2", "cost", "cost6", "noconf", "epsnc", "cnp")
 
 
 def split_label(label: str) -> Tuple[str, Optional[str]]:

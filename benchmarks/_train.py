@@ -48,7 +48,8 @@ from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_eps", "share", "share_nocap", "global", "steer", "rnode")
+           "auto_k30", "auto_k100", "auto_eps", "auto_cf", "auto_cfeps", "share", "share_nocap", "global", "steer",
+           "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -61,6 +62,8 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "auto_k30": {"CEILING": 30.0},
     "auto_k100": {"CEILING": 100.0},
     "auto_eps": {},                                 # AutoWeight() with its shares 1e-6 larger: its own noise
+    "auto_cf": {},                                  # AutoWeight() (with its conflict factor) at the share c
+    "auto_cfeps": {},                               # auto_cf with the share c 1e-6 larger: its noise reference
     "share": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0},  # the first design: each step's own gradient norms
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
@@ -183,16 +186,21 @@ class Problem(Task):
         return predict
 
 
+SHARE_NOISE = 1e-6  # the relative change of the shares in the noise references auto_eps and auto_cfeps
+
+
 def make_auto(method: str, fraction: float) -> AutoWeight:
     """The AutoWeight of ``method`` (a key of :data:`AUTO_CANDIDATES`): ``auto`` is the package's
     class at its defaults (``fraction`` must be its FRACTION), ``auto_eps`` the same with both
-    shares 1e-6 larger; the other candidates use the share ``fraction`` for ODE and SDE solves alike."""
+    shares 1e-6 larger; the other candidates use the share ``fraction`` for ODE and SDE solves alike
+    (``auto_cfeps``: ``fraction`` 1e-6 larger)."""
     if method in ("auto", "auto_eps"):
         if fraction != AutoWeight.FRACTION:
             raise ValueError(f"{method} runs AutoWeight() at its defaults (share {AutoWeight.FRACTION:g}, "
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight() if method == "auto" else PerturbedShare()
-    settings = dict(AUTO_CANDIDATES[method], FRACTION=fraction, FRACTION_SDE=fraction)
+    share = fraction * (1 + SHARE_NOISE) if method == "auto_cfeps" else fraction
+    settings = dict(AUTO_CANDIDATES[method], FRACTION=share, FRACTION_SDE=share)
     return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 
 
@@ -203,8 +211,8 @@ class PerturbedShare(AutoWeight):
     its paired errors against AutoWeight()'s is AutoWeight()'s own seed noise (the weight 1e-4 is
     vanilla's: its regularization enters only 1e-4-fold)."""
 
-    FRACTION = AutoWeight.FRACTION * (1 + 1e-6)
-    FRACTION_SDE = AutoWeight.FRACTION_SDE * (1 + 1e-6)
+    FRACTION = AutoWeight.FRACTION * (1 + SHARE_NOISE)
+    FRACTION_SDE = AutoWeight.FRACTION_SDE * (1 + SHARE_NOISE)
 
 
 def _solve(func, z0, t, args, strategy: str, stiffness_weight: float = 0.0,

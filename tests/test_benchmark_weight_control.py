@@ -262,6 +262,10 @@ def test_the_noise_reference_is_autoweight_with_both_shares_a_millionth_larger()
     assert cand.FRACTION_SDE == 0.3  # the other candidates take one share for ODEs and SDEs alike
     with pytest.raises(ValueError, match="auto_eps runs AutoWeight"):
         train.make_auto("auto_eps", 0.1)
+    # auto_cf at another share, and its own noise reference: that share a millionth larger, for ODEs and SDEs
+    cf, cfeps = train.make_auto("auto_cf", 0.5), train.make_auto("auto_cfeps", 0.5)
+    assert (cf.FRACTION, cf.FRACTION_SDE) == (0.5, 0.5)
+    assert cfeps.FRACTION == cfeps.FRACTION_SDE == 0.5 * (1 + 1e-6) != cf.FRACTION
 
 
 def _curve(label, seed, itr, loss, penalty, current_weight):
