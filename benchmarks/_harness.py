@@ -5,6 +5,7 @@ per finished run to ``runs.csv`` (so that a rerun skips what is there), and writ
 (mean and spread over seeds, ratios to vanilla on the same seeds) as ``summary.csv`` and
 ``summary.md`` under ``benchmarks/results/<name>/``. Plots are in :mod:`_plots`.
 """
+import argparse
 import contextlib
 import csv
 import json
@@ -57,6 +58,18 @@ def machine_info(device: str = "cpu") -> Dict[str, str]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         **({} if device == "cpu" else {"device": device}),
     }
+
+
+def add_session_args(parser: argparse.ArgumentParser, *, out_help: str, data_root: str = "data") -> None:
+    """The options of a benchmark that runs many trainings, each in its own process, into one results
+    folder and summarizes it: ``--jobs``, ``--threads``, ``--data_root``, ``--out``, ``--summarize``
+    and ``--smoke``."""
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each run's process")
+    parser.add_argument("--data_root", type=str, default=data_root, help="MNIST folder (downloaded or built offline)")
+    parser.add_argument("--out", type=str, default=None, help=out_help)
+    parser.add_argument("--summarize", action="store_true", help="train nothing: write the tables and plots")
+    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
 
 
 def start_run(name: str, settings: Dict, paper_settings: Optional[Dict] = None, out_dir: Optional[str] = None,

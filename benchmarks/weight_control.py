@@ -474,13 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shares c of AutoWeight and its candidates (default: AutoWeight.FRACTION)")
     parser.add_argument("--auto_label", type=str, default=None,
                         help="the row judged by --summarize (default: auto@<AutoWeight.FRACTION>)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each process")
-    parser.add_argument("--data_root", type=str, default="data/", help="MNIST folder (downloaded or built offline)")
-    parser.add_argument("--out", type=str, default=None,
-                        help="results folder (default benchmarks/results/weight_control/)")
-    parser.add_argument("--summarize", action="store_true", help="train nothing: write the tables and plots")
-    parser.add_argument("--smoke", action="store_true", help="a run of a few seconds (used by the tests)")
+    _harness.add_session_args(parser, out_help="results folder (default benchmarks/results/weight_control/)",
+                              data_root="data/")
     return parser
 
 

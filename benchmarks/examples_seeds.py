@@ -1,0 +1,258 @@
+"""The six examples over paired seeds: each example's default command (``AutoWeight()``) against
+the same command with ``--reg none``, seed by seed.
+
+The weight-control protocol (``weight_control.py``) judges ``AutoWeight()`` on six problems at two
+run lengths; the examples are other runs, short and at their own tolerances, and the first a user
+tries. On 2026-12-05 a share that the protocol had accepted cost accuracy there (the latent ODE
+example 1.23x plain training's error over 10 seeds), so a default is judged on these runs too.
+
+Each run is the example's own process (``python examples/<name>.py --seed S --json ...``, plus
+``--reg none`` for the plain run), with ``OMP_NUM_THREADS`` set to ``--threads``; its outputs go to
+a temporary folder, its final numbers (the example's ``--json``) to a row of ``runs.csv``. Rows are
+appended as runs finish, and a rerun trains only the (example, run, seed) it does not have yet.
+``summary.md`` / ``summary.csv`` pair the two runs of each seed: the change of the means (error
+ratio, or accuracy difference in points) with its 90% bootstrap interval, the change on a typical
+seed, on how many seeds AutoWeight is worse, and the NFE and training-time ratios;
+``examples.png`` shows every seed.
+
+    python benchmarks/examples_seeds.py --jobs 2 --data_root data          # every example, default seeds
+    python benchmarks/examples_seeds.py --examples latent_ode --seeds 0 1 2
+    python benchmarks/examples_seeds.py --summarize                         # tables and plot only
+"""
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewhere (the tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness  # noqa: E402
+import _plots  # noqa: E402
+from weight_control import ACCURACY_TOLERANCE, ERROR_TOLERANCE, meets_a, paired_interval, per_seed  # noqa: E402
+
+from torchdiffeq_localreg import AutoWeight  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+# Each example, the flag that names its output folder, whether it reads MNIST, and its default seeds
+# (the MNIST ODE-Net takes about two minutes a run on one core, the others under one).
+EXAMPLES: Dict[str, Tuple[str, bool, int]] = {
+    "ode_demo": ("--out_dir", False, 10),
+    "latent_ode": ("--train_dir", False, 10),
+    "cnf": ("--results_dir", False, 10),
+    "odenet_mnist": ("--save", True, 3),
+    "sde_mnist": ("--save", True, 10),
+    "latent_sde": ("--train-dir", False, 10),
+}
+RUNS = ("plain", "auto")  # --reg none, and the default command
+FIELDS = ("example", "run", "seed", "metric_name", "higher_is_better", "test_metric", "test_nfe", "final_train_nfe",
+          "weight_control", "final_weight", "training_time_s", "wall_time_s", "cpu_time_s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", nargs="+", choices=tuple(EXAMPLES), default=list(EXAMPLES),
+                        help="examples to run (default: all six)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds (default: 10 for each example, 3 for odenet_mnist)")
+    _harness.add_session_args(
+        parser, out_help="results folder (default benchmarks/results/examples/, examples_smoke/ with --smoke)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raises ValueError, naming the argument, before anything runs or is written."""
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}.")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}.")
+    if args.seeds is not None and any(s < 0 for s in args.seeds):
+        raise ValueError(f"--seeds must be non-negative integers, got {args.seeds}.")
+
+
+def todo(args: argparse.Namespace, rows: Sequence[Dict]) -> List[Tuple[str, str, int]]:
+    """The (example, run, seed) asked for that ``rows`` does not hold yet, plain before auto."""
+    done = {(r["example"], r["run"], int(r["seed"])) for r in rows}
+    specs = []
+    for example in args.examples:
+        seeds = args.seeds if args.seeds is not None else range(EXAMPLES[example][2])
+        specs += [(example, run, seed) for seed in seeds for run in RUNS if (example, run, seed) not in done]
+    return specs
+
+
+def command(example: str, run: str, seed: int, args: argparse.Namespace, scratch: Path) -> List[str]:
+    """The example's command line for one run, its outputs under ``scratch``."""
+    out_flag, mnist, _ = EXAMPLES[example]
+    cmd = [sys.executable, str(REPO / "examples" / f"{example}.py"), "--seed", str(seed),
+           "--json", str(scratch / "final.json"), out_flag, str(scratch / "out")]
+    if mnist:
+        cmd += ["--data_root", args.data_root]
+    if run == "plain":
+        cmd += ["--reg", "none"]
+    if args.smoke:
+        cmd.append("--smoke")
+    return cmd
+
+
+def execute(example: str, run: str, seed: int, args: argparse.Namespace) -> Dict:
+    """Runs one example in its own process and returns its row; a failed run raises RuntimeError with
+    the end of its output."""
+    with tempfile.TemporaryDirectory(prefix=f"{example}_{run}_{seed}_") as scratch:
+        scratch = Path(scratch)
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        done = subprocess.run(command(example, run, seed, args, scratch), cwd=REPO, env=env, capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{example} ({run}, seed {seed}) failed with exit code {done.returncode}:\n"
+                               + (done.stdout + done.stderr)[-3000:])
+        final = json.loads((scratch / "final.json").read_text())
+    return {"example": example, "run": run, "seed": seed, **{k: final.get(k, "") for k in FIELDS[3:]}}
+
+
+def train(args: argparse.Namespace, out: Path) -> int:
+    """Runs what ``runs.csv`` lacks, ``--jobs`` at a time, appending each row as its run ends."""
+    specs = todo(args, _harness.read_rows(out / "runs.csv"))
+    print(f"{len(specs)} runs to do in {out}")
+    added = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(execute, *spec, args): spec for spec in specs}
+        for future in concurrent.futures.as_completed(futures):
+            row = future.result()
+            _harness.append_rows(out / "runs.csv", [row], FIELDS)
+            added += 1
+            print(f"[{added}/{len(specs)}] {row['example']} {row['run']} seed {row['seed']}: "
+                  f"{row['metric_name']} {float(row['test_metric']):.4g}, test NFE {row['test_nfe']}", flush=True)
+    return added
+
+
+def kind_of(rows: Sequence[Dict]) -> str:
+    """``accuracy`` where higher is better, else ``error`` (weight_control's two kinds of metric)."""
+    return "accuracy" if str(rows[0]["higher_is_better"]) == "True" else "error"
+
+
+def compare(example: str, rows: Sequence[Dict]) -> Optional[Dict]:
+    """The paired comparison of one example's plain and auto runs (None without a seed that has both)."""
+    by_run = {run: {int(r["seed"]): r for r in rows if r["example"] == example and r["run"] == run} for run in RUNS}
+    seeds = sorted(set(by_run["plain"]) & set(by_run["auto"]))
+    if not seeds:
+        return None
+    plain, auto = ([by_run[run][s] for s in seeds] for run in RUNS)
+    kind = kind_of(plain)
+    p, a = ([float(r["test_metric"]) for r in runs] for runs in (plain, auto))
+    mean_p, mean_a = statistics.fmean(p), statistics.fmean(a)
+    typical, worse = per_seed(kind, a, p)
+    nfe_p, nfe_a = (statistics.fmean(float(r["test_nfe"]) for r in runs) for runs in (plain, auto))
+    time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
+    return {"example": example, "metric_name": plain[0]["metric_name"], "kind": kind, "seeds": len(seeds),
+            "plain": mean_p, "auto": mean_a,
+            "change": mean_a - mean_p if kind == "accuracy" else mean_a / mean_p,
+            "interval": paired_interval(kind, a, p), "typical": typical, "worse": worse,
+            "meets_a": meets_a(kind, mean_a, mean_p), "plain_nfe": nfe_p, "auto_nfe": nfe_a,
+            "nfe_ratio": nfe_a / nfe_p, "train_time_ratio": time_a / time_p,
+            "per_seed": [(s, pr, ar) for s, pr, ar in zip(seeds, plain, auto)]}
+
+
+def _change(kind: str, value: float) -> str:
+    return f"{100 * value:+.2f} pt" if kind == "accuracy" else f"{value:.2f}x"
+
+
+def _value(kind: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if kind == "accuracy" else f"{value:.4g}"
+
+
+def summary_markdown(comparisons: Sequence[Dict]) -> str:
+    lines = ["| example | metric | seeds | plain | AutoWeight() | change | 90% interval | per seed | within (a) "
+             "| test NFE plain -> AutoWeight() | NFE ratio | training time ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        k = c["kind"]
+        low, high = c["interval"]
+        interval = (f"{100 * low:+.2f} to {100 * high:+.2f} pt" if k == "accuracy" else f"{low:.2f}-{high:.2f}x")
+        lines.append(f"| `{c['example']}.py` | {c['metric_name']} | {c['seeds']} | {_value(k, c['plain'])} | "
+                     f"{_value(k, c['auto'])} | {_change(k, c['change'])} | {interval} | "
+                     f"{_change(k, c['typical'])}, worse on {c['worse']}/{c['seeds']} | "
+                     f"{'yes' if c['meets_a'] else '**no**'} | {c['plain_nfe']:.1f} -> {c['auto_nfe']:.1f} | "
+                     f"{c['nfe_ratio']:.2f} | {c['train_time_ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(comparisons: Sequence[Dict], path: Path) -> Path:
+    """One panel per example: every seed's NFE ratio against its change (error ratio or accuracy
+    difference), AutoWeight() against plain training of the same seed."""
+    plt = _plots.pyplot()
+    cols = 3
+    rows_n = math.ceil(len(comparisons) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    for ax, c in zip(axes.flat, comparisons):
+        acc = c["kind"] == "accuracy"
+        xs = [float(a["test_nfe"]) / float(p["test_nfe"]) for _, p, a in c["per_seed"]]
+        ys = [(float(a["test_metric"]) - float(p["test_metric"])) * 100 if acc
+              else float(a["test_metric"]) / float(p["test_metric"]) for _, p, a in c["per_seed"]]
+        ax.scatter(xs, ys, s=28, color="tab:red", edgecolor="black", linewidth=0.5, zorder=3, label="one seed")
+        ax.scatter([c["nfe_ratio"]], [100 * c["change"] if acc else c["change"]], marker="*", s=180, color="gold",
+                   edgecolor="black", zorder=4, label="means")
+        ax.axhline(0.0 if acc else 1.0, color="gray", linestyle="--", linewidth=0.8)
+        ax.axvline(1.0, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{c['example']}.py ({c['seeds']} seeds)", fontsize=10)
+        ax.set_xlabel("test NFE / plain's, same seed")
+        ax.set_ylabel("accuracy - plain's (points)" if acc else f"{c['metric_name']} / plain's (lower is better)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(comparisons):]:
+        ax.axis("off")
+    fig.suptitle("The examples: AutoWeight() against plain training, seed by seed (dashed: plain)", fontsize=11,
+                 x=0.02, ha="left")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _plots._save(plt, fig, path)
+
+
+def summarize(out: Path) -> List[Dict]:
+    """Writes ``summary.md``, ``summary.csv`` and ``examples.png`` from every row of ``out/runs.csv``."""
+    rows = _harness.read_rows(out / "runs.csv")
+    comparisons = [c for c in (compare(e, rows) for e in EXAMPLES) if c is not None]
+    if not comparisons:
+        print(f"no paired runs under {out}")
+        return []
+    text = ("## The examples over paired seeds: `AutoWeight()` against plain training\n\n"
+            "Each example's default command against the same command with `--reg none`, same seed. Change: the "
+            "ratio of the mean errors, or the difference of the mean accuracies; its 90% interval a percentile "
+            "bootstrap over the paired seeds. Per seed: the change on a typical seed (the geometric mean of the "
+            "paired error ratios, or the median accuracy difference) and on how many seeds AutoWeight() is worse. "
+            f"Within (a): the weight-control protocol's margin (mean error within {100 * ERROR_TOLERANCE:.0f}%, "
+            f"mean accuracy within {100 * ACCURACY_TOLERANCE:.1f} points). `AutoWeight()`'s shares: "
+            f"{AutoWeight.FRACTION:g} (ODE), {AutoWeight.FRACTION_SDE:g} (SDE).\n\n" + summary_markdown(comparisons))
+    (out / "summary.md").write_text(text)
+    _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons], out / "summary.csv")
+    plot(comparisons, out / "examples.png")
+    print(text)
+    return comparisons
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    out = Path(args.out) if args.out else RESULTS / ("examples" + "_smoke" * args.smoke)
+    if not args.summarize:
+        with _harness.folder_lock(out):
+            settings = {"commands": "each example's default command; plain: the same with --reg none",
+                        "threads": args.threads, "smoke": args.smoke,
+                        "share_ode": AutoWeight.FRACTION, "share_sde": AutoWeight.FRACTION_SDE}
+            selection = {"examples": " ".join(args.examples),
+                         "seeds": "default" if args.seeds is None else " ".join(map(str, args.seeds)),
+                         "jobs": args.jobs}
+            _harness.start_run("examples", settings, out_dir=str(out), selection=selection)
+            added = train(args, out)
+            _harness.finish_run(out, added)
+    return summarize(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""benchmarks/examples_seeds.py: the examples over paired seeds, plain against AutoWeight(): the
+commands, the paired comparison on synthetic rows, a smoke run with resumption, and bad input."""
+import math
+from pathlib import Path
+
+import pytest
+
+from problems import import_isolated
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+M = import_isolated(BENCH, ("_harness", "_plots", "_train", "_regularizers", "_sde", "mnist_data", "quickstart",
+                            "rings", "mnist_node", "mnist_sde", "latent_ode_spirals", "spiral_sde", "lotka_volterra",
+                            "weight_control", "examples_seeds"))
+es = M["examples_seeds"]
+
+
+def _row(example, run, seed, metric, nfe, higher=False, time=10.0):
+    return {"example": example, "run": run, "seed": str(seed), "metric_name": "acc" if higher else "loss",
+            "higher_is_better": str(higher), "test_metric": str(metric), "test_nfe": str(nfe),
+            "training_time_s": str(time)}
+
+
+def test_commands_follow_each_example():
+    args = es.build_parser().parse_args(["--data_root", "mnist_here"])
+    plain = es.command("odenet_mnist", "plain", 3, args, Path("/scratch"))
+    assert plain[1].endswith("examples/odenet_mnist.py") and plain[plain.index("--seed") + 1] == "3"
+    assert plain[-2:] == ["--reg", "none"] and plain[plain.index("--data_root") + 1] == "mnist_here"
+    assert plain[plain.index("--save") + 1] == str(Path("/scratch/out"))
+    auto = es.command("latent_sde", "auto", 0, args, Path("/scratch"))
+    assert "--reg" not in auto and "--data_root" not in auto and "--train-dir" in auto  # the default command
+    smoke = es.build_parser().parse_args(["--smoke"])
+    assert es.command("cnf", "auto", 0, smoke, Path("/s"))[-1] == "--smoke"
+
+
+def test_default_seeds_and_resumption_plan():
+    args = es.build_parser().parse_args(["--examples", "odenet_mnist", "cnf"])
+    specs = es.todo(args, [_row("cnf", "plain", 0, 1.0, 10)])
+    assert [s for s in specs if s[0] == "odenet_mnist"] == [("odenet_mnist", r, s) for s in range(3) for r in es.RUNS]
+    assert ("cnf", "plain", 0) not in specs and ("cnf", "auto", 0) in specs and len(specs) == 6 + 19
+
+
+def test_compare_pairs_seeds_in_closed_form():
+    rows = [_row("latent_ode", "plain", 0, 0.1, 100), _row("latent_ode", "auto", 0, 0.2, 50),
+            _row("latent_ode", "plain", 1, 0.3, 100), _row("latent_ode", "auto", 1, 0.25, 70),
+            _row("latent_ode", "plain", 2, 0.5, 80)]  # seed 2 has no auto run: left out
+    c = es.compare("latent_ode", rows)
+    assert c["seeds"] == 2 and c["kind"] == "error"
+    assert c["change"] == pytest.approx((0.2 + 0.25) / (0.1 + 0.3))  # 1.125x: outside (a)'s 10%
+    assert c["typical"] == pytest.approx(math.sqrt(2.0 * 0.25 / 0.3)) and c["worse"] == 1
+    assert c["nfe_ratio"] == pytest.approx(60 / 100) and c["meets_a"] is False
+    acc = [_row("odenet_mnist", "plain", 0, 0.90, 60, True), _row("odenet_mnist", "auto", 0, 0.91, 50, True),
+           _row("odenet_mnist", "plain", 1, 0.92, 60, True), _row("odenet_mnist", "auto", 1, 0.905, 40, True)]
+    a = es.compare("odenet_mnist", acc)
+    assert a["kind"] == "accuracy" and a["change"] == pytest.approx(-0.0025) and a["worse"] == 1
+    assert a["meets_a"] is True and "| -0.25 pt |" in es.summary_markdown([a])  # within 0.3 points
+    assert es.compare("cnf", rows) is None
+
+
+def test_bad_arguments_are_refused_by_name():
+    for argv, name in ((["--jobs", "0"], "--jobs"), (["--threads", "0"], "--threads"), (["--seeds", "-1"], "--seeds")):
+        with pytest.raises(ValueError, match=name):
+            es.check_args(es.build_parser().parse_args(argv))
+    with pytest.raises(SystemExit):
+        es.build_parser().parse_args(["--examples", "nope"])
+
+
+def test_smoke_run_appends_rows_and_resumes(tmp_path):
+    argv = ["--smoke", "--examples", "ode_demo", "--seeds", "0", "--out", str(tmp_path)]
+    comparisons = es.main(argv)
+    rows = es._harness.read_rows(tmp_path / "runs.csv")
+    assert sorted(r["run"] for r in rows) == ["auto", "plain"]
+    assert all(int(r["test_nfe"]) > 0 and math.isfinite(float(r["test_metric"])) for r in rows)
+    assert {r["run"]: r["weight_control"] for r in rows} == {"plain": "none", "auto": "AutoWeight"}
+    metric = {r["run"]: float(r["test_metric"]) for r in rows}
+    assert comparisons[0]["change"] == pytest.approx(metric["auto"] / metric["plain"])
+    assert (tmp_path / "examples.png").stat().st_size > 0 and "`ode_demo.py`" in (tmp_path / "summary.md").read_text()
+    es.main(argv)  # nothing left to run: no row is added
+    assert len(es._harness.read_rows(tmp_path / "runs.csv")) == 2
