@@ -187,6 +187,8 @@ class Problem(Task):
 
 
 SHARE_NOISE = 1e-6  # the relative change of the shares in the noise references auto_eps and auto_cfeps
+# Candidates run at their share c times a factor (the noise reference of auto_cf); the others at c.
+SHARE_SCALES = {"auto_cfeps": 1 + SHARE_NOISE}
 
 
 def make_auto(method: str, fraction: float) -> AutoWeight:
@@ -199,7 +201,7 @@ def make_auto(method: str, fraction: float) -> AutoWeight:
             raise ValueError(f"{method} runs AutoWeight() at its defaults (share {AutoWeight.FRACTION:g}, "
                              f"{AutoWeight.FRACTION_SDE:g} for SDEs); for the share {fraction:g} use auto_c.")
         return AutoWeight() if method == "auto" else PerturbedShare()
-    share = fraction * (1 + SHARE_NOISE) if method == "auto_cfeps" else fraction
+    share = fraction * SHARE_SCALES.get(method, 1.0)
     settings = dict(AUTO_CANDIDATES[method], FRACTION=share, FRACTION_SDE=share)
     return type(f"AutoWeight_{method}", (AutoWeight,), settings)()
 

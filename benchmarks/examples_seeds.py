@@ -35,7 +35,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewh
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness  # noqa: E402
 import _plots  # noqa: E402
-from weight_control import ACCURACY_TOLERANCE, ERROR_TOLERANCE, meets_a, paired_interval, per_seed  # noqa: E402
+from weight_control import (ACCURACY_TOLERANCE, ERROR_TOLERANCE, interval_text, meets_a, metric_text,  # noqa: E402
+                            paired_interval, per_seed, relative_text, typical_text)
 
 from torchdiffeq_localreg import AutoWeight  # noqa: E402
 
@@ -160,25 +161,16 @@ def compare(example: str, rows: Sequence[Dict]) -> Optional[Dict]:
             "per_seed": [(s, pr, ar) for s, pr, ar in zip(seeds, plain, auto)]}
 
 
-def _change(kind: str, value: float) -> str:
-    return f"{100 * value:+.2f} pt" if kind == "accuracy" else f"{value:.2f}x"
-
-
-def _value(kind: str, value: float) -> str:
-    return f"{100 * value:.2f}%" if kind == "accuracy" else f"{value:.4g}"
-
-
 def summary_markdown(comparisons: Sequence[Dict]) -> str:
     lines = ["| example | metric | seeds | plain | AutoWeight() | change | 90% interval | per seed | within (a) "
              "| test NFE plain -> AutoWeight() | NFE ratio | training time ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         k = c["kind"]
-        low, high = c["interval"]
-        interval = (f"{100 * low:+.2f} to {100 * high:+.2f} pt" if k == "accuracy" else f"{low:.2f}-{high:.2f}x")
-        lines.append(f"| `{c['example']}.py` | {c['metric_name']} | {c['seeds']} | {_value(k, c['plain'])} | "
-                     f"{_value(k, c['auto'])} | {_change(k, c['change'])} | {interval} | "
-                     f"{_change(k, c['typical'])}, worse on {c['worse']}/{c['seeds']} | "
+        lines.append(f"| `{c['example']}.py` | {c['metric_name']} | {c['seeds']} | {metric_text(k, c['plain'])} | "
+                     f"{metric_text(k, c['auto'])} | {relative_text(k, c['change'])} | "
+                     f"{interval_text(k, c['interval'])} | "
+                     f"{typical_text(k, c['typical'], c['worse'], c['seeds'])} | "
                      f"{'yes' if c['meets_a'] else '**no**'} | {c['plain_nfe']:.1f} -> {c['auto_nfe']:.1f} | "
                      f"{c['nfe_ratio']:.2f} | {c['train_time_ratio']:.2f} |")
     return "\n".join(lines) + "\n"

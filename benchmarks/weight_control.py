@@ -252,7 +252,7 @@ def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_lab
             "own_vs_auto_min": min(changes, default=math.nan), "own_vs_auto_max": max(changes, default=math.nan)}
 
 
-def _metric(kind: str, value: float) -> str:
+def metric_text(kind: str, value: float) -> str:
     return f"{100 * value:.2f}%" if kind == "accuracy" else f"{value:.4g}"
 
 
@@ -260,36 +260,37 @@ def _change(kind: str, value: float, base: float) -> str:
     return f"{100 * (value - base):+.2f} pt" if kind == "accuracy" else f"{value / base:.2f}x"
 
 
-def _interval(kind: str, interval: Tuple[float, float]) -> str:
+def interval_text(kind: str, interval: Tuple[float, float]) -> str:
     low, high = interval
     if kind == "accuracy":
         return f"{100 * low:+.2f} to {100 * high:+.2f} pt"
     return f"{low:.2f}-{high:.2f}x"
 
 
-def _relative(kind: str, change: float) -> str:
+def relative_text(kind: str, change: float) -> str:
     """A change already taken against vanilla: a difference of accuracies in points, or a ratio of errors."""
     return f"{100 * change:+.2f} pt" if kind == "accuracy" else f"{change:.2f}x"
 
 
-def _typical(kind: str, typical: float, worse: int, seeds: int) -> str:
-    return f"{_relative(kind, typical)}, worse on {worse}/{seeds}"
+def typical_text(kind: str, typical: float, worse: int, seeds: int) -> str:
+    return f"{relative_text(kind, typical)}, worse on {worse}/{seeds}"
 
 
 def _noise_cell(v: Dict) -> str:
     if not v["noise_seeds"]:
         return "not run"
-    interval = _interval(v["kind"], (v["noise_low"], v["noise_high"]))
-    return f"{_relative(v['kind'], v['noise_change'])} ({interval}), {v['noise_seeds']} seeds"
+    interval = interval_text(v["kind"], (v["noise_low"], v["noise_high"]))
+    return f"{relative_text(v['kind'], v['noise_change'])} ({interval}), {v['noise_seeds']} seeds"
 
 
 def _own_noise_cell(v: Dict) -> str:
     if not v["own_seeds"]:
         return "not run"
-    interval = _interval(v["kind"], (v["own_low"], v["own_high"]))
+    interval = interval_text(v["kind"], (v["own_low"], v["own_high"]))
     spread = (f"{100 * v['own_vs_auto_min']:+.2f} to {100 * v['own_vs_auto_max']:+.2f} pt" if v["kind"] == "accuracy"
               else f"{v['own_vs_auto_min']:.2f}-{v['own_vs_auto_max']:.2f}x")
-    return (f"{_relative(v['kind'], v['own_change'])} ({interval}), NFE {v['own_nfe']:.1f}, {v['own_seeds']} seeds; "
+    return (f"{relative_text(v['kind'], v['own_change'])} ({interval}), NFE {v['own_nfe']:.1f}, "
+            f"{v['own_seeds']} seeds; "
             f"per seed {spread} AutoWeight()'s")
 
 
@@ -306,11 +307,12 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
         b = "yes" if v["auto_b"] else "**no**"
         if v["classifier_ok"] is not None:
             b += f"; <= {CLASSIFIER_NFE_RATIO}x: {'yes' if v['classifier_ok'] else '**no**'}"
-        lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {v['seeds']} | {_metric(kind, v['vanilla_metric'])}, "
-                     f"NFE {v['vanilla_nfe']:.1f} | {_metric(kind, v['auto_metric'])} "
+        lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {v['seeds']} | "
+                     f"{metric_text(kind, v['vanilla_metric'])}, "
+                     f"NFE {v['vanilla_nfe']:.1f} | {metric_text(kind, v['auto_metric'])} "
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
-                     f"{_interval(kind, (v['auto_change_low'], v['auto_change_high']))} | "
-                     f"{_typical(kind, v['auto_typical'], v['auto_worse'], v['seeds'])} | "
+                     f"{interval_text(kind, (v['auto_change_low'], v['auto_change_high']))} | "
+                     f"{typical_text(kind, v['auto_typical'], v['auto_worse'], v['seeds'])} | "
                      f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {_noise_cell(v)} | "
                      f"{_own_noise_cell(v)} | {best} | {b} |")
     return "\n".join(lines) + "\n"
@@ -321,10 +323,10 @@ def methods_markdown(verdict: Dict) -> str:
     lines = ["| method | seeds | test metric | vs vanilla | 90% interval | per seed | test NFE | NFE ratio | meets (a) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in sorted(verdict["table"].values(), key=lambda s: _plots._order(s["label"])):
-        lines.append(f"| {_plots.display_name(s['label'])} | {s['seeds']} | {_metric(kind, s['metric'])} | "
+        lines.append(f"| {_plots.display_name(s['label'])} | {s['seeds']} | {metric_text(kind, s['metric'])} | "
                      f"{'' if s['label'] == 'vanilla' else _change(kind, s['metric'], s['vanilla_metric'])} | "
-                     f"{'' if s['label'] == 'vanilla' else _interval(kind, s['interval'])} | "
-                     f"{'' if s['label'] == 'vanilla' else _typical(kind, s['typical'], s['worse'], s['seeds'])} | "
+                     f"{'' if s['label'] == 'vanilla' else interval_text(kind, s['interval'])} | "
+                     f"{'' if s['label'] == 'vanilla' else typical_text(kind, s['typical'], s['worse'], s['seeds'])} | "
                      f"{s['nfe']:.1f} | {s['nfe_ratio']:.2f} | {'yes' if s['a'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -359,7 +361,7 @@ def task_loss_markdown(title: str, losses: Dict[str, Dict[str, float]], labels: 
             continue
         values, bases = [losses[label][s] for s in seeds], [base[s] for s in seeds]
         typical, worse = per_seed("error", values, bases)
-        change = "n/a" if math.isnan(typical) else _typical("error", typical, worse, len(seeds))
+        change = "n/a" if math.isnan(typical) else typical_text("error", typical, worse, len(seeds))
         lines.append(f"| {_plots.display_name(label)} | {len(seeds)} | {statistics.fmean(values):.4g} | "
                      f"{statistics.fmean(bases):.4g} | {change} |")
     return "\n".join(lines) + "\n"
