@@ -9,7 +9,8 @@ figure has (:func:`styles`); legends sit outside the axes. The figures:
   of methods, vanilla in each as the reference;
 - :func:`bars`: grouped bars (the plugin's overhead);
 - :func:`experiment_plots`: both plots of one results folder from its ``summary.csv`` and
-  ``curves.csv`` (``python benchmarks/replot.py`` redraws every committed folder with it).
+  ``curves.csv``, and in a crowded folder ``pareto_candidates.png`` for AutoWeight's candidates
+  (``python benchmarks/replot.py`` redraws every committed folder with it).
 """
 import csv
 import math
@@ -203,7 +204,8 @@ METRIC_NAMES = {"mse": "MSE", "error": "error of mean and variance"}
 def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", panel: Optional[str] = None,
            xlabel: str = "test NFE (function evaluations of the prediction solve)", title: str = "",
            markers: Optional[Mapping[str, str]] = None, colors: Optional[Mapping[str, str]] = None,
-           columns: Optional[int] = None, legend_title: Optional[str] = None) -> Path:
+           columns: Optional[int] = None, legend_title: Optional[str] = None, legend: str = "figure",
+           share_axes: bool = False) -> Path:
     """Test metric against test NFE (means, with the standard deviations over seeds as error bars).
 
     One point per summary row, named in the legend by :func:`display_name` of its ``label`` column;
@@ -211,8 +213,12 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
     in one row by default). Dashed lines mark vanilla's NFE
     and metric, so that the better quadrant (fewer evaluations at least as good a metric) reads at
     a glance. ``markers`` and ``colors`` override :func:`styles` for the labels they name;
-    ``legend_title`` replaces the legend's "mean ± std over seeds".
+    ``legend_title`` replaces the legend's "mean ± std over seeds". ``legend="panels"`` gives each panel
+    its own legend below it (of the series it draws) instead of one legend for the figure;
+    ``share_axes`` gives the panels the same axes (panels of one problem).
     """
+    if legend not in ("figure", "panels"):
+        raise ValueError(f"legend must be 'figure' or 'panels', got {legend!r}.")
     plt = pyplot()
     look = styles(s[label] for s in summary)
     for key, value in (markers or {}).items():
@@ -222,13 +228,18 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
     panels = list(dict.fromkeys(s[panel] for s in summary)) if panel else [None]
     ncols = min(columns or len(panels), len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.2 * nrows) if panel else (6.8, 4.6),
-                             squeeze=False)
+    if legend == "panels":   # room below each panel for its legend, one line per series
+        entries = max(len({s[label] for s in summary if s[panel] == name}) for name in panels) if panel else len(look)
+        size = (4.6 * ncols, (4.2 + 0.17 * entries) * nrows)
+    else:
+        size = (4.6 * ncols, 4.2 * nrows) if panel else (6.8, 4.6)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, sharex=share_axes, sharey=share_axes)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     drawn = {}
     for ax, name in zip(axes.flat, panels):
         rows = [s for s in summary if panel is None or s[panel] == name]
+        here = [s[label] for s in rows]
         ylabel, scale = metric_axis(rows[0]["metric_name"])
         for s in rows:
             key = s[label]
@@ -252,13 +263,18 @@ def pareto(summary: Sequence[Mapping], path: Path, *, label: str = "label", pane
             ax.set_ylabel(ylabel)
             ax.ticklabel_format(axis="y", useOffset=False)  # ticks read 99.998, not an offset "+9.999e1"
         ax.grid(alpha=0.3)
+        if legend == "panels":
+            keys = sorted(ordered(here), key=lambda k: k != "vanilla" and not _is_auto_weight(k))  # references first
+            ax.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper center",
+                      bbox_to_anchor=(0.5, -0.16), fontsize=7.5, frameon=False)
     if panel:
         fig.suptitle(title or "Test metric against test NFE, per problem (dashed: vanilla)", fontsize=11)
-    keys = ordered(drawn)
-    fig.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper left",
-               bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
-               title=legend_title or ("mean ± std over seeds\n(dashed: vanilla)" if not panel
-                                      else "mean ± std over seeds"))
+    if legend == "figure":
+        keys = ordered(drawn)
+        fig.legend([drawn[k] for k in keys], [display_name(k) for k in keys], loc="upper left",
+                   bbox_to_anchor=(1.0, 0.93), fontsize=8, frameon=False,
+                   title=legend_title or ("mean ± std over seeds\n(dashed: vanilla)" if not panel
+                                          else "mean ± std over seeds"))
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -408,13 +424,44 @@ def run_label(method: str, weight) -> str:
     return method if method == "vanilla" else f"{method}@{float(weight):g}"
 
 
+PARETO_SERIES = 16  # more series than this in one results folder: the weight controls' candidates get a figure
+
+
+def _is_candidate(label: str) -> bool:
+    """Whether a series is a variant of AutoWeight (a candidate of the weight-control protocol, or a
+    noise reference), not AutoWeight() itself."""
+    return family(label) in ("auto", "share") and not _is_auto_weight(label)
+
+
+def candidate_panels(rows: Sequence[Mapping], label: str = "label") -> List[Dict]:
+    """The rows of AutoWeight's candidates, each with a ``panel`` column: panels of at most
+    PANEL_LINES series (:func:`_split_crowded`), each with vanilla and AutoWeight() as references."""
+    keys = ordered(r[label] for r in rows if _is_candidate(r[label]) or _is_auto_weight(r[label]))
+    references = [r for r in rows if r[label] == "vanilla" or _is_auto_weight(r[label])]
+    out = []
+    for name, members in _split_crowded({FAMILIES["auto"]: keys}).items():
+        out += [{**r, "panel": name} for r in references if r[label] == "vanilla" or r[label] in members]
+        out += [{**r, "panel": name} for r in rows if r[label] in members and not _is_auto_weight(r[label])]
+    return out
+
+
 def experiment_plots(out: Path, summary: Sequence[Mapping], curves: Sequence[Mapping], title: str) -> List[Path]:
-    """``pareto.png`` and ``nfe_training.png`` of one experiment's results folder."""
+    """``pareto.png`` and ``nfe_training.png`` of one experiment's results folder; where there are more
+    than PARETO_SERIES series, AutoWeight's candidates leave ``pareto.png`` for
+    ``pareto_candidates.png`` (panels of a few, each beside vanilla and AutoWeight())."""
     written = []
     if summary:
         rows = [{**s, "label": s.get("label") or run_label(s["method"], s["weight"])} for s in summary]
+        crowded = len(rows) > PARETO_SERIES and any(_is_candidate(r["label"]) for r in rows)
+        if crowded:
+            written.append(pareto(candidate_panels(rows), out / "pareto_candidates.png", panel="panel", columns=3,
+                                  legend="panels", share_axes=True,
+                                  title=f"{title}: AutoWeight's candidates against AutoWeight(), mean ± std over "
+                                        f"seeds (dashed: vanilla)"))
+            rows = [r for r in rows if not _is_candidate(r["label"])]
+        what = "every method but AutoWeight's candidates (pareto_candidates.png)" if crowded else "every method"
         written.append(pareto(rows, out / "pareto.png",
-                              title=f"{title}: test metric against test NFE, every method (dashed: vanilla)"))
+                              title=f"{title}: test metric against test NFE, {what} (dashed: vanilla)"))
     if curves:
         written.append(training_nfe([{**c, "label": run_label(c["method"], c["weight"])} for c in curves],
                                     out / "nfe_training.png", title=f"{title}: NFE of the training solve"))

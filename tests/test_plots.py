@@ -179,3 +179,47 @@ def test_replot_from_the_committed_csv_files(tmp_path, folder):
 def test_replot_default_folders_leave_out_weight_control():
     folders = [p.name for p in replot.default_folders()]
     assert "mnist_node" in folders and not any(f.startswith("weight_control") for f in folders)
+
+
+def test_experiment_plots_move_a_crowd_of_candidates_to_their_own_figure(tmp_path, monkeypatch):
+    saved = {}
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: saved.setdefault(Path(path).name, fig) and path)
+    candidates = [f"auto_c@{c}" for c in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0)] + ["auto_eps@0.3"]
+    rows = _summary(6) + [{"label": label, "method": label.split("@")[0], "metric_name": "accuracy",
+                           "test_nfe_mean": 30.0 + k, "test_nfe_std": 1.0, "test_metric_mean": 0.95,
+                           "test_metric_std": 0.01} for k, label in enumerate(["auto@0.3", "budget@0.6", *candidates])]
+    assert len(rows) > _plots.PARETO_SERIES
+    _plots.experiment_plots(tmp_path, rows, [], "t")
+    assert set(saved) == {"pareto.png", "pareto_candidates.png"}
+    (main_legend,) = saved["pareto.png"].legends
+    main_names = [t.get_text() for t in main_legend.get_texts()]
+    assert "AutoWeight()" in main_names and "NFEBudget 0.6x" in main_names and len(main_names) == 9
+    assert not any(name.startswith("AutoWeight,") or "1e-6" in name for name in main_names)
+    panels = [ax for ax in saved["pareto_candidates.png"].axes if ax.get_visible()]
+    assert len(panels) == 2 and all(ax.get_title().startswith("AutoWeight (") for ax in panels)
+    drawn = []
+    for ax in panels:
+        names = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert names[:2] == ["vanilla (no regularization)", "AutoWeight()"]
+        assert len(names) - 1 <= _plots.PANEL_LINES
+        drawn += names[2:]
+    assert sorted(drawn) == sorted(_plots.display_name(c) for c in candidates)   # each candidate once
+    for fig in saved.values():
+        _plots.pyplot().close(fig)
+
+
+def test_experiment_plots_keep_a_small_folder_in_one_figure(tmp_path, monkeypatch):
+    saved = {}
+    monkeypatch.setattr(_plots, "_save", lambda plt_, fig, path: saved.setdefault(Path(path).name, fig) and path)
+    rows = _summary(3) + [{"label": "auto_c@0.1", "method": "auto_c", "metric_name": "accuracy", "test_nfe_mean": 30.0,
+                           "test_nfe_std": 1.0, "test_metric_mean": 0.95, "test_metric_std": 0.01}]
+    _plots.experiment_plots(tmp_path, rows, [], "t")
+    assert set(saved) == {"pareto.png"}
+    (legend,) = saved["pareto.png"].legends
+    assert "AutoWeight, share c=0.1" in [t.get_text() for t in legend.get_texts()]
+    _plots.pyplot().close(saved["pareto.png"])
+
+
+def test_pareto_rejects_an_unknown_legend_mode(tmp_path):
+    with pytest.raises(ValueError, match="legend must be"):
+        _plots.pareto(_summary(2), tmp_path / "p.png", legend="below")
