@@ -247,10 +247,19 @@ def markdown_table(rows: Sequence[Dict], columns: Optional[Sequence[str]] = None
     return "\n".join(lines) + "\n"
 
 
+def first_per_seed(runs: Sequence[Dict]) -> List[Dict]:
+    """``runs`` (of one method and weight) with each seed once, its first row: a run that was trained
+    twice (two commands asking for it at once) counts as one seed, not two."""
+    first: Dict[str, Dict] = {}
+    for r in runs:
+        first.setdefault(str(r["seed"]), r)
+    return list(first.values())
+
+
 def summarize_runs(rows: Sequence[Dict], group: Sequence[str] = ("method", "weight"),
                    means: Sequence[str] = ()) -> List[Dict]:
     """One summary row per value of the ``group`` columns of ``rows`` (the runs of ``runs.csv``), in
-    order of appearance.
+    order of appearance; each seed counts once (:func:`first_per_seed`).
 
     Columns: the group's, ``seeds``, ``metric_name``, mean and standard deviation of ``test_metric``
     and ``test_nfe``, the mean of each of ``means``, and against vanilla (method ``vanilla``) on the
@@ -263,8 +272,9 @@ def summarize_runs(rows: Sequence[Dict], group: Sequence[str] = ("method", "weig
         groups.setdefault(tuple(row[k] for k in group), []).append(row)
     summary = []
     for key, runs in groups.items():
+        runs = first_per_seed(runs)
         seeds = {str(r["seed"]) for r in runs}
-        vanilla = [r for r in rows if r["method"] == "vanilla" and str(r["seed"]) in seeds]
+        vanilla = first_per_seed([r for r in rows if r["method"] == "vanilla" and str(r["seed"]) in seeds])
 
         def mean(column, of=runs):
             return statistics.fmean(float(r[column]) for r in of)

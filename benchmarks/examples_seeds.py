@@ -35,8 +35,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewh
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness  # noqa: E402
 import _plots  # noqa: E402
-from weight_control import (ACCURACY_TOLERANCE, ERROR_TOLERANCE, interval_text, meets_a, metric_text,  # noqa: E402
-                            paired_interval, per_seed, relative_text, typical_text)
+from weight_control import (ACCURACY_TOLERANCE, ERROR_TOLERANCE, interval_text, metric_text,  # noqa: E402
+                            paired_change, relative_text, typical_text)
 
 from torchdiffeq_localreg import AutoWeight  # noqa: E402
 
@@ -147,17 +147,16 @@ def compare(example: str, rows: Sequence[Dict]) -> Optional[Dict]:
         return None
     plain, auto = ([by_run[run][s] for s in seeds] for run in RUNS)
     kind = kind_of(plain)
-    p, a = ([float(r["test_metric"]) for r in runs] for runs in (plain, auto))
-    mean_p, mean_a = statistics.fmean(p), statistics.fmean(a)
-    typical, worse = per_seed(kind, a, p)
-    nfe_p, nfe_a = (statistics.fmean(float(r["test_nfe"]) for r in runs) for runs in (plain, auto))
+    def column(runs: Sequence[Dict], key: str) -> List[float]:
+        return [float(r[key]) for r in runs]
+
+    c = paired_change(kind, column(auto, "test_metric"), column(plain, "test_metric"), column(auto, "test_nfe"),
+                      column(plain, "test_nfe"))
     time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
     return {"example": example, "metric_name": plain[0]["metric_name"], "kind": kind, "seeds": len(seeds),
-            "plain": mean_p, "auto": mean_a,
-            "change": mean_a - mean_p if kind == "accuracy" else mean_a / mean_p,
-            "interval": paired_interval(kind, a, p), "typical": typical, "worse": worse,
-            "meets_a": meets_a(kind, mean_a, mean_p), "plain_nfe": nfe_p, "auto_nfe": nfe_a,
-            "nfe_ratio": nfe_a / nfe_p, "train_time_ratio": time_a / time_p,
+            "plain": c["vanilla_metric"], "auto": c["metric"], "change": c["change"], "interval": c["interval"],
+            "typical": c["typical"], "worse": c["worse"], "meets_a": c["a"], "plain_nfe": c["vanilla_nfe"],
+            "auto_nfe": c["nfe"], "nfe_ratio": c["nfe_ratio"], "train_time_ratio": time_a / time_p,
             "per_seed": [(s, pr, ar) for s, pr, ar in zip(seeds, plain, auto)]}
 
 

@@ -172,6 +172,25 @@ def per_seed(kind: str, values: Sequence[float], bases: Sequence[float]) -> Tupl
     return typical, sum(v > b for v, b in zip(values, bases))
 
 
+def paired_change(kind: str, values: Sequence[float], bases: Sequence[float], nfes: Sequence[float],
+                  base_nfes: Sequence[float]) -> Dict:
+    """A method against vanilla over paired seeds (entry ``i`` of each sequence is seed ``i``'s): the
+    means (``metric``, ``vanilla_metric``, ``nfe``, ``vanilla_nfe``), the ``change`` of the metric's
+    means (ratio of errors, or difference of accuracies) with its bootstrap ``interval``, the
+    ``typical`` change and the number of seeds it is ``worse`` on (:func:`per_seed`), whether it
+    meets criterion ``a``, and ``nfe_ratio``. The weight-control protocol and the examples' seeds
+    both judge with it."""
+    if not len(values) == len(bases) == len(nfes) == len(base_nfes):
+        raise ValueError(f"the sequences must be paired, got lengths {len(values)}, {len(bases)}, {len(nfes)} and "
+                         f"{len(base_nfes)}.")
+    metric, base = statistics.fmean(values), statistics.fmean(bases)
+    nfe, base_nfe = statistics.fmean(nfes), statistics.fmean(base_nfes)
+    typical, worse = per_seed(kind, values, bases)
+    return {"metric": metric, "vanilla_metric": base, "change": metric - base if kind == "accuracy" else metric / base,
+            "interval": paired_interval(kind, values, bases), "typical": typical, "worse": worse,
+            "a": meets_a(kind, metric, base), "nfe": nfe, "vanilla_nfe": base_nfe, "nfe_ratio": nfe / base_nfe}
+
+
 def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]:
     """The acceptance row of one (problem, length): every method's means on the seeds it shares with
     vanilla, the cheapest constant meeting (a), and the verdicts of ``auto_label``."""
@@ -180,23 +199,16 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
     labels = list(dict.fromkeys(_plots.run_label(r["method"], r["weight"]) for r in rows))
     table = {}
     for label in labels:
-        runs = [r for r in rows if _plots.run_label(r["method"], r["weight"]) == label and r["seed"] in vanilla_seeds]
+        runs = _harness.first_per_seed([r for r in rows if _plots.run_label(r["method"], r["weight"]) == label
+                                        and r["seed"] in vanilla_seeds])
         if not runs:
             continue
-        seeds = sorted({r["seed"] for r in runs})
-        base = _paired(rows, "vanilla", seeds)
-        metric = statistics.fmean(float(r["test_metric"]) for r in runs)
-        base_metric = statistics.fmean(float(r["test_metric"]) for r in base)
-        by_seed = {r["seed"]: float(r["test_metric"]) for r in base}
-        values, bases = [float(r["test_metric"]) for r in runs], [by_seed[r["seed"]] for r in runs]
-        interval = paired_interval(kind, values, bases)
-        typical, worse = per_seed(kind, values, bases)
-        nfe = statistics.fmean(float(r["test_nfe"]) for r in runs)
-        base_nfe = statistics.fmean(float(r["test_nfe"]) for r in base)
-        table[label] = {"label": label, "seeds": len(seeds), "metric": metric, "vanilla_metric": base_metric,
-                        "nfe": nfe, "nfe_ratio": nfe / base_nfe, "a": meets_a(kind, metric, base_metric),
-                        "metric_ratio": metric / base_metric if kind == "error" else metric - base_metric,
-                        "interval": interval, "typical": typical, "worse": worse}
+        base = {r["seed"]: r for r in _harness.first_per_seed(_paired(rows, "vanilla", {r["seed"] for r in runs}))}
+        pairs = [(r, base[r["seed"]]) for r in runs]
+        change = paired_change(kind, [float(r["test_metric"]) for r, _ in pairs],
+                               [float(b["test_metric"]) for _, b in pairs], [float(r["test_nfe"]) for r, _ in pairs],
+                               [float(b["test_nfe"]) for _, b in pairs])
+        table[label] = {"label": label, "seeds": len(base), "metric_ratio": change.pop("change"), **change}
     if "vanilla" not in table or auto_label not in table:
         return None
     full = max(s["seeds"] for s in table.values())
@@ -208,7 +220,7 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
     auto = table[auto_label]
     bound = best["nfe"] + STEP_NFE[problem] if best else table["vanilla"]["nfe"] + STEP_NFE[problem]
     verdict = {"problem": problem, "kind": kind, "seeds": auto["seeds"], "vanilla_metric": auto["vanilla_metric"],
-               "vanilla_nfe": auto["nfe"] / auto["nfe_ratio"], "auto_metric": auto["metric"], "auto_nfe": auto["nfe"],
+               "vanilla_nfe": auto["vanilla_nfe"], "auto_metric": auto["metric"], "auto_nfe": auto["nfe"],
                "auto_nfe_ratio": auto["nfe_ratio"], "auto_a": auto["a"],
                "auto_change_low": auto["interval"][0], "auto_change_high": auto["interval"][1],
                "auto_typical": auto["typical"], "auto_worse": auto["worse"],

@@ -12,6 +12,7 @@ M = import_isolated(BENCH, ("_harness", "_plots", "_train", "_regularizers", "_s
                             "rings", "mnist_node", "mnist_sde", "latent_ode_spirals", "spiral_sde", "lotka_volterra",
                             "weight_control"))
 wc = M["weight_control"]
+_harness = M["_harness"]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,32 @@ def test_judge_applies_criteria_a_and_b():
     assert not wc.judge("latent_ode", rows, "auto@0.1")["auto_b"]  # 65 > 61
     rows = [r for r in rows if r["method"] != "auto"] + _rows({"auto@0.1": [(1.7, 20), (1.7, 20)]})
     assert not wc.judge("latent_ode", rows, "auto@0.1")["auto_a"]  # 1.7 > 1.65
+
+
+def test_a_run_appended_twice_counts_as_one_seed():
+    rows = _rows({"vanilla": [(0.9193, 38), (0.9174, 38), (0.9126, 38)],
+                  "budget@0.6": [(0.9143, 26), (0.9173, 26), (0.9153, 26)],
+                  "auto@0.3": [(0.92, 26), (0.92, 26), (0.92, 26)]})
+    twice = rows + [dict(r) for r in rows if r["method"] == "budget" and r["seed"] in ("1", "2")]
+    entry = wc.judge("mnist_node", twice, "auto@0.3")["table"]["budget@0.6"]
+    assert entry["seeds"] == 3 and entry["worse"] == 2            # seeds 0 and 1, not 3 of 5 rows
+    assert entry["metric_ratio"] == pytest.approx((0.9143 + 0.9173 + 0.9153 - 0.9193 - 0.9174 - 0.9126) / 3)
+    assert entry == wc.judge("mnist_node", rows, "auto@0.3")["table"]["budget@0.6"]
+    timed = [{**r, "pred_time": "1.0", "train_time": "1.0"} for r in twice]
+    summary = {s["method"]: s for s in _harness.summarize_runs(timed)}
+    assert summary["budget"]["seeds"] == 3
+    assert summary["budget"]["metric_change"] == pytest.approx(entry["metric_ratio"])
+
+
+def test_paired_change_is_what_both_tables_print():
+    c = wc.paired_change("error", [2.0, 1.0], [1.0, 1.0], [30.0, 50.0], [60.0, 60.0])
+    assert c["change"] == pytest.approx(1.5) and c["typical"] == pytest.approx(2 ** 0.5) and c["worse"] == 1
+    assert not c["a"] and c["nfe_ratio"] == pytest.approx(40 / 60) and c["vanilla_nfe"] == 60.0
+    assert c["interval"][0] <= 1.5 <= c["interval"][1]
+    c = wc.paired_change("accuracy", [0.95, 0.97], [0.96, 0.96], [26.0, 26.0], [44.0, 44.0])
+    assert c["change"] == pytest.approx(0.0) and c["a"] and c["worse"] == 1
+    with pytest.raises(ValueError, match="paired"):
+        wc.paired_change("error", [1.0], [1.0, 2.0], [1.0], [1.0])
 
 
 def test_judge_accuracy_and_the_classifier_bound():
