@@ -13,10 +13,14 @@ appended as runs finish, and a rerun trains only the (example, run, seed) it doe
 ``summary.md`` / ``summary.csv`` pair the two runs of each seed: the change of the means (error
 ratio, or accuracy difference in points) with its 90% bootstrap interval, the change on a typical
 seed, on how many seeds AutoWeight is worse, and the NFE and training-time ratios;
-``examples.png`` shows every seed.
+``examples.png`` shows every seed. ``--weights`` adds runs at constant weights (the example's
+``--reg_weight``, run ``weight@W``), each judged against plain training in a second table: the
+weight 1e-4 is a noise reference (its regularization is too small to matter, so its change is
+what the seeds alone move), the others show whether any constant cuts the NFE without cost.
 
     python benchmarks/examples_seeds.py --jobs 2 --data_root data          # every example, default seeds
     python benchmarks/examples_seeds.py --examples latent_ode --seeds 0 1 2
+    python benchmarks/examples_seeds.py --examples ode_demo --weights 0.0001 0.01 0.1 --runs_only
     python benchmarks/examples_seeds.py --summarize                         # tables and plot only
 """
 import argparse
@@ -53,6 +57,7 @@ EXAMPLES: Dict[str, Tuple[str, bool, int]] = {
     "latent_sde": ("--train-dir", False, 10),
 }
 RUNS = ("plain", "auto")  # --reg none, and the default command
+WEIGHT_RUN = "weight@"    # a run at a constant weight: "weight@0.0001" is --reg_weight 0.0001
 FIELDS = ("example", "run", "seed", "metric_name", "higher_is_better", "test_metric", "test_nfe", "final_train_nfe",
           "weight_control", "final_weight", "training_time_s", "wall_time_s", "cpu_time_s")
 
@@ -64,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="examples to run (default: all six)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="seeds (default: 10 for each example, 3 for odenet_mnist)")
+    parser.add_argument("--weights", nargs="+", type=float, default=[],
+                        help="constant weights to run too (the example's --reg_weight), each against plain "
+                             "training; 0.0001 is a noise reference (default: none)")
+    parser.add_argument("--runs_only", action="store_true",
+                        help="with --weights: run the constant weights (and plain where missing) only, not "
+                             "AutoWeight()")
     _harness.add_session_args(
         parser, out_help="results folder (default benchmarks/results/examples/, examples_smoke/ with --smoke)")
     return parser
@@ -77,15 +88,24 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--threads must be at least 1, got {args.threads}.")
     if args.seeds is not None and any(s < 0 for s in args.seeds):
         raise ValueError(f"--seeds must be non-negative integers, got {args.seeds}.")
+    if any(not (math.isfinite(w) and w > 0) for w in args.weights):
+        raise ValueError(f"--weights must be finite numbers > 0, got {args.weights}.")
+    if args.runs_only and not args.weights:
+        raise ValueError("--runs_only needs --weights (it runs the constant weights only).")
+
+
+def runs_of(args: argparse.Namespace) -> List[str]:
+    """The runs asked for: plain, AutoWeight() (unless --runs_only) and each constant weight."""
+    return ["plain"] + ([] if args.runs_only else ["auto"]) + [f"{WEIGHT_RUN}{w:g}" for w in args.weights]
 
 
 def todo(args: argparse.Namespace, rows: Sequence[Dict]) -> List[Tuple[str, str, int]]:
-    """The (example, run, seed) asked for that ``rows`` does not hold yet, plain before auto."""
+    """The (example, run, seed) asked for that ``rows`` does not hold yet, plain first."""
     done = {(r["example"], r["run"], int(r["seed"])) for r in rows}
     specs = []
     for example in args.examples:
         seeds = args.seeds if args.seeds is not None else range(EXAMPLES[example][2])
-        specs += [(example, run, seed) for seed in seeds for run in RUNS if (example, run, seed) not in done]
+        specs += [(example, run, seed) for seed in seeds for run in runs_of(args) if (example, run, seed) not in done]
     return specs
 
 
@@ -98,6 +118,8 @@ def command(example: str, run: str, seed: int, args: argparse.Namespace, scratch
         cmd += ["--data_root", args.data_root]
     if run == "plain":
         cmd += ["--reg", "none"]
+    elif run.startswith(WEIGHT_RUN):
+        cmd += ["--reg_weight", run[len(WEIGHT_RUN):]]
     if args.smoke:
         cmd.append("--smoke")
     return cmd
@@ -139,13 +161,16 @@ def kind_of(rows: Sequence[Dict]) -> str:
     return "accuracy" if str(rows[0]["higher_is_better"]) == "True" else "error"
 
 
-def compare(example: str, rows: Sequence[Dict]) -> Optional[Dict]:
-    """The paired comparison of one example's plain and auto runs (None without a seed that has both)."""
-    by_run = {run: {int(r["seed"]): r for r in rows if r["example"] == example and r["run"] == run} for run in RUNS}
-    seeds = sorted(set(by_run["plain"]) & set(by_run["auto"]))
+def compare(example: str, rows: Sequence[Dict], run: str = "auto") -> Optional[Dict]:
+    """The paired comparison of one example's ``run`` (AutoWeight(), or ``weight@W``) against its
+    plain runs (None without a seed that has both)."""
+    by_run = {name: {int(r["seed"]): r for r in _harness.first_per_seed([r for r in rows if r["example"] == example
+                                                                         and r["run"] == name])}
+              for name in ("plain", run)}
+    seeds = sorted(set(by_run["plain"]) & set(by_run[run]))
     if not seeds:
         return None
-    plain, auto = ([by_run[run][s] for s in seeds] for run in RUNS)
+    plain, auto = ([by_run[name][s] for s in seeds] for name in ("plain", run))
     kind = kind_of(plain)
     def column(runs: Sequence[Dict], key: str) -> List[float]:
         return [float(r[key]) for r in runs]
@@ -153,20 +178,30 @@ def compare(example: str, rows: Sequence[Dict]) -> Optional[Dict]:
     c = paired_change(kind, column(auto, "test_metric"), column(plain, "test_metric"), column(auto, "test_nfe"),
                       column(plain, "test_nfe"))
     time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
-    return {"example": example, "metric_name": plain[0]["metric_name"], "kind": kind, "seeds": len(seeds),
+    return {"example": example, "run": run, "metric_name": plain[0]["metric_name"], "kind": kind,
+            "seeds": len(seeds),
             "plain": c["vanilla_metric"], "auto": c["metric"], "change": c["change"], "interval": c["interval"],
             "typical": c["typical"], "worse": c["worse"], "meets_a": c["a"], "plain_nfe": c["vanilla_nfe"],
             "auto_nfe": c["nfe"], "nfe_ratio": c["nfe_ratio"], "train_time_ratio": time_a / time_p,
             "per_seed": [(s, pr, ar) for s, pr, ar in zip(seeds, plain, auto)]}
 
 
-def summary_markdown(comparisons: Sequence[Dict]) -> str:
-    lines = ["| example | metric | seeds | plain | AutoWeight() | change | 90% interval | per seed | within (a) "
-             "| test NFE plain -> AutoWeight() | NFE ratio | training time ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def run_name(run: str) -> str:
+    """``auto`` -> "AutoWeight()"; ``weight@0.0001`` -> "weight 0.0001"."""
+    return "AutoWeight()" if run == "auto" else run.replace(WEIGHT_RUN, "weight ")
+
+
+def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()") -> str:
+    """The table of ``comparisons`` (of :func:`compare`); ``name`` heads the compared run's columns,
+    and with ``name="run"`` each row names its run (the constant weights' table)."""
+    per_row = name == "run"
+    lines = [f"| example | {'run | ' if per_row else ''}metric | seeds | plain | {name} | change | 90% interval | "
+             f"per seed | within (a) | test NFE plain -> {name} | NFE ratio | training time ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else "")]
     for c in comparisons:
         k = c["kind"]
-        lines.append(f"| `{c['example']}.py` | {c['metric_name']} | {c['seeds']} | {metric_text(k, c['plain'])} | "
+        lines.append(f"| `{c['example']}.py` | {run_name(c['run']) + ' | ' if per_row else ''}{c['metric_name']} | "
+                     f"{c['seeds']} | {metric_text(k, c['plain'])} | "
                      f"{metric_text(k, c['auto'])} | {relative_text(k, c['change'])} | "
                      f"{interval_text(k, c['interval'])} | "
                      f"{typical_text(k, c['typical'], c['worse'], c['seeds'])} | "
@@ -209,6 +244,9 @@ def summarize(out: Path) -> List[Dict]:
     """Writes ``summary.md``, ``summary.csv`` and ``examples.png`` from every row of ``out/runs.csv``."""
     rows = _harness.read_rows(out / "runs.csv")
     comparisons = [c for c in (compare(e, rows) for e in EXAMPLES) if c is not None]
+    weights = sorted({r["run"] for r in rows if r["run"].startswith(WEIGHT_RUN)},
+                     key=lambda run: float(run[len(WEIGHT_RUN):]))
+    constants = [c for c in (compare(e, rows, run) for e in EXAMPLES for run in weights) if c is not None]
     if not comparisons:
         print(f"no paired runs under {out}")
         return []
@@ -220,8 +258,14 @@ def summarize(out: Path) -> List[Dict]:
             f"Within (a): the weight-control protocol's margin (mean error within {100 * ERROR_TOLERANCE:.0f}%, "
             f"mean accuracy within {100 * ACCURACY_TOLERANCE:.1f} points). `AutoWeight()`'s shares: "
             f"{AutoWeight.FRACTION:g} (ODE), {AutoWeight.FRACTION_SDE:g} (SDE).\n\n" + summary_markdown(comparisons))
+    if constants:
+        text += ("\n### Constant weights against plain training\n\n"
+                 "The same commands with `--reg_weight W` instead of AutoWeight(), against plain training on the same "
+                 "seeds. The weight 0.0001 is a noise reference: its regularization is too small to matter, so its "
+                 "change is what the seeds alone move the comparison.\n\n" + summary_markdown(constants, "run"))
     (out / "summary.md").write_text(text)
-    _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons], out / "summary.csv")
+    _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants],
+                       out / "summary.csv")
     plot(comparisons, out / "examples.png")
     print(text)
     return comparisons
@@ -238,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
                         "share_ode": AutoWeight.FRACTION, "share_sde": AutoWeight.FRACTION_SDE}
             selection = {"examples": " ".join(args.examples),
                          "seeds": "default" if args.seeds is None else " ".join(map(str, args.seeds)),
-                         "jobs": args.jobs}
+                         "runs": " ".join(runs_of(args)), "jobs": args.jobs}
             _harness.start_run("examples", settings, out_dir=str(out), selection=selection)
             added = train(args, out)
             _harness.finish_run(out, added)

@@ -56,8 +56,33 @@ def test_compare_pairs_seeds_in_closed_form():
     assert es.compare("cnf", rows) is None
 
 
+def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_path):
+    args = es.build_parser().parse_args(["--examples", "ode_demo", "--seeds", "0", "1", "--weights", "0.0001", "0.1",
+                                         "--runs_only"])
+    assert es.runs_of(args) == ["plain", "weight@0.0001", "weight@0.1"]
+    specs = es.todo(args, [_row("ode_demo", "plain", 0, 1.0, 10)])
+    assert ("ode_demo", "plain", 1) in specs and ("ode_demo", "weight@0.0001", 0) in specs
+    assert not any(run == "auto" for _, run, _ in specs) and len(specs) == 5
+    cmd = es.command("ode_demo", "weight@0.0001", 0, args, Path("/s"))
+    assert cmd[-2:] == ["--reg_weight", "0.0001"] and "--reg" not in cmd
+    rows = [_row("ode_demo", "plain", 0, 0.2, 100), _row("ode_demo", "auto", 0, 0.3, 100),
+            _row("ode_demo", "weight@0.0001", 0, 0.22, 100), _row("ode_demo", "weight@0.1", 0, 0.4, 50),
+            _row("ode_demo", "weight@0.1", 0, 0.4, 50)]   # a run appended twice counts once
+    es._harness.write_csv(rows, tmp_path / "runs.csv")
+    comparisons = es.summarize(tmp_path)
+    assert [(c["run"], c["seeds"]) for c in comparisons] == [("auto", 1)]
+    text = (tmp_path / "summary.md").read_text()
+    assert "### Constant weights against plain training" in text
+    assert "| `ode_demo.py` | weight 0.0001 | loss | 1 | 0.2 | 0.22 | 1.10x |" in text
+    assert "| `ode_demo.py` | weight 0.1 | loss | 1 | 0.2 | 0.4 | 2.00x |" in text
+    saved = {r["run"] for r in es._harness.read_rows(tmp_path / "summary.csv")}
+    assert saved == {"auto", "weight@0.0001", "weight@0.1"}
+
+
 def test_bad_arguments_are_refused_by_name():
-    for argv, name in ((["--jobs", "0"], "--jobs"), (["--threads", "0"], "--threads"), (["--seeds", "-1"], "--seeds")):
+    for argv, name in ((["--jobs", "0"], "--jobs"), (["--threads", "0"], "--threads"), (["--seeds", "-1"], "--seeds"),
+                       (["--weights", "0"], "--weights"), (["--weights", "nan"], "--weights"),
+                       (["--runs_only"], "--runs_only")):
         with pytest.raises(ValueError, match=name):
             es.check_args(es.build_parser().parse_args(argv))
     with pytest.raises(SystemExit):
