@@ -255,8 +255,9 @@ def _own_noise(kind: str, rows: Sequence[Dict], table: Dict[str, Dict], auto_lab
     if label not in table:
         return {"own_seeds": 0, "own_change": math.nan, "own_low": math.nan, "own_high": math.nan,
                 "own_nfe": math.nan, "own_vs_auto_min": math.nan, "own_vs_auto_max": math.nan}
-    own = {r["seed"]: float(r["test_metric"]) for r in rows if _plots.run_label(r["method"], r["weight"]) == label}
-    auto = {r["seed"]: float(r["test_metric"]) for r in _paired(rows, auto_label, own)}
+    own = {r["seed"]: float(r["test_metric"])
+           for r in _harness.first_per_seed([r for r in rows if _plots.run_label(r["method"], r["weight"]) == label])}
+    auto = {r["seed"]: float(r["test_metric"]) for r in _harness.first_per_seed(_paired(rows, auto_label, own))}
     changes = [own[s] - a if kind == "accuracy" else (own[s] / a if a > 0 else math.inf) for s, a in auto.items()]
     entry = table[label]
     return {"own_seeds": entry["seeds"], "own_change": entry["metric_ratio"], "own_low": entry["interval"][0],
