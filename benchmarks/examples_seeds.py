@@ -13,10 +13,10 @@ appended as runs finish, and a rerun trains only the (example, run, seed) it doe
 ``summary.md`` / ``summary.csv`` pair the two runs of each seed: the change of the means (error
 ratio, or accuracy difference in points) with its 90% bootstrap interval, the change on a typical
 seed, on how many seeds AutoWeight is worse, and the NFE and training-time ratios;
-``examples.png`` shows every seed. ``--weights`` adds runs at constant weights (the example's
-``--reg_weight``, run ``weight@W``), each judged against plain training in a second table: the
-weight 1e-4 is a noise reference (its regularization is too small to matter, so its change is
-what the seeds alone move), the others show whether any constant cuts the NFE without cost.
+``examples.png`` shows every seed, and the means of the constant weights. ``--weights`` adds runs
+at constant weights (the example's ``--reg_weight``, run ``weight@W``), each judged against plain
+training in a second table: the weight 1e-4 is a noise reference (its regularization is too small
+to matter, so its change is what the seeds alone move), the others show whether any constant cuts the NFE without cost.
 
     python benchmarks/examples_seeds.py --jobs 2 --data_root data          # every example, default seeds
     python benchmarks/examples_seeds.py --examples latent_ode --seeds 0 1 2
@@ -210,9 +210,10 @@ def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()") ->
     return "\n".join(lines) + "\n"
 
 
-def plot(comparisons: Sequence[Dict], path: Path) -> Path:
+def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()) -> Path:
     """One panel per example: every seed's NFE ratio against its change (error ratio or accuracy
-    difference), AutoWeight() against plain training of the same seed."""
+    difference), AutoWeight() against plain training of the same seed, and the means of the
+    ``constants`` (comparisons of constant weights, :func:`compare`) of that example, each named."""
     plt = _plots.pyplot()
     cols = 3
     rows_n = math.ceil(len(comparisons) / cols)
@@ -224,9 +225,18 @@ def plot(comparisons: Sequence[Dict], path: Path) -> Path:
               else float(a["test_metric"]) / float(p["test_metric"]) for _, p, a in c["per_seed"]]
         ax.scatter(xs, ys, s=28, color="tab:red", edgecolor="black", linewidth=0.5, zorder=3, label="one seed")
         ax.scatter([c["nfe_ratio"]], [100 * c["change"] if acc else c["change"]], marker="*", s=180, color="gold",
-                   edgecolor="black", zorder=4, label="means")
+                   edgecolor="black", zorder=4, label="AutoWeight()'s means")
+        marks = [(k["nfe_ratio"], 100 * k["change"] if acc else k["change"], run_name(k["run"]))
+                 for k in constants if k["example"] == c["example"]]
+        for x, y, _ in marks:
+            ax.scatter([x], [y], marker="D", s=46, color="white", edgecolor="black", linewidth=1.0, zorder=4,
+                       label="means of a constant weight")
         ax.axhline(0.0 if acc else 1.0, color="gray", linestyle="--", linewidth=0.8)
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=0.8)
+        middle = sum(ax.get_xlim()) / 2
+        for i, (x, y, name) in enumerate(marks):  # towards the middle, above and below in turn
+            ax.annotate(name, (x, y), xytext=(6 if x < middle else -6, -11 if i % 2 else 5), fontsize=7,
+                        textcoords="offset points", ha="left" if x < middle else "right")
         ax.set_title(f"{c['example']}.py ({c['seeds']} seeds)", fontsize=10)
         ax.set_xlabel("test NFE / plain's, same seed")
         ax.set_ylabel("accuracy - plain's (points)" if acc else f"{c['metric_name']} / plain's (lower is better)")
@@ -235,7 +245,11 @@ def plot(comparisons: Sequence[Dict], path: Path) -> Path:
         ax.axis("off")
     fig.suptitle("The examples: AutoWeight() against plain training, seed by seed (dashed: plain)", fontsize=11,
                  x=0.02, ha="left")
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=8, frameon=False)
+    legend = {}
+    for ax in axes.flat:  # each kind of marker once, from whichever panel has it
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="upper right", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _plots._save(plt, fig, path)
 
@@ -266,7 +280,7 @@ def summarize(out: Path) -> List[Dict]:
     (out / "summary.md").write_text(text)
     _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants],
                        out / "summary.csv")
-    plot(comparisons, out / "examples.png")
+    plot(comparisons, out / "examples.png", constants)
     print(text)
     return comparisons
 

@@ -56,7 +56,7 @@ def test_compare_pairs_seeds_in_closed_form():
     assert es.compare("cnf", rows) is None
 
 
-def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_path):
+def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_path, monkeypatch):
     args = es.build_parser().parse_args(["--examples", "ode_demo", "--seeds", "0", "1", "--weights", "0.0001", "0.1",
                                          "--runs_only"])
     assert es.runs_of(args) == ["plain", "weight@0.0001", "weight@0.1"]
@@ -69,14 +69,25 @@ def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_p
             _row("ode_demo", "weight@0.0001", 0, 0.22, 100), _row("ode_demo", "weight@0.1", 0, 0.4, 50),
             _row("ode_demo", "weight@0.1", 0, 0.4, 50)]   # a run appended twice counts once
     es._harness.write_csv(rows, tmp_path / "runs.csv")
+    saved = {}
+    monkeypatch.setattr(es._plots, "_save", lambda plt_, fig, path: saved.setdefault(Path(path).name, fig) and path)
     comparisons = es.summarize(tmp_path)
     assert [(c["run"], c["seeds"]) for c in comparisons] == [("auto", 1)]
     text = (tmp_path / "summary.md").read_text()
     assert "### Constant weights against plain training" in text
     assert "| `ode_demo.py` | weight 0.0001 | loss | 1 | 0.2 | 0.22 | 1.10x |" in text
     assert "| `ode_demo.py` | weight 0.1 | loss | 1 | 0.2 | 0.4 | 2.00x |" in text
-    saved = {r["run"] for r in es._harness.read_rows(tmp_path / "summary.csv")}
-    assert saved == {"auto", "weight@0.0001", "weight@0.1"}
+    written = {r["run"] for r in es._harness.read_rows(tmp_path / "summary.csv")}
+    assert written == {"auto", "weight@0.0001", "weight@0.1"}
+    # The figure: the seeds and AutoWeight()'s means, and a named diamond at each constant's means.
+    panel = saved["examples.png"].axes[0]
+    assert sorted(t.get_text() for t in panel.texts) == ["weight 0.0001", "weight 0.1"]
+    diamonds = sorted(tuple(c.get_offsets()[0]) for c in panel.collections
+                      if c.get_label() == "means of a constant weight")
+    assert diamonds == [pytest.approx((0.5, 2.0)), pytest.approx((1.0, 1.1))]
+    names = [t.get_text() for t in saved["examples.png"].legends[0].get_texts()]
+    assert names == ["one seed", "AutoWeight()'s means", "means of a constant weight"]
+    es._plots.pyplot().close(saved["examples.png"])
 
 
 def test_bad_arguments_are_refused_by_name():
