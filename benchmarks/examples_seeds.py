@@ -40,7 +40,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # imported from elsewh
 import _harness  # noqa: E402
 import _plots  # noqa: E402
 from weight_control import (ACCURACY_TOLERANCE, ERROR_TOLERANCE, interval_text, metric_text,  # noqa: E402
-                            paired_change, relative_text, typical_text)
+                            paired_runs, relative_text, typical_text)
 
 from torchdiffeq_localreg import AutoWeight  # noqa: E402
 
@@ -172,11 +172,7 @@ def compare(example: str, rows: Sequence[Dict], run: str = "auto") -> Optional[D
         return None
     plain, auto = ([by_run[name][s] for s in seeds] for name in ("plain", run))
     kind = kind_of(plain)
-    def column(runs: Sequence[Dict], key: str) -> List[float]:
-        return [float(r[key]) for r in runs]
-
-    c = paired_change(kind, column(auto, "test_metric"), column(plain, "test_metric"), column(auto, "test_nfe"),
-                      column(plain, "test_nfe"))
+    c = paired_runs(kind, auto, plain)
     time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
     return {"example": example, "run": run, "metric_name": plain[0]["metric_name"], "kind": kind,
             "seeds": len(seeds),

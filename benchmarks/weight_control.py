@@ -191,6 +191,16 @@ def paired_change(kind: str, values: Sequence[float], bases: Sequence[float], nf
             "a": meets_a(kind, metric, base), "nfe": nfe, "vanilla_nfe": base_nfe, "nfe_ratio": nfe / base_nfe}
 
 
+def paired_runs(kind: str, runs: Sequence[Dict], bases: Sequence[Dict]) -> Dict:
+    """:func:`paired_change` of result rows (their ``test_metric`` and ``test_nfe``): ``runs[i]`` and
+    ``bases[i]`` are one seed's run of the method and of vanilla."""
+    def column(rows: Sequence[Dict], key: str) -> List[float]:
+        return [float(r[key]) for r in rows]
+
+    return paired_change(kind, column(runs, "test_metric"), column(bases, "test_metric"), column(runs, "test_nfe"),
+                         column(bases, "test_nfe"))
+
+
 def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]:
     """The acceptance row of one (problem, length): every method's means on the seeds it shares with
     vanilla, the cheapest constant meeting (a), and the verdicts of ``auto_label``."""
@@ -204,10 +214,7 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
         if not runs:
             continue
         base = {r["seed"]: r for r in _harness.first_per_seed(_paired(rows, "vanilla", {r["seed"] for r in runs}))}
-        pairs = [(r, base[r["seed"]]) for r in runs]
-        change = paired_change(kind, [float(r["test_metric"]) for r, _ in pairs],
-                               [float(b["test_metric"]) for _, b in pairs], [float(r["test_nfe"]) for r, _ in pairs],
-                               [float(b["test_nfe"]) for _, b in pairs])
+        change = paired_runs(kind, runs, [base[r["seed"]] for r in runs])
         table[label] = {"label": label, "seeds": len(base), "metric_ratio": change.pop("change"), **change}
     if "vanilla" not in table or auto_label not in table:
         return None
