@@ -16,11 +16,16 @@ seed, on how many seeds AutoWeight is worse, and the NFE and training-time ratio
 ``examples.png`` shows every seed, and the means of the constant weights. ``--weights`` adds runs
 at constant weights (the example's ``--reg_weight``, run ``weight@W``), each judged against plain
 training in a second table: the weight 1e-4 is a noise reference (its regularization is too small
-to matter, so its change is what the seeds alone move), the others show whether any constant cuts the NFE without cost.
+to matter, so its change is what the seeds alone move), the others show whether any constant cuts
+the NFE without cost. ``--plain_lrs`` adds plain training at other learning rates (run
+``plain@lr=X``; one example per command): a learning rate a millionth from the default is a noise
+reference with no regularization at all. A third table pairs AutoWeight() with the weight 1e-4's
+runs instead of plain training's, where both ran.
 
     python benchmarks/examples_seeds.py --jobs 2 --data_root data          # every example, default seeds
     python benchmarks/examples_seeds.py --examples latent_ode --seeds 0 1 2
     python benchmarks/examples_seeds.py --examples ode_demo --weights 0.0001 0.01 0.1 --runs_only
+    python benchmarks/examples_seeds.py --examples ode_demo --plain_lrs 0.001000001 --runs_only
     python benchmarks/examples_seeds.py --summarize                         # tables and plot only
 """
 import argparse
@@ -58,6 +63,8 @@ EXAMPLES: Dict[str, Tuple[str, bool, int]] = {
 }
 RUNS = ("plain", "auto")  # --reg none, and the default command
 WEIGHT_RUN = "weight@"    # a run at a constant weight: "weight@0.0001" is --reg_weight 0.0001
+NOISE_RUN = WEIGHT_RUN + "0.0001"  # the noise reference: a regularization too small to matter
+LR_RUN = "plain@lr="       # plain training at another learning rate: "plain@lr=0.001000001" is --reg none --lr ...
 FIELDS = ("example", "run", "seed", "metric_name", "higher_is_better", "test_metric", "test_nfe", "final_train_nfe",
           "weight_control", "final_weight", "training_time_s", "wall_time_s", "cpu_time_s")
 
@@ -72,8 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", nargs="+", type=float, default=[],
                         help="constant weights to run too (the example's --reg_weight), each against plain "
                              "training; 0.0001 is a noise reference (default: none)")
+    parser.add_argument("--plain_lrs", nargs="+", type=float, default=[],
+                        help="plain training at these learning rates too (the example's --lr; one example per "
+                             "command), each against plain training at the default: one a millionth from the "
+                             "default is a noise reference with no regularization at all (default: none)")
     parser.add_argument("--runs_only", action="store_true",
-                        help="with --weights: run the constant weights (and plain where missing) only, not "
+                        help="with --weights or --plain_lrs: run those (and plain where missing) only, not "
                              "AutoWeight()")
     _harness.add_session_args(
         parser, out_help="results folder (default benchmarks/results/examples/, examples_smoke/ with --smoke)")
@@ -90,13 +101,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--seeds must be non-negative integers, got {args.seeds}.")
     if any(not (math.isfinite(w) and w > 0) for w in args.weights):
         raise ValueError(f"--weights must be finite numbers > 0, got {args.weights}.")
-    if args.runs_only and not args.weights:
-        raise ValueError("--runs_only needs --weights (it runs the constant weights only).")
+    if any(not (math.isfinite(lr) and lr > 0) for lr in args.plain_lrs):
+        raise ValueError(f"--plain_lrs must be finite numbers > 0, got {args.plain_lrs}.")
+    if args.plain_lrs and len(args.examples) != 1:
+        raise ValueError(f"--plain_lrs needs exactly one of --examples (learning rates differ between the examples), "
+                         f"got {args.examples}.")
+    if args.runs_only and not (args.weights or args.plain_lrs):
+        raise ValueError("--runs_only needs --weights or --plain_lrs (it runs those only).")
 
 
 def runs_of(args: argparse.Namespace) -> List[str]:
-    """The runs asked for: plain, AutoWeight() (unless --runs_only) and each constant weight."""
-    return ["plain"] + ([] if args.runs_only else ["auto"]) + [f"{WEIGHT_RUN}{w:g}" for w in args.weights]
+    """The runs asked for: plain, AutoWeight() (unless --runs_only), each constant weight and each
+    other learning rate of plain training."""
+    return (["plain"] + ([] if args.runs_only else ["auto"]) + [f"{WEIGHT_RUN}{w:g}" for w in args.weights]
+            + [f"{LR_RUN}{lr:.12g}" for lr in args.plain_lrs])
 
 
 def todo(args: argparse.Namespace, rows: Sequence[Dict]) -> List[Tuple[str, str, int]]:
@@ -120,6 +138,8 @@ def command(example: str, run: str, seed: int, args: argparse.Namespace, scratch
         cmd += ["--reg", "none"]
     elif run.startswith(WEIGHT_RUN):
         cmd += ["--reg_weight", run[len(WEIGHT_RUN):]]
+    elif run.startswith(LR_RUN):
+        cmd += ["--reg", "none", "--lr", run[len(LR_RUN):]]
     if args.smoke:
         cmd.append("--smoke")
     return cmd
@@ -161,20 +181,21 @@ def kind_of(rows: Sequence[Dict]) -> str:
     return "accuracy" if str(rows[0]["higher_is_better"]) == "True" else "error"
 
 
-def compare(example: str, rows: Sequence[Dict], run: str = "auto") -> Optional[Dict]:
+def compare(example: str, rows: Sequence[Dict], run: str = "auto", base: str = "plain") -> Optional[Dict]:
     """The paired comparison of one example's ``run`` (AutoWeight(), or ``weight@W``) against its
-    plain runs (None without a seed that has both)."""
+    ``base`` runs, plain training's or those of the noise reference :data:`NOISE_RUN` (None without a
+    seed that has both). The entries ``plain`` and ``plain_nfe`` hold the base's means."""
     by_run = {name: {int(r["seed"]): r for r in _harness.first_per_seed([r for r in rows if r["example"] == example
                                                                          and r["run"] == name])}
-              for name in ("plain", run)}
-    seeds = sorted(set(by_run["plain"]) & set(by_run[run]))
+              for name in (base, run)}
+    seeds = sorted(set(by_run[base]) & set(by_run[run]))
     if not seeds:
         return None
-    plain, auto = ([by_run[name][s] for s in seeds] for name in ("plain", run))
+    plain, auto = ([by_run[name][s] for s in seeds] for name in (base, run))
     kind = kind_of(plain)
     c = paired_runs(kind, auto, plain)
     time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
-    return {"example": example, "run": run, "metric_name": plain[0]["metric_name"], "kind": kind,
+    return {"example": example, "run": run, "base": base, "metric_name": plain[0]["metric_name"], "kind": kind,
             "seeds": len(seeds),
             "plain": c["vanilla_metric"], "auto": c["metric"], "change": c["change"], "interval": c["interval"],
             "typical": c["typical"], "worse": c["worse"], "meets_a": c["a"], "plain_nfe": c["vanilla_nfe"],
@@ -183,16 +204,18 @@ def compare(example: str, rows: Sequence[Dict], run: str = "auto") -> Optional[D
 
 
 def run_name(run: str) -> str:
-    """``auto`` -> "AutoWeight()"; ``weight@0.0001`` -> "weight 0.0001"."""
-    return "AutoWeight()" if run == "auto" else run.replace(WEIGHT_RUN, "weight ")
+    """``auto`` -> "AutoWeight()"; ``weight@0.0001`` -> "weight 0.0001"; ``plain@lr=0.001000001`` ->
+    "plain, lr 0.001000001"."""
+    return "AutoWeight()" if run == "auto" else run.replace(WEIGHT_RUN, "weight ").replace(LR_RUN, "plain, lr ")
 
 
-def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()") -> str:
-    """The table of ``comparisons`` (of :func:`compare`); ``name`` heads the compared run's columns,
-    and with ``name="run"`` each row names its run (the constant weights' table)."""
+def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()", base: str = "plain") -> str:
+    """The table of ``comparisons`` (of :func:`compare`); ``name`` heads the compared run's columns
+    and ``base`` the columns of the runs it is compared with, and with ``name="run"`` each row names
+    its run (the constant weights' table)."""
     per_row = name == "run"
-    lines = [f"| example | {'run | ' if per_row else ''}metric | seeds | plain | {name} | change | 90% interval | "
-             f"per seed | within (a) | test NFE plain -> {name} | NFE ratio | training time ratio |",
+    lines = [f"| example | {'run | ' if per_row else ''}metric | seeds | {base} | {name} | change | 90% interval | "
+             f"per seed | within (a) | test NFE {base} -> {name} | NFE ratio | training time ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else "")]
     for c in comparisons:
         k = c["kind"]
@@ -224,9 +247,10 @@ def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()
                    edgecolor="black", zorder=4, label="AutoWeight()'s means")
         marks = [(k["nfe_ratio"], 100 * k["change"] if acc else k["change"], run_name(k["run"]))
                  for k in constants if k["example"] == c["example"]]
-        for x, y, _ in marks:
-            ax.scatter([x], [y], marker="D", s=46, color="white", edgecolor="black", linewidth=1.0, zorder=4,
-                       label="means of a constant weight")
+        for (x, y, _), k in zip(marks, (k for k in constants if k["example"] == c["example"])):
+            lr = k["run"].startswith(LR_RUN)
+            ax.scatter([x], [y], marker="s" if lr else "D", s=46, color="white", edgecolor="black", linewidth=1.0,
+                       zorder=4, label="means of plain training at another lr" if lr else "means of a constant weight")
         ax.axhline(0.0 if acc else 1.0, color="gray", linestyle="--", linewidth=0.8)
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=0.8)
         middle = sum(ax.get_xlim()) / 2
@@ -256,9 +280,10 @@ def summarize(out: Path) -> List[Dict]:
     comparisons = [c for c in (compare(e, rows) for e in EXAMPLES) if c is not None]
     weights = sorted({r["run"] for r in rows if r["run"].startswith(WEIGHT_RUN)},
                      key=lambda run: float(run[len(WEIGHT_RUN):]))
+    weights += sorted({r["run"] for r in rows if r["run"].startswith(LR_RUN)}, key=lambda run: float(run[len(LR_RUN):]))
     constants = [c for c in (compare(e, rows, run) for e in EXAMPLES for run in weights) if c is not None]
     if not comparisons:
-        print(f"no paired runs under {out}")
+        print(f"no AutoWeight() runs paired with plain ones under {out}")
         return []
     text = ("## The examples over paired seeds: `AutoWeight()` against plain training\n\n"
             "Each example's default command against the same command with `--reg none`, same seed. Change: the "
@@ -272,9 +297,20 @@ def summarize(out: Path) -> List[Dict]:
         text += ("\n### Constant weights against plain training\n\n"
                  "The same commands with `--reg_weight W` instead of AutoWeight(), against plain training on the same "
                  "seeds. The weight 0.0001 is a noise reference: its regularization is too small to matter, so its "
-                 "change is what the seeds alone move the comparison.\n\n" + summary_markdown(constants, "run"))
+                 "change is what the seeds alone move the comparison. `plain, lr X`: plain training (`--reg none`) at "
+                 "the learning rate X instead of the example's default; one a millionth from the default is a noise "
+                 "reference with no regularization at all.\n\n" + summary_markdown(constants, "run"))
+    against_noise = [c for c in (compare(e, rows, "auto", NOISE_RUN) for e in EXAMPLES) if c is not None]
+    if against_noise:
+        text += ("\n### `AutoWeight()` against the noise reference\n\n"
+                 f"AutoWeight()'s runs paired with those of the {run_name(NOISE_RUN)} on the same "
+                 "seeds instead of plain training's: where a negligible regularization already moves the comparison "
+                 "with plain training (training that is chaotic, or plain runs that happen to be good on these seeds), "
+                 "this is what AutoWeight() changes beyond it. (a)'s margin is applied as above.\n\n"
+                 + summary_markdown(against_noise, base=run_name(NOISE_RUN)))
     (out / "summary.md").write_text(text)
-    _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants],
+    _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants
+                        + against_noise],
                        out / "summary.csv")
     plot(comparisons, out / "examples.png", constants)
     print(text)

@@ -77,8 +77,13 @@ def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_p
     assert "### Constant weights against plain training" in text
     assert "| `ode_demo.py` | weight 0.0001 | loss | 1 | 0.2 | 0.22 | 1.10x |" in text
     assert "| `ode_demo.py` | weight 0.1 | loss | 1 | 0.2 | 0.4 | 2.00x |" in text
-    written = {r["run"] for r in es._harness.read_rows(tmp_path / "summary.csv")}
-    assert written == {"auto", "weight@0.0001", "weight@0.1"}
+    # AutoWeight() paired with the noise reference's runs as well: 0.3 against 0.22 on seed 0.
+    assert "### `AutoWeight()` against the noise reference" in text
+    assert ("| `ode_demo.py` | loss | 1 | 0.22 | 0.3 | 1.36x |" in text
+            and "| test NFE weight 0.0001 -> AutoWeight() |" in text)
+    written = [(r["run"], r["base"]) for r in es._harness.read_rows(tmp_path / "summary.csv")]
+    assert sorted(written) == [("auto", "plain"), ("auto", "weight@0.0001"), ("weight@0.0001", "plain"),
+                               ("weight@0.1", "plain")]
     # The figure: the seeds and AutoWeight()'s means, and a named diamond at each constant's means.
     panel = saved["examples.png"].axes[0]
     assert sorted(t.get_text() for t in panel.texts) == ["weight 0.0001", "weight 0.1"]
@@ -90,10 +95,33 @@ def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_p
     es._plots.pyplot().close(saved["examples.png"])
 
 
+def test_plain_training_at_another_learning_rate_is_a_run_judged_against_plain(tmp_path, monkeypatch):
+    args = es.build_parser().parse_args(["--examples", "ode_demo", "--seeds", "0", "--plain_lrs", "0.001000001",
+                                         "--runs_only"])
+    es.check_args(args)
+    assert es.runs_of(args) == ["plain", "plain@lr=0.001000001"]
+    cmd = es.command("ode_demo", "plain@lr=0.001000001", 0, args, Path("/s"))
+    assert cmd[-4:] == ["--reg", "none", "--lr", "0.001000001"] and "--reg_weight" not in cmd
+    rows = [_row("ode_demo", "plain", 0, 0.2, 100), _row("ode_demo", "auto", 0, 0.3, 100),
+            _row("ode_demo", "plain@lr=0.001000001", 0, 0.25, 101)]
+    es._harness.write_csv(rows, tmp_path / "runs.csv")
+    saved = {}
+    monkeypatch.setattr(es._plots, "_save", lambda plt_, fig, path: saved.setdefault(Path(path).name, fig) and path)
+    es.summarize(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| `ode_demo.py` | plain, lr 0.001000001 | loss | 1 | 0.2 | 0.25 | 1.25x |" in text
+    panel = saved["examples.png"].axes[0]
+    (square,) = [c for c in panel.collections if c.get_label() == "means of plain training at another lr"]
+    assert tuple(square.get_offsets()[0]) == pytest.approx((1.01, 1.25))
+    es._plots.pyplot().close(saved["examples.png"])
+
+
 def test_bad_arguments_are_refused_by_name():
     for argv, name in ((["--jobs", "0"], "--jobs"), (["--threads", "0"], "--threads"), (["--seeds", "-1"], "--seeds"),
                        (["--weights", "0"], "--weights"), (["--weights", "nan"], "--weights"),
-                       (["--runs_only"], "--runs_only")):
+                       (["--runs_only"], "--runs_only"), (["--plain_lrs", "-1", "--examples", "cnf"], "--plain_lrs"),
+                       (["--plain_lrs", "0.01"], "--plain_lrs"), (["--plain_lrs", "0.01", "--examples", "cnf",
+                                                                   "latent_ode"], "--plain_lrs")):
         with pytest.raises(ValueError, match=name):
             es.check_args(es.build_parser().parse_args(argv))
     with pytest.raises(SystemExit):
