@@ -300,14 +300,17 @@ def summarize(out: Path) -> List[Dict]:
                  "change is what the seeds alone move the comparison. `plain, lr X`: plain training (`--reg none`) at "
                  "the learning rate X instead of the example's default; one a millionth from the default is a noise "
                  "reference with no regularization at all.\n\n" + summary_markdown(constants, "run"))
-    against_noise = [c for c in (compare(e, rows, "auto", NOISE_RUN) for e in EXAMPLES) if c is not None]
-    if against_noise:
-        text += ("\n### `AutoWeight()` against the noise reference\n\n"
-                 f"AutoWeight()'s runs paired with those of the {run_name(NOISE_RUN)} on the same "
-                 "seeds instead of plain training's: where a negligible regularization already moves the comparison "
-                 "with plain training (training that is chaotic, or plain runs that happen to be good on these seeds), "
-                 "this is what AutoWeight() changes beyond it. (a)'s margin is applied as above.\n\n"
-                 + summary_markdown(against_noise, base=run_name(NOISE_RUN)))
+    against_noise = []
+    for base in [NOISE_RUN] + [run for run in weights if run.startswith(LR_RUN)]:
+        paired = [c for c in (compare(e, rows, "auto", base) for e in EXAMPLES) if c is not None]
+        if paired:
+            text += (f"\n### `AutoWeight()` against the noise reference {run_name(base)}\n\n"
+                     f"AutoWeight()'s runs paired with the runs \"{run_name(base)}\" on the same seeds instead of "
+                     "plain training's: where a negligible change already moves the comparison with plain training "
+                     "(training that is chaotic, or plain runs that happen to be good on these seeds), this is what "
+                     "AutoWeight() changes beyond it. (a)'s margin is applied as above.\n\n"
+                     + summary_markdown(paired, base=run_name(base)))
+            against_noise += paired
     (out / "summary.md").write_text(text)
     _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants
                         + against_noise],

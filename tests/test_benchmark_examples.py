@@ -78,7 +78,7 @@ def test_constant_weights_run_with_reg_weight_and_are_judged_against_plain(tmp_p
     assert "| `ode_demo.py` | weight 0.0001 | loss | 1 | 0.2 | 0.22 | 1.10x |" in text
     assert "| `ode_demo.py` | weight 0.1 | loss | 1 | 0.2 | 0.4 | 2.00x |" in text
     # AutoWeight() paired with the noise reference's runs as well: 0.3 against 0.22 on seed 0.
-    assert "### `AutoWeight()` against the noise reference" in text
+    assert "### `AutoWeight()` against the noise reference weight 0.0001" in text
     assert ("| `ode_demo.py` | loss | 1 | 0.22 | 0.3 | 1.36x |" in text
             and "| test NFE weight 0.0001 -> AutoWeight() |" in text)
     written = [(r["run"], r["base"]) for r in es._harness.read_rows(tmp_path / "summary.csv")]
@@ -110,6 +110,8 @@ def test_plain_training_at_another_learning_rate_is_a_run_judged_against_plain(t
     es.summarize(tmp_path)
     text = (tmp_path / "summary.md").read_text()
     assert "| `ode_demo.py` | plain, lr 0.001000001 | loss | 1 | 0.2 | 0.25 | 1.25x |" in text
+    assert "### `AutoWeight()` against the noise reference plain, lr 0.001000001" in text
+    assert "| `ode_demo.py` | loss | 1 | 0.25 | 0.3 | 1.20x |" in text   # 0.3 against 0.25
     panel = saved["examples.png"].axes[0]
     (square,) = [c for c in panel.collections if c.get_label() == "means of plain training at another lr"]
     assert tuple(square.get_offsets()[0]) == pytest.approx((1.01, 1.25))
