@@ -255,7 +255,7 @@ def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=0.8)
         middle = sum(ax.get_xlim()) / 2
         for i, (x, y, name) in enumerate(marks):  # towards the middle, above and below in turn
-            ax.annotate(name, (x, y), xytext=(6 if x < middle else -6, -11 if i % 2 else 5), fontsize=7,
+            ax.annotate(name, (x, y), xytext=(6 if x < middle else -6, (5, -11, 15, -21, 25, -31)[i % 6]), fontsize=7,
                         textcoords="offset points", ha="left" if x < middle else "right")
         ax.set_title(f"{c['example']}.py ({c['seeds']} seeds)", fontsize=10)
         ax.set_xlabel("test NFE / plain's, same seed")
@@ -269,8 +269,8 @@ def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()
     for ax in axes.flat:  # each kind of marker once, from whichever panel has it
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend), loc="upper right", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
     return _plots._save(plt, fig, path)
 
 
