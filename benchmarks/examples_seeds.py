@@ -282,8 +282,8 @@ def summarize(out: Path) -> List[Dict]:
                      key=lambda run: float(run[len(WEIGHT_RUN):]))
     weights += sorted({r["run"] for r in rows if r["run"].startswith(LR_RUN)}, key=lambda run: float(run[len(LR_RUN):]))
     constants = [c for c in (compare(e, rows, run) for e in EXAMPLES for run in weights) if c is not None]
-    if not comparisons:
-        print(f"no AutoWeight() runs paired with plain ones under {out}")
+    if not comparisons and not constants:
+        print(f"no runs paired with plain ones under {out}")
         return []
     text = ("## The examples over paired seeds: `AutoWeight()` against plain training\n\n"
             "Each example's default command against the same command with `--reg none`, same seed. Change: the "
@@ -292,7 +292,9 @@ def summarize(out: Path) -> List[Dict]:
             "paired error ratios, or the median accuracy difference) and on how many seeds AutoWeight() is worse. "
             f"Within (a): the weight-control protocol's margin (mean error within {100 * ERROR_TOLERANCE:.0f}%, "
             f"mean accuracy within {100 * ACCURACY_TOLERANCE:.1f} points). `AutoWeight()`'s shares: "
-            f"{AutoWeight.FRACTION:g} (ODE), {AutoWeight.FRACTION_SDE:g} (SDE).\n\n" + summary_markdown(comparisons))
+            f"{AutoWeight.FRACTION:g} (ODE), {AutoWeight.FRACTION_SDE:g} (SDE).\n\n"
+            + (summary_markdown(comparisons) if comparisons
+               else "No AutoWeight() run is paired with a plain one yet.\n"))
     if constants:
         text += ("\n### Constant weights against plain training\n\n"
                  "The same commands with `--reg_weight W` instead of AutoWeight(), against plain training on the same "
@@ -315,7 +317,8 @@ def summarize(out: Path) -> List[Dict]:
     _harness.write_csv([{k: v for k, v in c.items() if k != "per_seed"} for c in comparisons + constants
                         + against_noise],
                        out / "summary.csv")
-    plot(comparisons, out / "examples.png", constants)
+    if comparisons:  # one panel per example that has AutoWeight() runs
+        plot(comparisons, out / "examples.png", constants)
     print(text)
     return comparisons
 

@@ -118,6 +118,16 @@ def test_plain_training_at_another_learning_rate_is_a_run_judged_against_plain(t
     es._plots.pyplot().close(saved["examples.png"])
 
 
+def test_constant_weights_alone_are_summarized_without_autoweight_runs(tmp_path):
+    rows = [_row("ode_demo", "plain", 0, 0.2, 100), _row("ode_demo", "weight@0.1", 0, 0.4, 50)]
+    es._harness.write_csv(rows, tmp_path / "runs.csv")
+    assert es.summarize(tmp_path) == []
+    text = (tmp_path / "summary.md").read_text()
+    assert "No AutoWeight() run is paired with a plain one yet." in text
+    assert "| `ode_demo.py` | weight 0.1 | loss | 1 | 0.2 | 0.4 | 2.00x |" in text
+    assert not (tmp_path / "examples.png").exists()   # its panels are AutoWeight()'s
+
+
 def test_bad_arguments_are_refused_by_name():
     for argv, name in ((["--jobs", "0"], "--jobs"), (["--threads", "0"], "--threads"), (["--seeds", "-1"], "--seeds"),
                        (["--weights", "0"], "--weights"), (["--weights", "nan"], "--weights"),
