@@ -19,8 +19,8 @@ training in a second table: the weight 1e-4 is a noise reference (its regulariza
 to matter, so its change is what the seeds alone move), the others show whether any constant cuts
 the NFE without cost. ``--plain_lrs`` adds plain training at other learning rates (run
 ``plain@lr=X``; one example per command): a learning rate a millionth from the default is a noise
-reference with no regularization at all. A third table pairs AutoWeight() with the weight 1e-4's
-runs instead of plain training's, where both ran.
+reference with no regularization at all. Further tables pair AutoWeight() with each noise
+reference's runs (the weight 1e-4's, each learning rate's) instead of plain training's.
 
     python benchmarks/examples_seeds.py --jobs 2 --data_root data          # every example, default seeds
     python benchmarks/examples_seeds.py --examples latent_ode --seeds 0 1 2
@@ -182,9 +182,10 @@ def kind_of(rows: Sequence[Dict]) -> str:
 
 
 def compare(example: str, rows: Sequence[Dict], run: str = "auto", base: str = "plain") -> Optional[Dict]:
-    """The paired comparison of one example's ``run`` (AutoWeight(), or ``weight@W``) against its
-    ``base`` runs, plain training's or those of the noise reference :data:`NOISE_RUN` (None without a
-    seed that has both). The entries ``plain`` and ``plain_nfe`` hold the base's means."""
+    """The paired comparison of one example's ``run`` (``auto``, ``weight@W`` or ``plain@lr=X``)
+    against its ``base`` runs, plain training's or a noise reference's (:data:`NOISE_RUN`, a
+    ``plain@lr=X``); None without a seed that has both. The entries ``plain`` and ``plain_nfe`` hold
+    the base's means."""
     by_run = {name: {int(r["seed"]): r for r in _harness.first_per_seed([r for r in rows if r["example"] == example
                                                                          and r["run"] == name])}
               for name in (base, run)}
@@ -232,7 +233,8 @@ def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()", ba
 def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()) -> Path:
     """One panel per example: every seed's NFE ratio against its change (error ratio or accuracy
     difference), AutoWeight() against plain training of the same seed, and the means of the
-    ``constants`` (comparisons of constant weights, :func:`compare`) of that example, each named."""
+    ``constants`` (:func:`compare` of the constant weights and the other learning rates) of that
+    example, each named."""
     plt = _plots.pyplot()
     cols = 3
     rows_n = math.ceil(len(comparisons) / cols)
@@ -245,18 +247,18 @@ def plot(comparisons: Sequence[Dict], path: Path, constants: Sequence[Dict] = ()
         ax.scatter(xs, ys, s=28, color="tab:red", edgecolor="black", linewidth=0.5, zorder=3, label="one seed")
         ax.scatter([c["nfe_ratio"]], [100 * c["change"] if acc else c["change"]], marker="*", s=180, color="gold",
                    edgecolor="black", zorder=4, label="AutoWeight()'s means")
-        marks = [(k["nfe_ratio"], 100 * k["change"] if acc else k["change"], run_name(k["run"]))
+        marks = [(k["nfe_ratio"], 100 * k["change"] if acc else k["change"], k["run"])
                  for k in constants if k["example"] == c["example"]]
-        for (x, y, _), k in zip(marks, (k for k in constants if k["example"] == c["example"])):
-            lr = k["run"].startswith(LR_RUN)
+        for x, y, run in marks:
+            lr = run.startswith(LR_RUN)
             ax.scatter([x], [y], marker="s" if lr else "D", s=46, color="white", edgecolor="black", linewidth=1.0,
                        zorder=4, label="means of plain training at another lr" if lr else "means of a constant weight")
         ax.axhline(0.0 if acc else 1.0, color="gray", linestyle="--", linewidth=0.8)
         ax.axvline(1.0, color="gray", linestyle="--", linewidth=0.8)
         middle = sum(ax.get_xlim()) / 2
-        for i, (x, y, name) in enumerate(marks):  # towards the middle, above and below in turn
-            ax.annotate(name, (x, y), xytext=(6 if x < middle else -6, (5, -11, 15, -21, 25, -31)[i % 6]), fontsize=7,
-                        textcoords="offset points", ha="left" if x < middle else "right")
+        for i, (x, y, run) in enumerate(marks):  # towards the middle, above and below in turn
+            ax.annotate(run_name(run), (x, y), xytext=(6 if x < middle else -6, (5, -11, 15, -21, 25, -31)[i % 6]),
+                        fontsize=7, textcoords="offset points", ha="left" if x < middle else "right")
         ax.set_title(f"{c['example']}.py ({c['seeds']} seeds)", fontsize=10)
         ax.set_xlabel("test NFE / plain's, same seed")
         ax.set_ylabel("accuracy - plain's (points)" if acc else f"{c['metric_name']} / plain's (lower is better)")
@@ -278,10 +280,10 @@ def summarize(out: Path) -> List[Dict]:
     """Writes ``summary.md``, ``summary.csv`` and ``examples.png`` from every row of ``out/runs.csv``."""
     rows = _harness.read_rows(out / "runs.csv")
     comparisons = [c for c in (compare(e, rows) for e in EXAMPLES) if c is not None]
-    weights = sorted({r["run"] for r in rows if r["run"].startswith(WEIGHT_RUN)},
-                     key=lambda run: float(run[len(WEIGHT_RUN):]))
-    weights += sorted({r["run"] for r in rows if r["run"].startswith(LR_RUN)}, key=lambda run: float(run[len(LR_RUN):]))
-    constants = [c for c in (compare(e, rows, run) for e in EXAMPLES for run in weights) if c is not None]
+    others = [run for prefix in (WEIGHT_RUN, LR_RUN)  # constant weights, then other learning rates, each ascending
+              for run in sorted({r["run"] for r in rows if r["run"].startswith(prefix)},
+                                key=lambda run, n=len(prefix): float(run[n:]))]
+    constants = [c for c in (compare(e, rows, run) for e in EXAMPLES for run in others) if c is not None]
     if not comparisons and not constants:
         print(f"no runs paired with plain ones under {out}")
         return []
@@ -303,7 +305,7 @@ def summarize(out: Path) -> List[Dict]:
                  "the learning rate X instead of the example's default; one a millionth from the default is a noise "
                  "reference with no regularization at all.\n\n" + summary_markdown(constants, "run"))
     against_noise = []
-    for base in [NOISE_RUN] + [run for run in weights if run.startswith(LR_RUN)]:
+    for base in [NOISE_RUN] + [run for run in others if run.startswith(LR_RUN)]:
         paired = [c for c in (compare(e, rows, "auto", base) for e in EXAMPLES) if c is not None]
         if paired:
             text += (f"\n### `AutoWeight()` against the noise reference {run_name(base)}\n\n"
