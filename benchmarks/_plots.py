@@ -31,6 +31,7 @@ AUTO_STYLE = {"color": "#E41A1C", "marker": "*"}  # AutoWeight() (method "auto")
 # The order in which families are listed, and their names in legends and panel titles.
 FAMILIES = {
     "vanilla": "vanilla (no regularization)",
+    "vanilla_lr": "vanilla, learning rate perturbed",
     "unbiased": "local, unbiased",
     "biased": "local, biased",
     "unbiased_stiff": "local, unbiased + stiffness",
@@ -102,6 +103,7 @@ def display_name(label: str) -> str:
     ``budget@0.6`` -> "NFEBudget 0.6x" (the target as a fraction of vanilla's NFE); ``budget`` ->
     "NFEBudget"; ``budget_sum`` -> "NFEBudget, plain sum"; ``auto`` -> "AutoWeight"; ``auto@0.3``
     -> "AutoWeight()" (the package's defaults); ``auto_c@0.1`` -> "AutoWeight, share c=0.1";
+    ``vanilla_lr@1e-06`` -> "vanilla, learning rate x(1 + 1e-06) (a noise reference)";
     ``global@0.1`` -> "global, weight 0.1"; ``steer@0.5`` -> "STEER b=0.5"; ``rnode@0.01``
     -> "RNODE 0.01". A label it does not know is returned as it is.
     """
@@ -121,6 +123,8 @@ def display_name(label: str) -> str:
         return f"{name}, weight {weight}"
     if fam == "budget":
         return f"NFEBudget {weight}x" + name[len("NFEBudget"):]
+    if fam == "vanilla_lr":
+        return f"vanilla, learning rate x(1 + {float(weight):g}) (a noise reference)"
     if method == "auto":
         return "AutoWeight()"  # the package's defaults; its weight column is the default share
     if fam == "auto" and variant in AT_DEFAULT_SHARES:

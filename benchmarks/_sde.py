@@ -33,7 +33,7 @@ import torchsde
 from torchsde import BaseBrownian, BrownianInterval
 
 from _regularizers import RNODEDynamics, steer_times
-from _train import Task
+from _train import STRATEGIES, Task
 from torchdiffeq_localreg import sdeint_reg
 
 METHODS = ("vanilla", "unbiased", "biased", "budget", "global", "steer", "rnode")
@@ -201,7 +201,7 @@ class SDEProblem(Task):
             ys, _, stats = sdeint_reg(augmented, augmented.initial_state(y0), solve_ts, bm=PaddedBrownian(bm, 2),
                                       strategy="none", **kwargs)
             return self.loss(model, ys[:, :, :-2], batch), weight * ys[-1, :, -2:].sum(1).mean(), stats
-        strategy = {"vanilla": "none", "steer": "none"}.get(method, method)
+        strategy = STRATEGIES.get(method, method)
         ys, reg, stats = sdeint_reg(model.sde, y0, solve_ts, bm=bm, strategy=strategy, **kwargs)
         penalty = weight * reg if strategy != "none" else torch.zeros((), dtype=ys.dtype, device=ys.device)
         return self.loss(model, ys, batch), penalty, stats

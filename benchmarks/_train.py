@@ -9,6 +9,8 @@ appending each finished run's row to ``runs.csv`` (a rerun skips what is there),
 time or ``--jobs`` at once, then writes the summary and the plots. The methods:
 
 - ``vanilla``: no regularization.
+- ``vanilla_lr``: no regularization, at the learning rate ``lr * (1 + LR_PERTURBATION)`` (its ``weight``
+  column is that relative change, 1e-6): a noise reference that leaves the loss itself untouched.
 - ``unbiased``, ``biased``: local regularization (ours), ``loss + weight * reg``, at every weight
   of ``--reg_weights``.
 - ``unbiased_stiff``: as ``unbiased`` with the stiffness estimate inside reg (``stiffness_weight``).
@@ -47,7 +49,7 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
-METHODS = ("vanilla", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
+METHODS = ("vanilla", "vanilla_lr", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
            "auto_k30", "auto_k100", "auto_eps", "auto_cf", "auto_cfeps", "share", "share_nocap", "global", "steer",
            "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
@@ -68,6 +70,9 @@ AUTO_CANDIDATES: Dict[str, Dict[str, object]] = {
     "share_nocap": {"NORM_SMOOTHING": 0.0, "MOMENTUM": 0.0, "CEILING": math.inf},
 }
 REG_WEIGHTED = ("unbiased", "biased", "unbiased_stiff")  # trained at every weight of --reg_weights
+LR_PERTURBATION = 1e-6  # vanilla_lr: the learning rate larger by this fraction
+# The training solve's strategy of the methods that do not use the package's strategy of their name.
+STRATEGIES = {"vanilla": "none", "vanilla_lr": "none", "steer": "none", "unbiased_stiff": "unbiased"}
 TAYNODE_NOTE = ("TayNODE (Kelly et al. 2020) is not compared: it regularizes higher-order total derivatives "
                 "through Taylor-mode automatic differentiation, which PyTorch does not have.")
 # The columns of runs.csv (a problem's extra_metrics follow) and of curves.csv.
@@ -152,7 +157,7 @@ class Problem(Task):
         else:
             if method == "steer":
                 t = steer_times(t, weight, generator)
-            strategy = {"vanilla": "none", "steer": "none", "unbiased_stiff": "unbiased"}.get(method, method)
+            strategy = STRATEGIES.get(method, method)
             stiffness = args.stiffness_weight if method == "unbiased_stiff" else 0.0
             zs, reg, stats = _solve(model.func, z0, t, args, strategy, stiffness, generator)
             if strategy != "none":
@@ -309,7 +314,8 @@ def train_run(problem: Task, label: str, method: str, weight: float, seed: int, 
     problem.to(device)
     torch.manual_seed(seed)
     model = problem.make_model().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    lr = args.lr * (1 + weight) if method == "vanilla_lr" else args.lr
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     lr_decay = getattr(args, "lr_decay", 0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 / (1.0 + lr_decay * i)) if lr_decay else None
     data_order = torch.Generator().manual_seed(seed)       # the same batches for every method
@@ -491,7 +497,8 @@ def settings_of(args: argparse.Namespace) -> Dict:
 
 def check_args(args: argparse.Namespace, allowed: Sequence[str] = METHODS) -> None:
     """Raises ``ValueError`` naming the flag for a value out of range."""
-    allowed = tuple(dict.fromkeys((*allowed, *AUTO_CANDIDATES)))  # every benchmark can run the auto candidates
+    # every benchmark can run the auto candidates and the learning-rate noise reference
+    allowed = tuple(dict.fromkeys((*allowed, "vanilla_lr", *AUTO_CANDIDATES)))
     unknown = [m for m in args.methods if m not in allowed]
     if unknown:
         raise ValueError(f"--methods must be among {' '.join(allowed)}, got {' '.join(unknown)}.")
@@ -550,7 +557,7 @@ def _key(row: Mapping) -> Tuple[str, str, int]:
 def run_specs(args: argparse.Namespace) -> List[Spec]:
     """Every run of the command: vanilla first (the budget's target needs it; it is added when the
     budget is asked for), then each method at its weights, seed by seed."""
-    weights = {"vanilla": [0.0], "budget": [args.budget_ratio], "global": [args.global_weight],
+    weights = {"vanilla": [0.0], "vanilla_lr": [LR_PERTURBATION], "budget": [args.budget_ratio], "global": [args.global_weight],
                "steer": [args.steer_b], "rnode": [args.rnode_weight],
                **{m: args.auto_fractions for m in AUTO_CANDIDATES}}
     methods = list(dict.fromkeys(args.methods))

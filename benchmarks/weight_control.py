@@ -92,6 +92,8 @@ INTERVAL_RESAMPLES = 2000
 # A constant weight too small to matter (weight * reg is about 1e-10 of the latent ODE's task loss): where it
 # ran, its change against vanilla is the seed noise of (a) itself, what a mere perturbation of training moves.
 PERTURBATION = "unbiased@0.0001"
+# A second seed-noise reference that leaves the loss untouched: vanilla at a learning rate 1e-6 larger.
+LR_NOISE = f"vanilla_lr@{_train.LR_PERTURBATION:g}"
 # AutoWeight()'s own noise: the same rule with its share 1e-6 larger (the candidate auto_eps). Its regularization
 # enters whole, so where training is chaotic it moves single seeds far more than PERTURBATION moves vanilla's.
 OWN_NOISE = "auto_eps"
@@ -201,21 +203,25 @@ def paired_runs(kind: str, runs: Sequence[Dict], bases: Sequence[Dict]) -> Dict:
                          column(bases, "test_nfe"))
 
 
+def versus(kind: str, rows: Sequence[Dict], label: str, base_label: str) -> Optional[Dict]:
+    """:func:`paired_runs` of ``label``'s rows against ``base_label``'s on the seeds both ran (the first
+    row of each seed), as a table entry: ``label``, ``seeds``, ``metric_ratio`` (the change) and the
+    rest of :func:`paired_change`'s entries (``vanilla_*`` hold the base's means); None without a
+    shared seed."""
+    base = {r["seed"]: r for r in _harness.first_per_seed(_paired(rows, base_label, {r["seed"] for r in rows}))}
+    runs = _harness.first_per_seed(_paired(rows, label, set(base)))
+    if not runs:
+        return None
+    change = paired_runs(kind, runs, [base[r["seed"]] for r in runs])
+    return {"label": label, "seeds": len(runs), "metric_ratio": change.pop("change"), **change}
+
+
 def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]:
     """The acceptance row of one (problem, length): every method's means on the seeds it shares with
     vanilla, the cheapest constant meeting (a), and the verdicts of ``auto_label``."""
     kind = PROBLEMS[problem][1]
-    vanilla_seeds = {r["seed"] for r in rows if r["method"] == "vanilla"}
     labels = list(dict.fromkeys(_plots.run_label(r["method"], r["weight"]) for r in rows))
-    table = {}
-    for label in labels:
-        runs = _harness.first_per_seed([r for r in rows if _plots.run_label(r["method"], r["weight"]) == label
-                                        and r["seed"] in vanilla_seeds])
-        if not runs:
-            continue
-        base = {r["seed"]: r for r in _harness.first_per_seed(_paired(rows, "vanilla", {r["seed"] for r in runs}))}
-        change = paired_runs(kind, runs, [base[r["seed"]] for r in runs])
-        table[label] = {"label": label, "seeds": len(base), "metric_ratio": change.pop("change"), **change}
+    table = {label: entry for label in labels if (entry := versus(kind, rows, label, "vanilla")) is not None}
     if "vanilla" not in table or auto_label not in table:
         return None
     full = max(s["seeds"] for s in table.values())
@@ -232,6 +238,8 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
                "auto_change_low": auto["interval"][0], "auto_change_high": auto["interval"][1],
                "auto_typical": auto["typical"], "auto_worse": auto["worse"],
                **_noise(table.get(PERTURBATION)),
+               **_noise(table.get(LR_NOISE), "lr_noise"), **_noise(auto, "auto_vs_vanilla"),
+               **_noise(versus(kind, rows, auto_label, LR_NOISE), "auto_vs_lr"),
                **_own_noise(kind, rows, table, auto_label),
                "best_constant": best["label"] if best else "none", "best_constant_nfe": best["nfe"] if best else math.nan,
                "best_constant_metric": best["metric"] if best else math.nan,
@@ -241,12 +249,16 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
     return verdict
 
 
-def _noise(perturbed: Optional[Dict]) -> Dict:
-    """The acceptance row's seed-noise columns: the change of :data:`PERTURBATION` and its interval."""
-    if perturbed is None:
-        return {"noise_seeds": 0, "noise_change": math.nan, "noise_low": math.nan, "noise_high": math.nan}
-    return {"noise_seeds": perturbed["seeds"], "noise_change": perturbed["metric_ratio"],
-            "noise_low": perturbed["interval"][0], "noise_high": perturbed["interval"][1]}
+def _noise(entry: Optional[Dict], prefix: str = "noise") -> Dict:
+    """The acceptance row's columns ``<prefix>_seeds``, ``_change``, ``_low``, ``_high`` (its interval),
+    ``_typical`` and ``_worse`` of a table entry (:func:`versus`): by default the seed noise, the change
+    of :data:`PERTURBATION` against vanilla."""
+    if entry is None:
+        return {f"{prefix}_seeds": 0, **{f"{prefix}_{k}": math.nan for k in ("change", "low", "high", "typical")},
+                f"{prefix}_worse": 0}
+    return {f"{prefix}_seeds": entry["seeds"], f"{prefix}_change": entry["metric_ratio"],
+            f"{prefix}_low": entry["interval"][0], f"{prefix}_high": entry["interval"][1],
+            f"{prefix}_typical": entry["typical"], f"{prefix}_worse": entry["worse"]}
 
 
 def own_noise_label(auto_label: str) -> str:
@@ -301,6 +313,30 @@ def _noise_cell(v: Dict) -> str:
         return "not run"
     interval = interval_text(v["kind"], (v["noise_low"], v["noise_high"]))
     return f"{relative_text(v['kind'], v['noise_change'])} ({interval}), {v['noise_seeds']} seeds"
+
+
+def _reference_cell(v: Dict, prefix: str) -> str:
+    """A cell of :func:`noise_markdown`: the mean change, its interval, the typical seed's change and on
+    how many seeds it is worse, from the acceptance row's ``<prefix>_*`` columns (:func:`_noise`)."""
+    seeds = v[f"{prefix}_seeds"]
+    if not seeds:
+        return "not run"
+    interval = interval_text(v["kind"], (v[f"{prefix}_low"], v[f"{prefix}_high"]))
+    return (f"{relative_text(v['kind'], v[f'{prefix}_change'])} ({interval}); "
+            f"{typical_text(v['kind'], v[f'{prefix}_typical'], v[f'{prefix}_worse'], seeds)}")
+
+
+def noise_markdown(verdicts: Sequence[Dict]) -> str:
+    """The two seed-noise references side by side (the constant weight 1e-4 and vanilla at a learning
+    rate 1e-6 larger, each against vanilla), and AutoWeight() against vanilla and against the
+    learning-rate runs, on the seeds each pair shares."""
+    lines = ["| problem | run | weight 1e-4 against vanilla | learning rate x(1 + 1e-6) against vanilla | "
+             "AutoWeight() against vanilla | AutoWeight() against the learning-rate runs |",
+             "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        cells = (_reference_cell(v, prefix) for prefix in ("noise", "lr_noise", "auto_vs_vanilla", "auto_vs_lr"))
+        lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _own_noise_cell(v: Dict) -> str:
@@ -441,6 +477,11 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             "one solver step (6 evaluations for dopri5, 3 drift evaluations for the adaptive Milstein solves); on "
             f"the two ODE classifiers also at most {CLASSIFIER_NFE_RATIO}x vanilla's NFE.\n\n"
             + acceptance_markdown(verdicts))
+    text += ("\n### Seed noise: two references\n\nThe constant weight 1e-4 (the acceptance table's seed noise) "
+             "and vanilla at a learning rate 1e-6 larger (no regularization at all), each against vanilla, and "
+             "AutoWeight() against vanilla and against the learning-rate runs, on the seeds each pair shares: "
+             "the change of the means, its 90% interval, and the typical seed's change.\n\n"
+             + noise_markdown(verdicts))
     for v in verdicts:
         text += f"\n### {v['problem']}, {v['length']}\n\n" + methods_markdown(v)
     (out / "summary.md").write_text(text)

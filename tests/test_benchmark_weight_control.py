@@ -239,6 +239,32 @@ def test_acceptance_table_shows_the_seed_noise_of_a_perturbation(tmp_path):
     assert "| yes | not run |" in text
 
 
+def test_noise_table_sets_the_learning_rate_reference_beside_the_weight_1e4(tmp_path):
+    # vanilla_lr (vanilla at a learning rate 1e-6 larger) against vanilla, and AutoWeight() against it on the
+    # seeds they share; a cell whose runs are missing says so.
+    rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.0001": [(1.0, 60), (2.0, 80)],
+                  "vanilla_lr@1e-06": [(2.0, 60), (2.0, 80)], "auto@0.3": [(1.0, 40), (3.0, 50)]})
+    for problem in ("latent_ode", "spiral_sde"):
+        wc.folder(tmp_path, problem, "realistic").mkdir()
+        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "vanilla_lr"],
+                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    with_lr, without = wc.summarize(tmp_path, "auto@0.3")
+    assert wc.LR_NOISE == "vanilla_lr@1e-06"
+    assert with_lr["lr_noise_seeds"] == 2 and with_lr["lr_noise_change"] == pytest.approx(4.0 / 3.0)
+    assert with_lr["lr_noise_typical"] == pytest.approx(math.sqrt(2.0)) and with_lr["lr_noise_worse"] == 1
+    assert with_lr["auto_vs_lr_change"] == pytest.approx(1.0) and with_lr["auto_vs_lr_worse"] == 1
+    assert with_lr["auto_vs_lr_typical"] == pytest.approx(math.sqrt(0.5 * 1.5))
+    assert with_lr["auto_vs_vanilla_change"] == pytest.approx(4.0 / 3.0)
+    assert without["lr_noise_seeds"] == without["auto_vs_lr_seeds"] == 0 and math.isnan(without["lr_noise_change"])
+    assert "vanilla_lr@1e-06" not in (with_lr["best_constant"], without["best_constant"])
+    text = (tmp_path / "summary.md").read_text()
+    assert ("| latent ODE, irregular spirals | realistic | 1.00x (1.00-1.00x); 1.00x, worse on 0/2 | "
+            "1.33x (1.00-2.00x); 1.41x, worse on 1/2 | 1.33x (1.00-1.50x); 1.22x, worse on 1/2 | "
+            "1.00x (0.50-1.50x); 0.87x, worse on 1/2 |") in text
+    assert "| spiral SDE fit | realistic | 1.00x (1.00-1.00x); 1.00x, worse on 0/2 | not run |" in text
+    assert "| vanilla, learning rate x(1 + 1e-06) (a noise reference) | 2 |" in text
+
+
 def test_acceptance_table_shows_autoweights_own_noise(tmp_path):
     # AutoWeight() with its share 1e-6 larger (auto_eps at AutoWeight()'s share): its change against vanilla,
     # and how far it moved single seeds against AutoWeight() itself (here 0.5x and 2x); a problem where it did

@@ -72,7 +72,7 @@ def test_mnist_node_smoke_every_method_and_weights(mnist_root, tmp_path):
     out = tmp_path / "out"
     result = M["mnist_node"].main(["--smoke", "--methods", *train_mod.METHODS, "--reg_weights", "1", "0.5",
                                    "--data_root", mnist_root, "--out", str(out)])
-    labels = ["vanilla", "budget@0.6", "global@0.1", "steer@0.5", "rnode@0.01"] + [
+    labels = ["vanilla", "vanilla_lr@1e-06", "budget@0.6", "global@0.1", "steer@0.5", "rnode@0.01"] + [
         f"{m}@{w}" for m in ("unbiased", "biased", "unbiased_stiff") for w in ("1", "0.5")] + AUTO_LABELS
     rows = _check_outputs(result, out, labels)
     assert {r["seed"] for r in rows} == {"0"}
@@ -84,7 +84,7 @@ def test_mnist_node_smoke_every_method_and_weights(mnist_root, tmp_path):
     by_method = {}
     for c in result["curves"]:
         by_method.setdefault(c["method"], []).append(int(c["nfe_reg"]))
-    for method in ("vanilla", "steer", "rnode"):
+    for method in ("vanilla", "vanilla_lr", "steer", "rnode"):
         assert all(n == 0 for n in by_method[method])
     for method in ("unbiased", "biased", "unbiased_stiff", "budget", *train_mod.AUTO_CANDIDATES):
         assert all(n >= 6 for n in by_method[method])
@@ -101,9 +101,27 @@ def test_mnist_node_adjoint_gradient(mnist_root, tmp_path):
 
 def test_latent_ode_spirals_smoke_every_method(tmp_path):
     result = M["latent_ode_spirals"].main(["--smoke", "--methods", *train_mod.METHODS, "--out", str(tmp_path)])
-    rows = _check_outputs(result, tmp_path, ["vanilla", "unbiased@1", "biased@1", "unbiased_stiff@1", "budget@0.6",
+    rows = _check_outputs(result, tmp_path, ["vanilla", "vanilla_lr@1e-06", "unbiased@1", "biased@1", "unbiased_stiff@1", "budget@0.6",
                                              "global@1", "steer@0.02", "rnode@0.01"] + AUTO_LABELS)
     assert all(float(r["test_metric"]) >= 0 for r in rows)
+
+
+def test_vanilla_lr_is_vanilla_at_a_learning_rate_a_millionth_larger(tmp_path, monkeypatch):
+    # The learning-rate noise reference: the optimizer gets lr * (1 + 1e-6), and no regularization enters.
+    rates = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, lr):
+            rates.append(lr)
+            super().__init__(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    result = M["latent_ode_spirals"].main(["--smoke", "--methods", "vanilla", "vanilla_lr", "--out", str(tmp_path)])
+    lr = M["latent_ode_spirals"].build_parser().get_default("lr")
+    assert rates == [lr, lr * (1 + 1e-6)] and train_mod.LR_PERTURBATION == 1e-6
+    assert [(r["method"], float(r["weight"])) for r in result["rows"]] == [("vanilla", 0.0), ("vanilla_lr", 1e-6)]
+    curves = [c for c in read_csv(tmp_path / "curves.csv") if c["method"] == "vanilla_lr"]
+    assert curves and all(float(c["penalty"]) == 0.0 and int(c["nfe_reg"]) == 0 for c in curves)
 
 
 SPIRALS = ["--smoke", "--methods", "vanilla", "biased", "budget"]
