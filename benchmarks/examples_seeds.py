@@ -184,8 +184,8 @@ def kind_of(rows: Sequence[Dict]) -> str:
 def compare(example: str, rows: Sequence[Dict], run: str = "auto", base: str = "plain") -> Optional[Dict]:
     """The paired comparison of one example's ``run`` (``auto``, ``weight@W`` or ``plain@lr=X``)
     against its ``base`` runs, plain training's or a noise reference's (:data:`NOISE_RUN`, a
-    ``plain@lr=X``); None without a seed that has both. The entries ``plain`` and ``plain_nfe`` hold
-    the base's means."""
+    ``plain@lr=X``); None without a seed that has both. ``metric`` and ``nfe`` are the run's means,
+    ``base_metric`` and ``base_nfe`` the base's."""
     by_run = {name: {int(r["seed"]): r for r in _harness.first_per_seed([r for r in rows if r["example"] == example
                                                                          and r["run"] == name])}
               for name in (base, run)}
@@ -198,9 +198,9 @@ def compare(example: str, rows: Sequence[Dict], run: str = "auto", base: str = "
     time_p, time_a = (statistics.fmean(float(r["training_time_s"]) for r in runs) for runs in (plain, auto))
     return {"example": example, "run": run, "base": base, "metric_name": plain[0]["metric_name"], "kind": kind,
             "seeds": len(seeds),
-            "plain": c["vanilla_metric"], "auto": c["metric"], "change": c["change"], "interval": c["interval"],
-            "typical": c["typical"], "worse": c["worse"], "meets_a": c["a"], "plain_nfe": c["vanilla_nfe"],
-            "auto_nfe": c["nfe"], "nfe_ratio": c["nfe_ratio"], "train_time_ratio": time_a / time_p,
+            "base_metric": c["vanilla_metric"], "metric": c["metric"], "change": c["change"], "interval": c["interval"],
+            "typical": c["typical"], "worse": c["worse"], "meets_a": c["a"], "base_nfe": c["vanilla_nfe"],
+            "nfe": c["nfe"], "nfe_ratio": c["nfe_ratio"], "train_time_ratio": time_a / time_p,
             "per_seed": [(s, pr, ar) for s, pr, ar in zip(seeds, plain, auto)]}
 
 
@@ -221,11 +221,11 @@ def summary_markdown(comparisons: Sequence[Dict], name: str = "AutoWeight()", ba
     for c in comparisons:
         k = c["kind"]
         lines.append(f"| `{c['example']}.py` | {run_name(c['run']) + ' | ' if per_row else ''}{c['metric_name']} | "
-                     f"{c['seeds']} | {metric_text(k, c['plain'])} | "
-                     f"{metric_text(k, c['auto'])} | {relative_text(k, c['change'])} | "
+                     f"{c['seeds']} | {metric_text(k, c['base_metric'])} | "
+                     f"{metric_text(k, c['metric'])} | {relative_text(k, c['change'])} | "
                      f"{interval_text(k, c['interval'])} | "
                      f"{typical_text(k, c['typical'], c['worse'], c['seeds'])} | "
-                     f"{'yes' if c['meets_a'] else '**no**'} | {c['plain_nfe']:.1f} -> {c['auto_nfe']:.1f} | "
+                     f"{'yes' if c['meets_a'] else '**no**'} | {c['base_nfe']:.1f} -> {c['nfe']:.1f} | "
                      f"{c['nfe_ratio']:.2f} | {c['train_time_ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
