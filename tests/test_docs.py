@@ -130,3 +130,24 @@ def test_rst_markup_becomes_markdown():
     assert griffe_rst.rst_to_markdown(text).split("\n") == [
         'Use `odeint_reg` with `strategy="none"`, `NFEBudget`:', "", "```python", "x = odeint_reg(f, y0, t)",
         "    indented()", "```", "", "Then:", "", "```text", "a = b", "```", "", "After."]
+
+
+def _markdown_table(text: str, header: str) -> str:
+    """The markdown table of ``text`` whose header row starts with ``header``: its rows, joined."""
+    lines = text.splitlines()
+    start = next((k for k, line in enumerate(lines) if line.startswith(header)), None)
+    assert start is not None, header
+    end = next((k for k in range(start, len(lines)) if not lines[k].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+@pytest.mark.parametrize("header, docs", [
+    ("| problem | run | seeds | vanilla | AutoWeight() |", ("benchmarks/README.md", "docs/choosing-the-strength.md")),
+    ("| problem | run | weight 1e-4 against vanilla |", ("benchmarks/README.md",))])
+def test_the_protocols_tables_in_the_docs_are_the_committed_summarys(header, docs):
+    """The weight-control protocol's tables, copied into the documentation, equal those that
+    ``benchmarks/weight_control.py --summarize`` last wrote (results/weight_control/summary.md)."""
+    summary = _markdown_table((ROOT / "benchmarks/results/weight_control/summary.md").read_text(), header)
+    assert summary.count("\n") >= 13  # a header, its rule and the 12 cells
+    for doc in docs:
+        assert _markdown_table((ROOT / doc).read_text(), header) == summary, doc
