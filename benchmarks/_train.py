@@ -49,9 +49,9 @@ from _harness import (RESULTS, append_rows, finish_run, folder_lock, iqr, markdo
 from _regularizers import RNODEDynamics, steer_times
 from torchdiffeq_localreg import AutoWeight, NFEBudget, odeint_adjoint_reg, odeint_reg
 
-METHODS = ("vanilla", "vanilla_lr", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom", "auto_nocap",
-           "auto_k30", "auto_k100", "auto_eps", "auto_cf", "auto_cfeps", "share", "share_nocap", "global", "steer",
-           "rnode")
+METHODS = ("vanilla", "vanilla_lr", "unbiased", "biased", "unbiased_stiff", "budget", "auto", "auto_c", "auto_nomom",
+           "auto_nocap", "auto_k30", "auto_k100", "auto_eps", "auto_cf", "auto_cfeps", "share", "share_nocap", "global",
+           "steer", "rnode")
 # Rows of methods no longer trained (candidates removed after they lost; their commits are named in
 # benchmarks/README.md) are still summarized, after these.
 # AutoWeight and the candidates of the weight-control protocol: its class settings overridden
@@ -557,8 +557,8 @@ def _key(row: Mapping) -> Tuple[str, str, int]:
 def run_specs(args: argparse.Namespace) -> List[Spec]:
     """Every run of the command: vanilla first (the budget's target needs it; it is added when the
     budget is asked for), then each method at its weights, seed by seed."""
-    weights = {"vanilla": [0.0], "vanilla_lr": [LR_PERTURBATION], "budget": [args.budget_ratio], "global": [args.global_weight],
-               "steer": [args.steer_b], "rnode": [args.rnode_weight],
+    weights = {"vanilla": [0.0], "vanilla_lr": [LR_PERTURBATION], "budget": [args.budget_ratio],
+               "global": [args.global_weight], "steer": [args.steer_b], "rnode": [args.rnode_weight],
                **{m: args.auto_fractions for m in AUTO_CANDIDATES}}
     methods = list(dict.fromkeys(args.methods))
     if "budget" in methods or "vanilla" in methods:

@@ -16,9 +16,10 @@ Methods: ``vanilla``; ``unbiased`` at a sweep of constant weights (at least 4 ov
 around the best, :data:`SWEEPS`); ``budget`` (``NFEBudget``, target 0.6 x vanilla's training NFE
 of the same seed); ``auto`` (``AutoWeight()``; its ``weight`` column is the share c, the default
 ``AutoWeight.FRACTION`` unless ``--auto_fractions`` says otherwise) and the candidates of
-``_train.AUTO_CANDIDATES``. Seeds are paired: 5 where vanilla's metric spreads widely across seeds
-(MNIST SDE, latent ODE, spiral SDE, Lotka-Volterra: vanilla's error ranges 0.013-0.099 over its first
-three seeds), 3 elsewhere (:data:`SEEDS`).
+``_train.AUTO_CANDIDATES``; ``vanilla_lr`` (vanilla at the learning rate x(1 + 1e-6)), a seed-noise
+reference beside the weight 1e-4 (:data:`LR_NOISE`). Seeds are paired: 5 where vanilla's metric
+spreads widely across seeds (MNIST SDE, latent ODE, spiral SDE, Lotka-Volterra: vanilla's error
+ranges 0.013-0.099 over its first three seeds), 3 elsewhere (:data:`SEEDS`).
 
 Acceptance (issue 19), per problem and run length, against vanilla on the same seeds:
 (a) mean accuracy within 0.3 points of vanilla's, or mean error within 10% of vanilla's;

@@ -101,8 +101,8 @@ def test_mnist_node_adjoint_gradient(mnist_root, tmp_path):
 
 def test_latent_ode_spirals_smoke_every_method(tmp_path):
     result = M["latent_ode_spirals"].main(["--smoke", "--methods", *train_mod.METHODS, "--out", str(tmp_path)])
-    rows = _check_outputs(result, tmp_path, ["vanilla", "vanilla_lr@1e-06", "unbiased@1", "biased@1", "unbiased_stiff@1", "budget@0.6",
-                                             "global@1", "steer@0.02", "rnode@0.01"] + AUTO_LABELS)
+    rows = _check_outputs(result, tmp_path, ["vanilla", "vanilla_lr@1e-06", "unbiased@1", "biased@1", "unbiased_stiff@1",
+                                             "budget@0.6", "global@1", "steer@0.02", "rnode@0.01"] + AUTO_LABELS)
     assert all(float(r["test_metric"]) >= 0 for r in rows)
 
 
