@@ -221,15 +221,20 @@ def test_summary_plots_accuracy_as_a_change_in_points(tmp_path, monkeypatch):
     assert scale == 100.0 and "points" in label
 
 
+def _write_with_and_without(out, rows, method):
+    """The latent ODE's realistic folder under ``out`` with every row, the spiral SDE's without ``method``'s."""
+    for problem in ("latent_ode", "spiral_sde"):
+        wc.folder(out, problem, "realistic").mkdir()
+        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != method],
+                              wc.folder(out, problem, "realistic") / "runs.csv")
+
+
 def test_acceptance_table_shows_the_seed_noise_of_a_perturbation(tmp_path):
     # The weight 1e-4 (a perturbation of training) moved the error 1.5x on one seed: the acceptance row shows
     # its change and interval, next to AutoWeight()'s; a problem where it did not run says so.
     rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.0001": [(1.5, 60), (2.0, 80)],
                   "auto@0.3": [(1.0, 40), (2.0, 50)]})
-    for problem in ("latent_ode", "spiral_sde"):
-        wc.folder(tmp_path, problem, "realistic").mkdir()
-        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "unbiased"],
-                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    _write_with_and_without(tmp_path, rows, "unbiased")
     with_noise, without = wc.summarize(tmp_path, "auto@0.3")
     assert with_noise["noise_seeds"] == 2 and with_noise["noise_change"] == pytest.approx(3.5 / 3.0)
     assert with_noise["noise_low"] == pytest.approx(1.0) and with_noise["noise_high"] == pytest.approx(1.5)
@@ -244,10 +249,7 @@ def test_noise_table_sets_the_learning_rate_reference_beside_the_weight_1e4(tmp_
     # seeds they share; a cell whose runs are missing says so.
     rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.0001": [(1.0, 60), (2.0, 80)],
                   "vanilla_lr@1e-06": [(2.0, 60), (2.0, 80)], "auto@0.3": [(1.0, 40), (3.0, 50)]})
-    for problem in ("latent_ode", "spiral_sde"):
-        wc.folder(tmp_path, problem, "realistic").mkdir()
-        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "vanilla_lr"],
-                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    _write_with_and_without(tmp_path, rows, "vanilla_lr")
     with_lr, without = wc.summarize(tmp_path, "auto@0.3")
     assert wc.LR_NOISE == "vanilla_lr@1e-06"
     assert with_lr["lr_noise_seeds"] == 2 and with_lr["lr_noise_change"] == pytest.approx(4.0 / 3.0)
@@ -271,10 +273,7 @@ def test_acceptance_table_shows_autoweights_own_noise(tmp_path):
     # not run says so.
     rows = _rows({"vanilla": [(1.0, 60), (2.0, 80)], "auto@0.3": [(2.0, 40), (1.0, 50)],
                   "auto_eps@0.3": [(1.0, 40), (2.0, 50)], "auto_eps@0.1": [(9.0, 40), (9.0, 50)]})
-    for problem in ("latent_ode", "spiral_sde"):
-        wc.folder(tmp_path, problem, "realistic").mkdir()
-        wc._harness.write_csv(rows if problem == "latent_ode" else [r for r in rows if r["method"] != "auto_eps"],
-                              wc.folder(tmp_path, problem, "realistic") / "runs.csv")
+    _write_with_and_without(tmp_path, rows, "auto_eps")
     with_own, without = wc.summarize(tmp_path, "auto@0.3")
     assert with_own["own_seeds"] == 2 and with_own["own_change"] == pytest.approx(1.0)
     assert with_own["own_vs_auto_min"] == pytest.approx(0.5) and with_own["own_vs_auto_max"] == pytest.approx(2.0)
