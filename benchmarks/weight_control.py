@@ -309,22 +309,18 @@ def typical_text(kind: str, typical: float, worse: int, seeds: int) -> str:
     return f"{relative_text(kind, typical)}, worse on {worse}/{seeds}"
 
 
-def _noise_cell(v: Dict) -> str:
-    if not v["noise_seeds"]:
-        return "not run"
-    interval = interval_text(v["kind"], (v["noise_low"], v["noise_high"]))
-    return f"{relative_text(v['kind'], v['noise_change'])} ({interval}), {v['noise_seeds']} seeds"
-
-
-def _reference_cell(v: Dict, prefix: str) -> str:
-    """A cell of :func:`noise_markdown`: the mean change, its interval, the typical seed's change and on
-    how many seeds it is worse, from the acceptance row's ``<prefix>_*`` columns (:func:`_noise`)."""
+def _reference_cell(v: Dict, prefix: str, per_seed: bool = True) -> str:
+    """The mean change of the acceptance row's ``<prefix>_*`` columns (:func:`_noise`) and its interval,
+    then either the typical seed's change and on how many seeds it is worse (the tables of
+    :func:`noise_markdown`) or, with ``per_seed=False``, the number of seeds (the acceptance table's)."""
     seeds = v[f"{prefix}_seeds"]
     if not seeds:
         return "not run"
-    interval = interval_text(v["kind"], (v[f"{prefix}_low"], v[f"{prefix}_high"]))
-    return (f"{relative_text(v['kind'], v[f'{prefix}_change'])} ({interval}); "
-            f"{typical_text(v['kind'], v[f'{prefix}_typical'], v[f'{prefix}_worse'], seeds)}")
+    change = f"{relative_text(v['kind'], v[f'{prefix}_change'])} "\
+             f"({interval_text(v['kind'], (v[f'{prefix}_low'], v[f'{prefix}_high']))})"
+    if not per_seed:
+        return f"{change}, {seeds} seeds"
+    return f"{change}; {typical_text(v['kind'], v[f'{prefix}_typical'], v[f'{prefix}_worse'], seeds)}"
 
 
 def noise_markdown(verdicts: Sequence[Dict]) -> str:
@@ -370,7 +366,7 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
                      f"{interval_text(kind, (v['auto_change_low'], v['auto_change_high']))} | "
                      f"{typical_text(kind, v['auto_typical'], v['auto_worse'], v['seeds'])} | "
-                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {_noise_cell(v)} | "
+                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {_reference_cell(v, 'noise', per_seed=False)} | "
                      f"{_own_noise_cell(v)} | {best} | {b} |")
     return "\n".join(lines) + "\n"
 
