@@ -244,7 +244,7 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
                **_own_noise(kind, rows, table, auto_label),
                "best_constant": best["label"] if best else "none", "best_constant_nfe": best["nfe"] if best else math.nan,
                "best_constant_metric": best["metric"] if best else math.nan,
-               "auto_b": auto["nfe"] <= bound,
+               "b_bound": bound, "auto_b": auto["nfe"] <= bound,
                "classifier_ok": (auto["nfe_ratio"] <= CLASSIFIER_NFE_RATIO) if PROBLEMS[problem][2] else None,
                "table": table}
     return verdict
@@ -366,9 +366,45 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
                      f"{interval_text(kind, (v['auto_change_low'], v['auto_change_high']))} | "
                      f"{typical_text(kind, v['auto_typical'], v['auto_worse'], v['seeds'])} | "
-                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | {_reference_cell(v, 'noise', per_seed=False)} | "
+                     f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | "
+                     f"{_reference_cell(v, 'noise', per_seed=False)} | "
                      f"{_own_noise_cell(v)} | {best} | {b} |")
     return "\n".join(lines) + "\n"
+
+
+def shortfall_markdown(verdicts: Sequence[Dict]) -> str:
+    """Where the judged row misses a criterion, and by how much: (a)'s margin, (b)'s bound (``b_bound``,
+    the cheapest constant's NFE plus one step) and the classifiers' NFE mark. Preceded by a line that
+    counts the cells meeting each."""
+    lines = ["| problem | run | criterion | AutoWeight() | the mark | short by |", "|---|---|---|---|---|---|"]
+    for v in verdicts:
+        kind, cell = v["kind"], f"| {TITLES[v['problem']]} | {v['length']} |"
+        if not v["auto_a"]:
+            change = _change(kind, v["auto_metric"], v["vanilla_metric"])
+            if kind == "accuracy":
+                mark, miss = f"-{100 * ACCURACY_TOLERANCE:.2f} pt", \
+                    f"{100 * (v['vanilla_metric'] - v['auto_metric'] - ACCURACY_TOLERANCE):.2f} points"
+            else:
+                mark = f"{1 + ERROR_TOLERANCE:.2f}x"
+                miss = f"{v['auto_metric'] / v['vanilla_metric'] - 1 - ERROR_TOLERANCE:.2f} of vanilla's error"
+            lines.append(f"{cell} (a) | {change} | {mark} | {miss} |")
+        if not v["auto_b"]:
+            source = ("vanilla's" if v["best_constant"] == "none" else
+                      f"weight {_plots.split_label(v['best_constant'])[1]}'s {v['best_constant_nfe']:.1f}")
+            lines.append(f"{cell} (b) | NFE {v['auto_nfe']:.1f} | NFE {v['b_bound']:.1f} ({source} + "
+                         f"{STEP_NFE[v['problem']]}) | {v['auto_nfe'] - v['b_bound']:.1f} evaluations |")
+        if v["classifier_ok"] is False:
+            mark = CLASSIFIER_NFE_RATIO * v["vanilla_nfe"]
+            lines.append(f"{cell} NFE <= {CLASSIFIER_NFE_RATIO}x vanilla's | {v['auto_nfe_ratio']:.2f}x "
+                         f"(NFE {v['auto_nfe']:.1f}) | {CLASSIFIER_NFE_RATIO}x (NFE {mark:.1f}) | "
+                         f"{v['auto_nfe'] - mark:.1f} evaluations |")
+    classifiers = [v for v in verdicts if v["classifier_ok"] is not None]
+    count = (f"(a) holds on {sum(v['auto_a'] for v in verdicts)} of {len(verdicts)} cells, (b) on "
+             f"{sum(v['auto_b'] for v in verdicts)} of {len(verdicts)}, and the {CLASSIFIER_NFE_RATIO}x mark on "
+             f"{sum(bool(v['classifier_ok']) for v in classifiers)} of the {len(classifiers)} classifier cells.")
+    if len(lines) == 2:
+        return count + "\n"
+    return count + "\n\n" + "\n".join(lines) + "\n"
 
 
 def methods_markdown(verdict: Dict) -> str:
@@ -474,6 +510,7 @@ def summarize(out: Path, auto_label: str) -> List[Dict]:
             "one solver step (6 evaluations for dopri5, 3 drift evaluations for the adaptive Milstein solves); on "
             f"the two ODE classifiers also at most {CLASSIFIER_NFE_RATIO}x vanilla's NFE.\n\n"
             + acceptance_markdown(verdicts))
+    text += "\n### Where AutoWeight() falls short\n\n" + shortfall_markdown(verdicts)
     text += ("\n### Seed noise: two references\n\nThe constant weight 1e-4 (the acceptance table's seed noise) "
              "and vanilla at a learning rate 1e-6 larger (no regularization at all), each against vanilla, and "
              "AutoWeight() against vanilla and against the learning-rate runs, on the seeds each pair shares: "

@@ -130,6 +130,34 @@ def test_judge_accuracy_and_the_classifier_bound():
     assert wc.judge("mnist_node", [r for r in rows if r["method"] != "auto"], "auto@0.1") is None
 
 
+def test_shortfall_table_names_each_missed_criterion_and_by_how_much():
+    classifier = wc.judge("mnist_node", _rows({"vanilla": [(0.960, 44), (0.962, 44)],
+                                               "unbiased@0.1": [(0.962, 26), (0.960, 26)],
+                                               "auto@0.1": [(0.9585, 32), (0.9595, 26)]}), "auto@0.1")
+    fits = {"vanilla": [(1.0, 60), (2.0, 80)], "unbiased@0.1": [(1.5, 50), (1.6, 60)]}
+    too_dear = wc.judge("latent_ode", _rows({**fits, "auto@0.1": [(1.6, 62), (1.6, 68)]}), "auto@0.1")
+    too_rough = wc.judge("latent_ode", _rows({**fits, "auto@0.1": [(1.7, 20), (1.7, 20)]}), "auto@0.1")
+    met = wc.judge("latent_ode", _rows({**fits, "auto@0.1": [(1.6, 58), (1.6, 62)]}), "auto@0.1")
+    less_accurate = wc.judge("mnist_node", _rows({"vanilla": [(0.960, 44), (0.962, 44)],
+                                                  "unbiased@0.1": [(0.962, 26), (0.960, 26)],
+                                                  "auto@0.1": [(0.957, 26), (0.957, 26)]}), "auto@0.1")
+    for v, length in ((classifier, "realistic"), (too_dear, "realistic"), (too_rough, "200 steps"), (met, "x"),
+                      (less_accurate, "200 steps")):
+        v["length"] = length
+    lines = wc.shortfall_markdown([classifier, too_dear, too_rough, met, less_accurate]).splitlines()
+    assert lines[0] == ("(a) holds on 3 of 5 cells, (b) on 4 of 5, and the 0.65x mark on 1 of the 2 "
+                        "classifier cells.")
+    assert lines[4:] == [
+        "| MNIST neural ODE | realistic | NFE <= 0.65x vanilla's | 0.66x (NFE 29.0) | 0.65x (NFE 28.6) | "
+        "0.4 evaluations |",
+        "| latent ODE, irregular spirals | realistic | (b) | NFE 65.0 | NFE 61.0 (weight 0.1's 55.0 + 6) | "
+        "4.0 evaluations |",
+        "| latent ODE, irregular spirals | 200 steps | (a) | 1.13x | 1.10x | 0.03 of vanilla's error |",
+        "| MNIST neural ODE | 200 steps | (a) | -0.40 pt | -0.30 pt | 0.10 points |"]
+    assert wc.shortfall_markdown([met]) == ("(a) holds on 1 of 1 cells, (b) on 1 of 1, and the 0.65x mark on 0 of "
+                                            "the 0 classifier cells.\n")
+
+
 def test_paired_interval_brackets_the_change_and_widens_with_the_spread():
     # Identical ratios on every seed: every resample gives that ratio.
     assert wc.paired_interval("error", [0.2, 0.4, 0.6], [0.1, 0.2, 0.3]) == pytest.approx((2.0, 2.0))
