@@ -389,7 +389,7 @@ def shortfall_markdown(verdicts: Sequence[Dict]) -> str:
                 miss = f"{v['auto_metric'] / v['vanilla_metric'] - 1 - ERROR_TOLERANCE:.2f} of vanilla's error"
             lines.append(f"{cell} (a) | {change} | {mark} | {miss} |")
         if not v["auto_b"]:
-            source = ("vanilla's" if v["best_constant"] == "none" else
+            source = (f"vanilla's {v['vanilla_nfe']:.1f}" if v["best_constant"] == "none" else
                       f"weight {_plots.split_label(v['best_constant'])[1]}'s {v['best_constant_nfe']:.1f}")
             lines.append(f"{cell} (b) | NFE {v['auto_nfe']:.1f} | NFE {v['b_bound']:.1f} ({source} + "
                          f"{STEP_NFE[v['problem']]}) | {v['auto_nfe'] - v['b_bound']:.1f} evaluations |")

@@ -154,6 +154,14 @@ def test_shortfall_table_names_each_missed_criterion_and_by_how_much():
         "4.0 evaluations |",
         "| latent ODE, irregular spirals | 200 steps | (a) | 1.13x | 1.10x | 0.03 of vanilla's error |",
         "| MNIST neural ODE | 200 steps | (a) | -0.40 pt | -0.30 pt | 0.10 points |"]
+    no_constant = wc.judge("latent_ode", _rows({"vanilla": [(1.0, 60), (2.0, 80)],
+                                                "unbiased@1": [(2.0, 20), (1.5, 20)],  # fails (a)
+                                                "auto@0.1": [(1.5, 80), (1.5, 80)]}), "auto@0.1")
+    no_constant["length"] = "realistic"
+    # (b)'s bound is then vanilla's NFE plus one step
+    assert wc.shortfall_markdown([no_constant]).splitlines()[-1] == (
+        "| latent ODE, irregular spirals | realistic | (b) | NFE 80.0 | NFE 76.0 (vanilla's 70.0 + 6) | "
+        "4.0 evaluations |")
     assert wc.shortfall_markdown([met]) == ("(a) holds on 1 of 1 cells, (b) on 1 of 1, and the 0.65x mark on 0 of "
                                             "the 0 classifier cells.\n")
 
