@@ -236,10 +236,7 @@ def judge(problem: str, rows: Sequence[Dict], auto_label: str) -> Optional[Dict]
     verdict = {"problem": problem, "kind": kind, "seeds": auto["seeds"], "vanilla_metric": auto["vanilla_metric"],
                "vanilla_nfe": auto["vanilla_nfe"], "auto_metric": auto["metric"], "auto_nfe": auto["nfe"],
                "auto_nfe_ratio": auto["nfe_ratio"], "auto_a": auto["a"],
-               "auto_change_low": auto["interval"][0], "auto_change_high": auto["interval"][1],
-               "auto_typical": auto["typical"], "auto_worse": auto["worse"],
-               **_noise(table.get(PERTURBATION)),
-               **_noise(table.get(LR_NOISE), "lr_noise"), **_noise(auto, "auto_vs_vanilla"),
+               **_noise(auto, "auto"), **_noise(table.get(PERTURBATION)), **_noise(table.get(LR_NOISE), "lr_noise"),
                **_noise(versus(kind, rows, auto_label, LR_NOISE), "auto_vs_lr"),
                **_own_noise(kind, rows, table, auto_label),
                "best_constant": best["label"] if best else "none", "best_constant_nfe": best["nfe"] if best else math.nan,
@@ -331,7 +328,7 @@ def noise_markdown(verdicts: Sequence[Dict]) -> str:
              "AutoWeight() against vanilla | AutoWeight() against the learning-rate runs |",
              "|---|---|---|---|---|---|"]
     for v in verdicts:
-        cells = (_reference_cell(v, prefix) for prefix in ("noise", "lr_noise", "auto_vs_vanilla", "auto_vs_lr"))
+        cells = (_reference_cell(v, prefix) for prefix in ("noise", "lr_noise", "auto", "auto_vs_lr"))
         lines.append(f"| {TITLES[v['problem']]} | {v['length']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
@@ -364,7 +361,7 @@ def acceptance_markdown(verdicts: Sequence[Dict]) -> str:
                      f"{metric_text(kind, v['vanilla_metric'])}, "
                      f"NFE {v['vanilla_nfe']:.1f} | {metric_text(kind, v['auto_metric'])} "
                      f"({_change(kind, v['auto_metric'], v['vanilla_metric'])}), NFE {v['auto_nfe']:.1f} | "
-                     f"{interval_text(kind, (v['auto_change_low'], v['auto_change_high']))} | "
+                     f"{interval_text(kind, (v['auto_low'], v['auto_high']))} | "
                      f"{typical_text(kind, v['auto_typical'], v['auto_worse'], v['seeds'])} | "
                      f"{v['auto_nfe_ratio']:.2f} | {'yes' if v['auto_a'] else '**no**'} | "
                      f"{_reference_cell(v, 'noise', per_seed=False)} | "
@@ -380,14 +377,13 @@ def shortfall_markdown(verdicts: Sequence[Dict]) -> str:
     for v in verdicts:
         kind, cell = v["kind"], f"| {TITLES[v['problem']]} | {v['length']} |"
         if not v["auto_a"]:
-            change = _change(kind, v["auto_metric"], v["vanilla_metric"])
             if kind == "accuracy":
                 mark, miss = f"-{100 * ACCURACY_TOLERANCE:.2f} pt", \
-                    f"{100 * (v['vanilla_metric'] - v['auto_metric'] - ACCURACY_TOLERANCE):.2f} points"
+                    f"{100 * (-v['auto_change'] - ACCURACY_TOLERANCE):.2f} points"
             else:
                 mark = f"{1 + ERROR_TOLERANCE:.2f}x"
-                miss = f"{v['auto_metric'] / v['vanilla_metric'] - 1 - ERROR_TOLERANCE:.2f} of vanilla's error"
-            lines.append(f"{cell} (a) | {change} | {mark} | {miss} |")
+                miss = f"{v['auto_change'] - 1 - ERROR_TOLERANCE:.2f} of vanilla's error"
+            lines.append(f"{cell} (a) | {relative_text(kind, v['auto_change'])} | {mark} | {miss} |")
         if not v["auto_b"]:
             source = (f"vanilla's {v['vanilla_nfe']:.1f}" if v["best_constant"] == "none" else
                       f"weight {_plots.split_label(v['best_constant'])[1]}'s {v['best_constant_nfe']:.1f}")
